@@ -21,9 +21,4 @@ export class Tokenizer {
   decode(ids: readonly number[]): string {
     return this.bpe.decode([...ids]);
   }
-
-  /** The raw bytes of tokens, for streaming: one token may hold only part of a UTF-8 character. */
-  decodeBytes(ids: readonly number[]): Uint8Array {
-    return new TextEncoder().encode(this.bpe.decode([...ids]));
-  }
 }
