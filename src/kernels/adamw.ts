@@ -1,0 +1,4 @@
+// Being written: adamw.
+export function adamw(..._args: any[]): any {
+  throw new Error('adamw: not implemented yet');
+}

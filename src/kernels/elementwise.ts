@@ -1,0 +1,299 @@
+/**
+ * Element-wise kernels: fill, random, cast, and the unary/binary/where ops with broadcasting.
+ * CPU reference: src/tensor/cpu/elementwise.ts (and cpu/random.ts for the hash).
+ *
+ * Two variants. `flat`: every operand is either the output's size (read at i) or a scalar (read at 0);
+ * it walks tensors larger than one binding in chunks, so a 200 MB gradient scales like a small one.
+ * `strided`: general NumPy broadcasting up to rank 8, each operand read through its own strides.
+ */
+import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
+import { broadcastStrides, sizeOf } from '../tensor/shape.js';
+import { GpuStorage, type Gpu } from './gpu.js';
+import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+
+const WG = 256;
+const MAX_RANK = 8;
+
+const unaryExpr: Record<UnaryOp, string> = {
+  neg: '-x0',
+  exp: 'exp(x0)',
+  log: 'log(x0)',
+  sqrt: 'sqrt(x0)',
+  // Some drivers compute tanh through exp and overflow to NaN; tanh(±15) is ±1 in f32 anyway.
+  tanh: 'tanh(clamp(x0, -15.0, 15.0))',
+  relu: 'max(x0, 0.0)',
+  abs: 'abs(x0)',
+};
+
+const binaryExpr: Record<BinaryOp, string> = {
+  add: 'x0 + x1',
+  sub: 'x0 - x1',
+  mul: 'x0 * x1',
+  div: 'x0 / x1',
+  max: 'select(x1, x0, x0 >= x1)',
+  min: 'select(x1, x0, x0 <= x1)',
+  pow: 'powReal(x0, x1)',
+  gt: 'select(0.0, 1.0, x0 > x1)',
+  eq: 'select(0.0, 1.0, x0 == x1)',
+};
+
+const WHERE_EXPR = 'select(x2, x1, x0 != 0.0)';
+
+/** WGSL's pow is undefined for a negative base; match Math.pow for integer exponents. */
+const POW_WGSL = /* wgsl */ `
+fn powReal(a: f32, b: f32) -> f32 {
+  let magnitude = pow(abs(a), b);
+  if (a >= 0.0) { return magnitude; }
+  if (b != floor(b)) { return sqrt(a); } // NaN, as Math.pow gives
+  return select(magnitude, -magnitude, fract(b * 0.5) != 0.0);
+}`;
+
+function inputDeclarations(arity: number): string {
+  return Array.from({ length: arity }, (_, k) => `@group(0) @binding(${k}) var<storage, read> in${k}: array<f32>;`).join('\n');
+}
+
+interface FlatParams {
+  expr: string;
+  /** Per operand: read at 0 (a scalar broadcast to every element) instead of at i. */
+  scalar: boolean[];
+}
+
+const flatKernel: Kernel<FlatParams> = {
+  name: 'elementwise_flat',
+  bindings: ['read', 'read', 'read', 'write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: ({ expr, scalar }) => /* wgsl */ `
+${inputDeclarations(3)}
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+struct Params { count: u32 }
+@group(0) @binding(4) var<uniform> params: Params;
+${POW_WGSL}
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i >= params.count) { return; }
+  let x0 = in0[${scalar[0] ? '0' : 'i'}];
+  let x1 = in1[${scalar[1] ? '0' : 'i'}];
+  let x2 = in2[${scalar[2] ? '0' : 'i'}];
+  _ = x1; _ = x2;
+  out[i] = ${expr};
+}`,
+};
+
+interface StridedParams {
+  expr: string;
+}
+
+const stridedKernel: Kernel<StridedParams> = {
+  name: 'elementwise_strided',
+  bindings: ['read', 'read', 'read', 'write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: ({ expr }) => /* wgsl */ `
+${inputDeclarations(3)}
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+struct Params {
+  count: u32,
+  rank: u32,
+  shape: array<vec4u, 2>,
+  strides0: array<vec4u, 2>,
+  strides1: array<vec4u, 2>,
+  strides2: array<vec4u, 2>,
+}
+@group(0) @binding(4) var<uniform> params: Params;
+${POW_WGSL}
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i >= params.count) { return; }
+  var rest = i;
+  var o0 = 0u; var o1 = 0u; var o2 = 0u;
+  for (var d = i32(params.rank) - 1; d >= 0; d--) {
+    let size = params.shape[d / 4][d % 4];
+    let index = rest % size;
+    rest = rest / size;
+    o0 += index * params.strides0[d / 4][d % 4];
+    o1 += index * params.strides1[d / 4][d % 4];
+    o2 += index * params.strides2[d / 4][d % 4];
+  }
+  let x0 = in0[o0];
+  let x1 = in1[o1];
+  let x2 = in2[o2];
+  _ = x1; _ = x2;
+  out[i] = ${expr};
+}`,
+};
+
+function padTo(values: readonly number[], length: number): number[] {
+  return [...values, ...new Array<number>(length - values.length).fill(0)];
+}
+
+/** Elements per chunk: as many as one binding holds, keeping chunk offsets aligned. */
+export function chunkElements(gpu: Gpu): number {
+  const alignElements = gpu.bindingAlignment / 4;
+  return Math.floor(gpu.maxBindingBytes / 4 / alignElements) * alignElements;
+}
+
+/** Runs fn over [start, start + count) chunks that each fit one binding. */
+export function forEachChunk(gpu: Gpu, size: number, fn: (start: number, count: number) => void): void {
+  const step = chunkElements(gpu);
+  for (let start = 0; start < size; start += step) fn(start, Math.min(step, size - start));
+}
+
+/** out = expr(x0, x1, x2) over operands of the output's size or of size 1. */
+function mapFlat(gpu: Gpu, expr: string, inputs: GpuStorage[], size: number): GpuStorage {
+  const out = gpu.alloc(size);
+  // Unused operand slots repeat the first input: every binding must hold a buffer.
+  const operands = [0, 1, 2].map((k) => inputs[k] ?? inputs[0]);
+  const scalar = operands.map((x) => x.size === 1 && size !== 1);
+  forEachChunk(gpu, size, (start, count) => {
+    const views = operands.map((x, k) => (scalar[k] ? gpu.view(x, 0, 1) : gpu.view(x, start, count)));
+    gpu.dispatch(flatKernel, { expr, scalar }, [...views, gpu.view(out, start, count)], [count], grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+  });
+  return out;
+}
+
+function mapStrided(gpu: Gpu, expr: string, inputs: { x: GpuStorage; shape: readonly number[] }[], outShape: readonly number[]): GpuStorage {
+  if (outShape.length > MAX_RANK) throw new Error(`broadcasting supports rank ≤ ${MAX_RANK}, got [${outShape}]`);
+  const size = sizeOf(outShape);
+  const out = gpu.alloc(size);
+  const operands = [0, 1, 2].map((k) => inputs[k] ?? inputs[0]);
+  const uniforms = [
+    size,
+    outShape.length,
+    0, 0, // pads the header to the 16-byte alignment of the arrays that follow
+    ...padTo(outShape, MAX_RANK),
+    ...operands.flatMap(({ shape }) => padTo(broadcastStrides(shape, outShape), MAX_RANK)),
+  ];
+  gpu.dispatch(stridedKernel, { expr }, [...operands.map(({ x }) => x), out], uniforms, grid1d(size, WG, gpu.maxWorkgroupsPerDimension));
+  return out;
+}
+
+function isFlat(shape: readonly number[], outShape: readonly number[]): boolean {
+  const size = sizeOf(shape);
+  return size === 1 || size === sizeOf(outShape);
+}
+
+function map(gpu: Gpu, expr: string, inputs: { x: GpuStorage; shape: readonly number[] }[], outShape: readonly number[]): GpuStorage {
+  return inputs.every(({ shape }) => isFlat(shape, outShape))
+    ? mapFlat(gpu, expr, inputs.map(({ x }) => x), sizeOf(outShape))
+    : mapStrided(gpu, expr, inputs, outShape);
+}
+
+export function unary(gpu: Gpu, op: UnaryOp, x: GpuStorage): GpuStorage {
+  return mapFlat(gpu, unaryExpr[op], [x], x.size);
+}
+
+export function binary(gpu: Gpu, op: BinaryOp, a: GpuStorage, aShape: readonly number[], b: GpuStorage, bShape: readonly number[], outShape: readonly number[]): GpuStorage {
+  return map(gpu, binaryExpr[op], [{ x: a, shape: aShape }, { x: b, shape: bShape }], outShape);
+}
+
+export function where(
+  gpu: Gpu,
+  cond: GpuStorage, condShape: readonly number[],
+  a: GpuStorage, aShape: readonly number[],
+  b: GpuStorage, bShape: readonly number[],
+  outShape: readonly number[],
+): GpuStorage {
+  return map(gpu, WHERE_EXPR, [{ x: cond, shape: condShape }, { x: a, shape: aShape }, { x: b, shape: bShape }], outShape);
+}
+
+// --- fill, random, cast ---
+
+const fillKernel: Kernel = {
+  name: 'fill',
+  bindings: ['write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: () => /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+struct Params { count: u32, bits: u32 }
+@group(0) @binding(1) var<uniform> params: Params;
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i < params.count) { out[i] = params.bits; }
+}`,
+};
+
+export function fill(gpu: Gpu, size: number, value: number, dtype: DType): GpuStorage {
+  const out = gpu.alloc(size, dtype);
+  const bits = dtype === 'i32' ? new Uint32Array(Int32Array.of(value).buffer)[0] : new Uint32Array(Float32Array.of(value).buffer)[0];
+  forEachChunk(gpu, size, (start, count) => {
+    gpu.dispatch(fillKernel, undefined, [gpu.view(out, start, count)], [count, bits], grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+  });
+  return out;
+}
+
+/** The WGSL twin of src/tensor/cpu/random.ts: same hash, same bits. */
+const RANDOM_WGSL = /* wgsl */ `
+fn pcgHash(x: u32) -> u32 {
+  let state = x * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+fn hashAt(seed: u32, i: u32) -> u32 { return pcgHash(pcgHash(seed) + i); }
+fn uniformAt(seed: u32, i: u32) -> f32 { return f32(hashAt(seed, i) >> 8u) / 16777216.0; }
+fn normalAt(seed: u32, i: u32) -> f32 {
+  let u1 = (f32(hashAt(seed, 2u * i) >> 8u) + 1.0) / 16777217.0;
+  let u2 = f32(hashAt(seed, 2u * i + 1u) >> 8u) / 16777216.0;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}`;
+
+const randomKernel: Kernel<{ distribution: RandomDistribution }> = {
+  name: 'random',
+  bindings: ['write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: ({ distribution }) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+struct Params { count: u32, seed: u32, start: u32 }
+@group(0) @binding(1) var<uniform> params: Params;
+${RANDOM_WGSL}
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i < params.count) { out[i] = ${distribution}At(params.seed, params.start + i); }
+}`,
+};
+
+export function random(gpu: Gpu, size: number, seed: number, distribution: RandomDistribution): GpuStorage {
+  const out = gpu.alloc(size);
+  forEachChunk(gpu, size, (start, count) => {
+    gpu.dispatch(randomKernel, { distribution }, [gpu.view(out, start, count)], [count, seed >>> 0, start], grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+  });
+  return out;
+}
+
+const castKernel: Kernel<{ to: DType }> = {
+  name: 'cast',
+  bindings: ['read', 'write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: ({ to }) => {
+    const from = to === 'i32' ? 'f32' : 'i32';
+    return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> x: array<${from}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${to}>;
+struct Params { count: u32 }
+@group(0) @binding(2) var<uniform> params: Params;
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i < params.count) { out[i] = ${to}(x[i]); }
+}`;
+  },
+};
+
+export function cast(gpu: Gpu, x: GpuStorage, dtype: DType): GpuStorage {
+  const out = gpu.alloc(x.size, dtype);
+  if (x.dtype === dtype) {
+    gpu.copy(x.buffer, 0, out.buffer, 0, x.byteLength);
+    return out;
+  }
+  forEachChunk(gpu, x.size, (start, count) => {
+    gpu.dispatch(castKernel, { to: dtype }, [gpu.view(x, start, count), gpu.view(out, start, count)], [count], grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+  });
+  return out;
+}

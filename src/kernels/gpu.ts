@@ -1,0 +1,269 @@
+/**
+ * The WebGPU runtime every kernel family dispatches through: the pipeline cache, one command encoder
+ * that records dispatches until a sync point (a readback or flush()), pooled storage, uniform and
+ * staging buffers, and errors turned into exceptions that name the kernel.
+ */
+import type { DType, Storage } from '../tensor/backend.js';
+import { BufferPool, type PoolStats } from './buffer-pool.js';
+import type { AcquiredDevice } from './device.js';
+import { packUniforms, type BufferView, type Kernel, type Uniform } from './kernel.js';
+
+export class GpuStorage implements Storage {
+  constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number) {}
+
+  get byteLength(): number {
+    return this.size * 4;
+  }
+}
+
+interface CompiledKernel {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
+export interface GpuOptions {
+  /** Submit after every dispatch instead of batching (tests run both ways). */
+  immediate?: boolean;
+  /** Check every dispatch in its own error scope, so a validation error names its kernel exactly. */
+  validate?: boolean;
+}
+
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly description: string;
+  readonly features: ReadonlySet<string>;
+  /** Largest byte range one storage binding may cover. */
+  readonly maxBindingBytes: number;
+  /** Required alignment of a binding's byte offset. */
+  readonly bindingAlignment: number;
+  readonly maxWorkgroupsPerDimension: number;
+  immediate: boolean;
+  private readonly validate: boolean;
+
+  private readonly storagePool: BufferPool;
+  private readonly uniformPool: BufferPool;
+  private readonly stagingPool: BufferPool;
+  private readonly pipelines = new Map<string, CompiledKernel>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private uniformsInFlight: GPUBuffer[] = [];
+  private batchKernels: string[] = [];
+  private pendingChecks: Promise<Error | null>[] = [];
+  private failure: Error | null = null;
+
+  constructor(private readonly acquired: AcquiredDevice, options: GpuOptions = {}) {
+    const { device, limits } = acquired;
+    this.device = device;
+    this.description = acquired.description;
+    this.features = acquired.features;
+    this.maxBindingBytes = limits.maxStorageBufferBindingSize;
+    this.bindingAlignment = limits.minStorageBufferOffsetAlignment;
+    this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
+    this.immediate = options.immediate ?? false;
+    this.validate = options.validate ?? false;
+    const usage = GPUBufferUsage;
+    this.storagePool = new BufferPool(device, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, 'storage');
+    this.uniformPool = new BufferPool(device, usage.UNIFORM | usage.COPY_DST, 'uniforms');
+    this.stagingPool = new BufferPool(device, usage.MAP_READ | usage.COPY_DST, 'staging');
+    device.addEventListener('uncapturederror', (event) => {
+      const kernels = this.batchKernels.slice(-8).join(', ') || 'none';
+      this.failure ??= new Error(`WebGPU error (kernels in the failing batch, latest last: ${kernels}): ${(event as GPUUncapturedErrorEvent).error.message}`);
+    });
+    void device.lost.then((info) => {
+      if (info.reason !== 'destroyed') this.failure ??= new Error(`WebGPU device lost: ${info.message}`);
+    });
+  }
+
+  // --- memory ---
+
+  alloc(size: number, dtype: DType = 'f32'): GpuStorage {
+    this.throwIfFailed();
+    return new GpuStorage(this.storagePool.acquire(size * 4), dtype, size);
+  }
+
+  release(storage: GpuStorage): void {
+    this.storagePool.release(storage.buffer);
+  }
+
+  upload(data: Float32Array | Int32Array): GpuStorage {
+    // queue.writeBuffer runs before any unsubmitted dispatch: flush first, so a pooled buffer that
+    // recorded work still reads is not overwritten under it.
+    if (this.encoder !== null) this.flush();
+    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : 'f32');
+    if (data.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    return storage;
+  }
+
+  async read(storage: GpuStorage): Promise<Float32Array | Int32Array> {
+    const bytes = storage.byteLength;
+    const staging = this.stagingPool.acquire(bytes);
+    this.copy(storage.buffer, 0, staging, 0, Math.ceil(bytes / 4) * 4);
+    try {
+      this.flush();
+    } finally {
+      // A compile or validation error that names its kernel beats the generic one flush may throw.
+      await this.checkErrors();
+    }
+    await staging.mapAsync(GPUMapMode.READ, 0, bytes);
+    const copy = staging.getMappedRange(0, bytes).slice(0);
+    staging.unmap();
+    this.stagingPool.release(staging);
+    this.throwIfFailed();
+    return storage.dtype === 'i32' ? new Int32Array(copy) : new Float32Array(copy);
+  }
+
+  memoryStats(): PoolStats {
+    return this.storagePool.snapshot();
+  }
+
+  trimPool(): void {
+    this.storagePool.trim();
+  }
+
+  // --- recording ---
+
+  /** The whole storage, or `count` elements from `first`, as one binding. */
+  view(storage: GpuStorage, first = 0, count = storage.size - first): BufferView {
+    const offset = first * 4;
+    const size = Math.max(4, count * 4);
+    if (offset % this.bindingAlignment !== 0) {
+      throw new Error(`binding offset ${offset} B is not a multiple of the adapter's ${this.bindingAlignment} B alignment`);
+    }
+    if (size > this.maxBindingBytes) {
+      throw new Error(`a binding of ${size} B exceeds this adapter's maxStorageBufferBindingSize (${this.maxBindingBytes} B): the kernel must split it`);
+    }
+    return { buffer: storage.buffer, offset, size };
+  }
+
+  dispatch<P>(
+    kernel: Kernel<P>,
+    params: P,
+    buffers: readonly (GpuStorage | BufferView)[],
+    uniforms: readonly Uniform[],
+    workgroups: readonly [number, number, number],
+  ): void {
+    this.throwIfFailed();
+    if (buffers.length !== kernel.bindings.length) {
+      throw new Error(`kernel ${kernel.name} takes ${kernel.bindings.length} buffers, got ${buffers.length}`);
+    }
+    const { pipeline, layout } = this.compile(kernel, params);
+    const uniformBytes = packUniforms(uniforms);
+    const uniformBuffer = this.uniformPool.acquire(uniformBytes.byteLength);
+    this.device.queue.writeBuffer(uniformBuffer, 0, uniformBytes);
+    this.uniformsInFlight.push(uniformBuffer);
+    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({
+      binding,
+      resource: b instanceof GpuStorage ? this.view(b) : b,
+    }));
+    entries.push({ binding: buffers.length, resource: { buffer: uniformBuffer, size: uniformBytes.byteLength } });
+    if (this.validate) this.device.pushErrorScope('validation');
+    const bindGroup = this.device.createBindGroup({ layout, entries, label: kernel.name });
+    const pass = this.computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    this.batchKernels.push(kernel.name);
+    if (this.validate) {
+      this.pendingChecks.push(this.device.popErrorScope().then((e) => (e ? new Error(`kernel ${kernel.name}: ${e.message}`) : null)));
+    }
+    if (this.immediate) this.flush();
+  }
+
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Submits everything recorded since the last sync point. */
+  flush(): void {
+    this.throwIfFailed();
+    if (this.encoder === null) return;
+    this.endPass();
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    for (const u of this.uniformsInFlight) this.uniformPool.release(u);
+    this.uniformsInFlight = [];
+    this.batchKernels = [];
+  }
+
+  /** Resolves when every submitted command has finished on the device. */
+  async sync(): Promise<void> {
+    try {
+      this.flush();
+      await this.device.queue.onSubmittedWorkDone();
+    } finally {
+      await this.checkErrors();
+    }
+  }
+
+  destroy(): void {
+    this.acquired.release();
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    this.encoder ??= this.device.createCommandEncoder();
+    this.pass ??= this.encoder.beginComputePass();
+    return this.pass;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
+  }
+
+  private compile<P>(kernel: Kernel<P>, params: P): CompiledKernel {
+    const key = params === undefined ? kernel.name : `${kernel.name}:${JSON.stringify(params)}`;
+    const cached = this.pipelines.get(key);
+    if (cached) return cached;
+    const code = kernel.wgsl(params);
+    this.device.pushErrorScope('validation');
+    const module = this.device.createShaderModule({ code, label: key });
+    const layout = this.device.createBindGroupLayout({
+      label: key,
+      entries: [
+        ...kernel.bindings.map((access, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: access === 'read' ? ('read-only-storage' as const) : ('storage' as const) },
+        })),
+        { binding: kernel.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' as const } },
+      ],
+    });
+    const pipeline = this.device.createComputePipeline({
+      label: key,
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: 'main' },
+    });
+    this.pendingChecks.push(
+      this.device.popErrorScope().then(async (error) => {
+        if (error === null) return null;
+        return new Error(`kernel ${key} failed to compile:\n${await compilerMessages(module, code)}\n${error.message}`);
+      }),
+    );
+    const compiled = { pipeline, layout };
+    this.pipelines.set(key, compiled);
+    return compiled;
+  }
+
+  private async checkErrors(): Promise<void> {
+    const checks = this.pendingChecks;
+    this.pendingChecks = [];
+    const precise = (await Promise.all(checks)).find((e) => e !== null);
+    if (precise) this.failure = precise;
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+}
+
+/** The compiler's messages, each followed by its source line, so a WGSL error reads like a compiler's. */
+async function compilerMessages(module: GPUShaderModule, code: string): Promise<string> {
+  const info = await module.getCompilationInfo();
+  const lines = code.split('\n');
+  return info.messages
+    .map((m) => `${m.type} at line ${m.lineNum}:${m.linePos}: ${m.message}\n  ${lines[m.lineNum - 1] ?? ''}`)
+    .join('\n');
+}

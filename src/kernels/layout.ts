@@ -1,0 +1,90 @@
+/**
+ * permute, slice and pad: one strided-copy kernel (rank ≤ 8) that reads each output element
+ * through input strides and an offset. CPU reference: src/tensor/cpu/layout.ts.
+ */
+import { sizeOf, stridesOf } from '../tensor/shape.js';
+import type { Gpu, GpuStorage } from './gpu.js';
+import { fill } from './elementwise.js';
+import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+
+const WG = 256;
+const MAX_RANK = 8;
+
+/** dst[dstOffset + Σ index·dstStrides] = src[srcOffset + Σ index·srcStrides] over `shape`. */
+const stridedCopyKernel: Kernel = {
+  name: 'strided_copy',
+  bindings: ['read', 'write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: () => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+struct Params {
+  count: u32,
+  rank: u32,
+  srcOffset: u32,
+  dstOffset: u32,
+  shape: array<vec4u, 2>,
+  srcStrides: array<vec4u, 2>,
+  dstStrides: array<vec4u, 2>,
+}
+@group(0) @binding(2) var<uniform> params: Params;
+${flatIndexWgsl(WG)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flatIndex(gid, nwg);
+  if (i >= params.count) { return; }
+  var rest = i;
+  var s = params.srcOffset;
+  var d = params.dstOffset;
+  for (var k = i32(params.rank) - 1; k >= 0; k--) {
+    let size = params.shape[k / 4][k % 4];
+    let index = rest % size;
+    rest = rest / size;
+    s += index * params.srcStrides[k / 4][k % 4];
+    d += index * params.dstStrides[k / 4][k % 4];
+  }
+  dst[d] = src[s];
+}`,
+};
+
+function padTo(values: readonly number[]): number[] {
+  return [...values, ...new Array<number>(MAX_RANK - values.length).fill(0)];
+}
+
+function stridedCopy(
+  gpu: Gpu,
+  src: GpuStorage, srcOffset: number, srcStrides: readonly number[],
+  dst: GpuStorage, dstOffset: number, dstStrides: readonly number[],
+  shape: readonly number[],
+): void {
+  if (shape.length > MAX_RANK) throw new Error(`strided copies support rank ≤ ${MAX_RANK}, got [${shape}]`);
+  const count = sizeOf(shape);
+  if (count === 0) return;
+  const uniforms = [count, shape.length, srcOffset, dstOffset, ...padTo(shape), ...padTo(srcStrides), ...padTo(dstStrides)];
+  gpu.dispatch(stridedCopyKernel, undefined, [src, dst], uniforms, grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+}
+
+const offsetOf = (begin: readonly number[], strides: readonly number[]): number =>
+  begin.reduce((acc, b, i) => acc + b * strides[i], 0);
+
+export function permute(gpu: Gpu, x: GpuStorage, shape: readonly number[], perm: readonly number[]): GpuStorage {
+  const outShape = perm.map((p) => shape[p]);
+  const inStrides = stridesOf(shape);
+  const out = gpu.alloc(x.size, x.dtype);
+  stridedCopy(gpu, x, 0, perm.map((p) => inStrides[p]), out, 0, stridesOf(outShape), outShape);
+  return out;
+}
+
+export function slice(gpu: Gpu, x: GpuStorage, shape: readonly number[], begin: readonly number[], size: readonly number[]): GpuStorage {
+  const strides = stridesOf(shape);
+  const out = gpu.alloc(sizeOf(size), x.dtype);
+  stridedCopy(gpu, x, offsetOf(begin, strides), strides, out, 0, stridesOf(size), size);
+  return out;
+}
+
+export function pad(gpu: Gpu, x: GpuStorage, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): GpuStorage {
+  const out = fill(gpu, sizeOf(outShape), 0, x.dtype);
+  const outStrides = stridesOf(outShape);
+  stridedCopy(gpu, x, 0, stridesOf(shape), out, offsetOf(begin, outStrides), outStrides, shape);
+  return out;
+}

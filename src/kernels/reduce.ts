@@ -1,0 +1,60 @@
+/**
+ * Sum or max over one axis of a tensor viewed as [outer, len, inner], keeping the axis with size 1.
+ * CPU reference: src/tensor/cpu/reduce.ts.
+ *
+ * One workgroup per output element: its threads stride over the axis and combine in workgroup
+ * memory. Output elements are independent, so the result does not depend on how many run at once.
+ */
+import type { ReduceOp } from '../tensor/backend.js';
+import type { Gpu, GpuStorage } from './gpu.js';
+import { grid1d, type Kernel } from './kernel.js';
+
+const WG = 64;
+
+const reduceKernel: Kernel<{ op: ReduceOp }> = {
+  name: 'reduce',
+  bindings: ['read', 'write'],
+  workgroupSize: () => [WG, 1, 1],
+  wgsl: ({ op }) => {
+    const identity = op === 'sum' ? '0.0' : '-3.4028235e38';
+    const combine = op === 'sum' ? 'a + b' : 'max(a, b)';
+    return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+struct Params { outer: u32, len: u32, inner: u32 }
+@group(0) @binding(2) var<uniform> params: Params;
+var<workgroup> partial: array<f32, ${WG}>;
+fn combine(a: f32, b: f32) -> f32 { return ${combine}; }
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let o = wid.x + wid.y * nwg.x;
+  let count = params.outer * params.inner;
+  let valid = o < count;
+  let outerIndex = o / params.inner;
+  let innerIndex = o % params.inner;
+  var acc = ${identity};
+  if (valid) {
+    let base = outerIndex * params.len * params.inner + innerIndex;
+    for (var j = lid; j < params.len; j += ${WG}u) {
+      acc = combine(acc, x[base + j * params.inner]);
+    }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) { partial[lid] = combine(partial[lid], partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  if (valid && lid == 0u) { out[o] = partial[0]; }
+}`;
+  },
+};
+
+export function reduce(gpu: Gpu, op: ReduceOp, x: GpuStorage, shape: readonly number[], axis: number): GpuStorage {
+  const outer = shape.slice(0, axis).reduce((p, d) => p * d, 1);
+  const len = shape[axis];
+  const inner = shape.slice(axis + 1).reduce((p, d) => p * d, 1);
+  const out = gpu.alloc(outer * inner);
+  gpu.dispatch(reduceKernel, { op }, [x, out], [outer, len, inner], grid1d(outer * inner, 1, gpu.maxWorkgroupsPerDimension));
+  return out;
+}

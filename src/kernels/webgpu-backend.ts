@@ -1,0 +1,65 @@
+/** The WebGPU backend: storage is pooled GPU buffers; every op records dispatches on one Gpu. */
+import type { Backend } from '../tensor/backend.js';
+import { adamw } from './adamw.js';
+import { attention, attentionBackward, cachedAttention, writeCache } from './attention.js';
+import { crossEntropy } from './cross-entropy.js';
+import { binary, cast, fill, random, unary, where } from './elementwise.js';
+import { embedding, embeddingBackward } from './embedding.js';
+import { gelu, geluBackward } from './gelu.js';
+import { Gpu, GpuStorage } from './gpu.js';
+import { layerNorm, layerNormBackward } from './layernorm.js';
+import { pad, permute, slice } from './layout.js';
+import { matmul } from './matmul.js';
+import { reduce } from './reduce.js';
+import { softmax, softmaxBackward } from './softmax.js';
+
+export type WebGpuBackend = Backend & { readonly name: 'webgpu'; readonly gpu: Gpu };
+
+/**
+ * Binds a kernel family's function to one Gpu. The casts are sound: every storage this backend
+ * hands out is a GpuStorage.
+ */
+function on<A extends unknown[], R>(gpu: Gpu, fn: (gpu: Gpu, ...args: A) => R): (...args: A) => R {
+  return (...args: A) => fn(gpu, ...args);
+}
+
+export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
+  const ops = {
+    fill: on(gpu, fill),
+    random: on(gpu, random),
+    cast: on(gpu, cast),
+    unary: on(gpu, unary),
+    binary: on(gpu, binary),
+    where: on(gpu, where),
+    reduce: on(gpu, reduce),
+    permute: on(gpu, permute),
+    slice: on(gpu, slice),
+    pad: on(gpu, pad),
+    matmul: on(gpu, matmul),
+    layerNorm: on(gpu, layerNorm),
+    layerNormBackward: on(gpu, layerNormBackward),
+    gelu: on(gpu, gelu),
+    geluBackward: on(gpu, geluBackward),
+    softmax: on(gpu, softmax),
+    softmaxBackward: on(gpu, softmaxBackward),
+    attention: on(gpu, attention),
+    attentionBackward: on(gpu, attentionBackward),
+    writeCache: on(gpu, writeCache),
+    cachedAttention: on(gpu, cachedAttention),
+    embedding: on(gpu, embedding),
+    embeddingBackward: on(gpu, embeddingBackward),
+    crossEntropy: on(gpu, crossEntropy),
+    adamw: on(gpu, adamw),
+  };
+  return {
+    name: 'webgpu',
+    description: gpu.description,
+    gpu,
+    upload: (data) => gpu.upload(data),
+    read: (x) => gpu.read(x as GpuStorage),
+    release: (x) => gpu.release(x as GpuStorage),
+    flush: () => gpu.flush(),
+    sync: () => gpu.sync(),
+    ...(ops as unknown as Omit<Backend, 'name' | 'description' | 'upload' | 'read' | 'release' | 'flush' | 'sync'>),
+  };
+}

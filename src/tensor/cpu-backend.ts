@@ -1,0 +1,60 @@
+/**
+ * The CPU reference backend: plain TypeScript over typed arrays. It is the oracle every WebGPU
+ * kernel is tested against, and the fallback when no WebGPU adapter exists.
+ */
+import type { Backend, Storage } from './backend.js';
+import { adamw } from './cpu/adamw.js';
+import { attention, attentionBackward, cachedAttention, writeCache } from './cpu/attention.js';
+import { crossEntropy } from './cpu/cross-entropy.js';
+import { cast, fill, random, unary, binary, where } from './cpu/elementwise.js';
+import { embedding, embeddingBackward } from './cpu/embedding.js';
+import { gelu, geluBackward } from './cpu/gelu.js';
+import { layerNorm, layerNormBackward } from './cpu/layernorm.js';
+import { pad, permute, slice } from './cpu/layout.js';
+import { matmul } from './cpu/matmul.js';
+import { reduce } from './cpu/reduce.js';
+import { softmax, softmaxBackward } from './cpu/softmax.js';
+import { CpuStorage } from './cpu/storage.js';
+
+export class CpuBackend implements Backend {
+  readonly name = 'cpu';
+  readonly description = 'CPU (TypeScript reference)';
+
+  upload(data: Float32Array | Int32Array): Storage {
+    return new CpuStorage(data.slice());
+  }
+
+  async read(x: Storage): Promise<Float32Array | Int32Array> {
+    return (x as CpuStorage).data.slice();
+  }
+
+  release(): void {}
+  flush(): void {}
+  async sync(): Promise<void> {}
+
+  fill = fill;
+  random = random;
+  cast = cast;
+  unary = unary;
+  binary = binary;
+  where = where;
+  reduce = reduce;
+  permute = permute;
+  slice = slice;
+  pad = pad;
+  matmul = matmul;
+  layerNorm = layerNorm;
+  layerNormBackward = layerNormBackward;
+  gelu = gelu;
+  geluBackward = geluBackward;
+  softmax = softmax;
+  softmaxBackward = softmaxBackward;
+  attention = attention;
+  attentionBackward = attentionBackward;
+  writeCache = writeCache;
+  cachedAttention = cachedAttention;
+  embedding = embedding;
+  embeddingBackward = embeddingBackward;
+  crossEntropy = crossEntropy;
+  adamw = adamw;
+}

@@ -1,0 +1,120 @@
+/**
+ * The fused ops this project exists for, at the Tensor level: each checks its shapes, calls one
+ * backend op, and records what its backward rule (in grad-rules.ts) needs.
+ */
+import type { AdamWHyper, CachedAttentionShape } from './backend.js';
+import { tensor } from './create.js';
+import { isGradEnabled, record } from './graph.js';
+import { sizeOf } from './shape.js';
+import { Tensor } from './tensor.js';
+
+function expectShape(name: string, t: Tensor, shape: readonly number[]): void {
+  if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new Error(`${name} must have shape [${shape}], got [${t.shape}]`);
+  }
+}
+
+/** LayerNorm over the last axis, biased variance. */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const dim = x.shape[x.rank - 1];
+  expectShape('layerNorm weight', weight, [dim]);
+  expectShape('layerNorm bias', bias, [dim]);
+  const rows = x.size / dim;
+  const { y, mean, rstd } = x.backend.layerNorm(x.storage, weight.storage, bias.storage, rows, dim, eps);
+  const out = new Tensor(x.backend, y, x.shape);
+  const meanT = new Tensor(x.backend, mean, [rows]);
+  const rstdT = new Tensor(x.backend, rstd, [rows]);
+  record(out, 'layerNorm', [x, weight, bias], { rows, dim }, [x, weight, meanT, rstdT]);
+  meanT.dispose();
+  rstdT.dispose();
+  return out;
+}
+
+/** GELU, tanh approximation (as GPT-2). */
+export function gelu(x: Tensor): Tensor {
+  return record(new Tensor(x.backend, x.backend.gelu(x.storage), x.shape), 'gelu', [x], {}, [x]);
+}
+
+/** Softmax over the last axis. */
+export function softmax(x: Tensor): Tensor {
+  const dim = x.shape[x.rank - 1];
+  const rows = x.size / dim;
+  const out = new Tensor(x.backend, x.backend.softmax(x.storage, rows, dim), x.shape);
+  return record(out, 'softmax', [x], { rows, dim }, [out]);
+}
+
+/** Causal self-attention on q, k, v of [B, H, T, hs]. */
+export function attention(q: Tensor, k: Tensor, v: Tensor): Tensor {
+  if (q.rank !== 4) throw new Error(`attention expects q of [B, H, T, hs], got [${q.shape}]`);
+  expectShape('attention k', k, q.shape);
+  expectShape('attention v', v, q.shape);
+  const [batch, heads, seqLen, headSize] = q.shape;
+  const shape = { batch, heads, seqLen, headSize };
+  const { out, logSumExp } = q.backend.attention(q.storage, k.storage, v.storage, shape);
+  const outT = new Tensor(q.backend, out, q.shape);
+  const lse = new Tensor(q.backend, logSumExp, [batch, heads, seqLen]);
+  record(outT, 'attention', [q, k, v], shape, [q, k, v, outT, lse]);
+  lse.dispose();
+  return outT;
+}
+
+/** Writes k or v rows [B, H, n, hs] into a preallocated cache [B, H, maxLen, hs] at `position`, in place. */
+export function writeCache(cache: Tensor, rows: Tensor, position: number): void {
+  const [batch, heads, maxLen, headSize] = cache.shape;
+  const newLen = rows.shape[2];
+  expectShape('cache rows', rows, [batch, heads, newLen, headSize]);
+  if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot take ${newLen} more at position ${position}`);
+  cache.backend.writeCache(cache.storage, rows.storage, { batch, heads, newLen, position, maxLen, headSize });
+}
+
+/** Queries for positions [position, position + n) against the cache's first position + n rows. Inference only. */
+export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
+  if (isGradEnabled() && q.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
+  const [batch, heads, newLen, headSize] = q.shape;
+  const maxLen = kCache.shape[2];
+  expectShape('key cache', kCache, [batch, heads, maxLen, headSize]);
+  expectShape('value cache', vCache, [batch, heads, maxLen, headSize]);
+  if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot attend ${newLen} queries at position ${position}`);
+  const shape: CachedAttentionShape = { batch, heads, newLen, position, maxLen, headSize };
+  return new Tensor(q.backend, q.backend.cachedAttention(q.storage, kCache.storage, vCache.storage, shape), q.shape);
+}
+
+/** Rows of table [vocab, dim] for each i32 id; the result has shape [...ids.shape, dim]. */
+export function embedding(ids: Tensor, table: Tensor): Tensor {
+  if (ids.dtype !== 'i32') throw new Error(`embedding ids must be i32, got ${ids.dtype}`);
+  const [vocab, dim] = table.shape;
+  const n = ids.size;
+  const out = new Tensor(table.backend, table.backend.embedding(ids.storage, table.storage, n, vocab, dim), [...ids.shape, dim]);
+  return record(out, 'embedding', [table], { n, vocab, dim }, [ids]);
+}
+
+/**
+ * Mean cross-entropy of logits [..., V] against i32 targets over the positions whose mask is 1.
+ * The mask comes from the host (the collate function made it), so an empty mask is caught here.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, mask: Float32Array): Tensor {
+  const vocab = logits.shape[logits.rank - 1];
+  const rows = logits.size / vocab;
+  if (targets.size !== rows || mask.length !== rows) {
+    throw new Error(`crossEntropy: ${rows} rows of logits but ${targets.size} targets and ${mask.length} mask values`);
+  }
+  let count = 0;
+  for (const m of mask) count += m;
+  if (count === 0) throw new Error('crossEntropy: the loss mask selects no position (every target is padding)');
+  const weights = tensor(mask.map((m) => m / count), [rows], { backend: logits.backend });
+  const { loss, dLogits } = logits.backend.crossEntropy(logits.storage, targets.storage, weights.storage, rows, vocab);
+  weights.dispose();
+  const lossT = new Tensor(logits.backend, loss, []);
+  const grad = new Tensor(logits.backend, dLogits, logits.shape);
+  record(lossT, 'crossEntropy', [logits], {}, [grad]);
+  grad.dispose();
+  return lossT;
+}
+
+/** One AdamW step, in place on the parameter and its moments. */
+export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: AdamWHyper): void {
+  for (const [name, t] of [['grad', grad], ['m', m], ['v', v]] as const) {
+    if (t.size !== sizeOf(param.shape)) throw new Error(`adamw: ${name} has shape [${t.shape}], the parameter [${param.shape}]`);
+  }
+  param.backend.adamw(param.storage, grad.storage, m.storage, v.storage, hyper);
+}

@@ -1,0 +1,104 @@
+import type { Backend, DType, Storage } from './backend.js';
+import type { GraphNode } from './graph.js';
+import { trackInScope } from './scope.js';
+import { sizeOf } from './shape.js';
+
+/** Storage shared by a tensor and its reshapes; released when the last of them is disposed. */
+class SharedStorage {
+  private refs = 1;
+  constructor(readonly backend: Backend, readonly storage: Storage) {}
+
+  retain(): this {
+    this.refs++;
+    return this;
+  }
+
+  release(): void {
+    if (--this.refs === 0) this.backend.release(this.storage);
+  }
+}
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly size: number;
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  /** How this tensor was computed, while a backward pass may still need it. */
+  node: GraphNode | null = null;
+  private shared: SharedStorage | null;
+
+  /** Takes ownership of `storage`. Prefer the creation functions in `create.ts`. */
+  constructor(backend: Backend, storage: Storage, shape: readonly number[]);
+  constructor(shared: SharedStorage, shape: readonly number[]);
+  constructor(a: Backend | SharedStorage, b: Storage | readonly number[], c?: readonly number[]) {
+    if (a instanceof SharedStorage) {
+      this.shared = a;
+      this.shape = [...(b as readonly number[])];
+    } else {
+      this.shared = new SharedStorage(a, b as Storage);
+      this.shape = [...c!];
+    }
+    this.size = sizeOf(this.shape);
+    if (this.size !== this.storage.size) {
+      throw new Error(`shape [${this.shape}] holds ${this.size} elements but the storage holds ${this.storage.size}`);
+    }
+    trackInScope(this);
+  }
+
+  get backend(): Backend {
+    return this.live().backend;
+  }
+
+  get storage(): Storage {
+    return this.live().storage;
+  }
+
+  get dtype(): DType {
+    return this.storage.dtype;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get isDisposed(): boolean {
+    return this.shared === null;
+  }
+
+  /** Another handle on the same storage (free): the storage lives until both are disposed. */
+  share(shape: readonly number[] = this.shape): Tensor {
+    return new Tensor(this.live().retain(), shape);
+  }
+
+  async data(): Promise<Float32Array | Int32Array> {
+    return this.backend.read(this.storage);
+  }
+
+  async toFloat32(): Promise<Float32Array> {
+    const data = await this.data();
+    return data instanceof Float32Array ? data : Float32Array.from(data);
+  }
+
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new Error(`item() needs a tensor of one element, got shape [${this.shape}]`);
+    return (await this.data())[0];
+  }
+
+  dispose(): void {
+    if (this.shared === null) return;
+    this.shared.release();
+    this.shared = null;
+    this.node = null;
+    this.grad?.dispose();
+    this.grad = null;
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape}], dtype=${this.isDisposed ? 'disposed' : this.dtype})`;
+  }
+
+  private live(): SharedStorage {
+    if (this.shared === null) throw new Error(`use of a disposed tensor of shape [${this.shape}]`);
+    return this.shared;
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * The two backends every kernel test compares: the CPU reference and WebGPU. Without an adapter the
+ * WebGPU cases are skipped, unless GPT2_WEBGPU_REQUIRED=1 (CI), where they fail.
+ */
+import { afterAll } from 'vitest';
+import { getWebGpuBackend, releaseWebGpu, webGpuRequired } from '../../src/kernels/select-backend.js';
+import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
+import { CpuBackend } from '../../src/tensor/cpu-backend.js';
+
+export const cpu = new CpuBackend();
+
+/**
+ * The WebGPU backend for this test file (each file runs in its own process). Kernel tests run both
+ * with batched submission (the default) and with a submit after every dispatch when
+ * GPT2_WEBGPU_IMMEDIATE=1 (the test script runs the suite both ways).
+ */
+export async function webgpuOrSkip(): Promise<WebGpuBackend | null> {
+  const backend = await getWebGpuBackend({ immediate: process.env.GPT2_WEBGPU_IMMEDIATE === '1', validate: true });
+  if (backend === null && webGpuRequired()) throw new Error('GPT2_WEBGPU_REQUIRED=1 but no WebGPU adapter was found');
+  return backend;
+}
+
+afterAll(() => releaseWebGpu());
