@@ -1,0 +1,126 @@
+/**
+ * Modules are plain classes. Parameters are found by walking fields: a Tensor that requires a
+ * gradient is a parameter, a Module is walked recursively, and an array of Modules names its items
+ * by index — so `h[3].attn.c_attn.weight` is the parameter `h.3.attn.c_attn.weight`, the name the
+ * Hugging Face checkpoint uses.
+ */
+import { tensor } from '../tensor/create.js';
+import { keep } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+/** A tensor on the host: what weight files hold and what `loadStateDict` uploads. */
+export interface HostTensor {
+  shape: readonly number[];
+  data: Float32Array;
+}
+
+interface ParameterSlot {
+  name: string;
+  owner: Record<string, unknown>;
+  key: string;
+}
+
+function isTensor(value: unknown): value is Tensor {
+  return typeof value === 'object' && value !== null && 'shape' in value && 'requiresGrad' in value;
+}
+
+export abstract class Module {
+  training = true;
+
+  namedParameters(): [string, Tensor][] {
+    return this.parameterSlots().map(({ name, owner, key }) => [name, owner[key] as Tensor]);
+  }
+
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  /** Number of scalars in all parameters. */
+  parameterCount(): number {
+    return this.parameters().reduce((n, p) => n + p.size, 0);
+  }
+
+  stateDict(): Map<string, Tensor> {
+    return new Map(this.namedParameters());
+  }
+
+  /**
+   * Replaces every parameter with the tensor of the same name, uploaded to the parameter's backend.
+   * Every parameter must be present with its exact shape, and nothing else may be: a partial or
+   * mismatched load is an error, never a silently half-initialised model.
+   */
+  loadStateDict(weights: ReadonlyMap<string, HostTensor>, source = 'state dict'): void {
+    const slots = this.parameterSlots();
+    const expected = new Set(slots.map((s) => s.name));
+    const missing = slots.filter((s) => !weights.has(s.name)).map((s) => s.name);
+    const unexpected = [...weights.keys()].filter((name) => !expected.has(name));
+    if (missing.length > 0) throw new Error(`${source}: missing ${missing.join(', ')}`);
+    if (unexpected.length > 0) throw new Error(`${source}: unexpected ${unexpected.join(', ')}`);
+    for (const { name, owner, key } of slots) {
+      const old = owner[key] as Tensor;
+      const host = weights.get(name)!;
+      if (host.shape.length !== old.rank || host.shape.some((d, i) => d !== old.shape[i])) {
+        throw new Error(`${source}: ${name} has shape [${host.shape}], the model expects [${old.shape}]`);
+      }
+    }
+    for (const { name, owner, key } of slots) {
+      const old = owner[key] as Tensor;
+      this.swap(owner, key, tensor(weights.get(name)!.data, old.shape, { backend: old.backend }));
+    }
+  }
+
+  /** Puts `value` (same shape, kept out of any scope) in place of the named parameter, disposing the old one. */
+  replaceParameter(name: string, value: Tensor): void {
+    const slot = this.parameterSlots().find((s) => s.name === name);
+    if (slot === undefined) throw new Error(`no parameter named ${name}`);
+    const old = slot.owner[slot.key] as Tensor;
+    if (value.rank !== old.rank || value.shape.some((d, i) => d !== old.shape[i])) {
+      throw new Error(`${name}: a value of shape [${value.shape}] cannot replace one of shape [${old.shape}]`);
+    }
+    this.swap(slot.owner, slot.key, value);
+  }
+
+  private swap(owner: Record<string, unknown>, key: string, value: Tensor): void {
+    (owner[key] as Tensor).dispose();
+    value.requiresGrad = true;
+    owner[key] = keep(value);
+  }
+
+  train(mode = true): this {
+    this.walk((m) => (m.training = mode));
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  dispose(): void {
+    for (const p of this.parameters()) p.dispose();
+  }
+
+  private walk(fn: (m: Module) => void): void {
+    fn(this);
+    for (const value of Object.values(this)) {
+      if (value instanceof Module) value.walk(fn);
+      else if (Array.isArray(value)) for (const item of value) if (item instanceof Module) item.walk(fn);
+    }
+  }
+
+  private parameterSlots(prefix = ''): ParameterSlot[] {
+    const slots: ParameterSlot[] = [];
+    const owner = this as unknown as Record<string, unknown>;
+    for (const [key, value] of Object.entries(this)) {
+      if (isTensor(value) && value.requiresGrad) {
+        slots.push({ name: prefix + key, owner, key });
+      } else if (value instanceof Module) {
+        slots.push(...value.parameterSlots(`${prefix}${key}.`));
+      } else if (Array.isArray(value)) {
+        value.forEach((item, i) => {
+          if (item instanceof Module) slots.push(...item.parameterSlots(`${prefix}${key}.${i}.`));
+        });
+      }
+    }
+    return slots;
+  }
+}
