@@ -9,7 +9,7 @@
 import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
 import { broadcastStrides, sizeOf } from '../tensor/shape.js';
 import { GpuStorage, type Gpu } from './gpu.js';
-import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { flatIndexWgsl, grid1d, type BufferView, type Kernel } from './kernel.js';
 
 const WG = 256;
 const MAX_RANK = 8;
@@ -139,6 +139,44 @@ export function chunkElements(gpu: Gpu): number {
 export function forEachChunk(gpu: Gpu, size: number, fn: (start: number, count: number) => void): void {
   const step = chunkElements(gpu);
   for (let start = 0; start < size; start += step) fn(start, Math.min(step, size - start));
+}
+
+/** A binding over whole units of a tensor: `view` starts at an aligned element at or below the first unit, which begins `offset` elements into it. */
+export interface UnitWindow {
+  view: BufferView;
+  offset: number;
+}
+
+/**
+ * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
+ * tensor's window fits one binding. Each tensor holds `perUnit` elements per unit; its window starts at
+ * the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
+ * With tensors that fit one binding this is a single group of offset 0.
+ */
+export function forEachUnitWindow(
+  gpu: Gpu,
+  units: number,
+  tensors: readonly { storage: GpuStorage; perUnit: number }[],
+  fn: (first: number, count: number, windows: UnitWindow[]) => void,
+): void {
+  const alignElements = gpu.bindingAlignment / 4;
+  const maxElements = Math.floor(gpu.maxBindingBytes / 4);
+  let group = units;
+  for (const { perUnit } of tensors) {
+    if (perUnit * units <= maxElements) continue;
+    group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));
+  }
+  if (group < 1) throw new Error(`one unit of ${Math.max(...tensors.map((t) => t.perUnit))} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
+  for (let first = 0; first < units; first += group) {
+    const count = Math.min(group, units - first);
+    const windows = tensors.map(({ storage, perUnit }) => {
+      const start = first * perUnit;
+      const aligned = start - (start % alignElements);
+      const offset = start - aligned;
+      return { view: gpu.view(storage, aligned, Math.min(count * perUnit + offset, storage.size - aligned)), offset };
+    });
+    fn(first, count, windows);
+  }
 }
 
 /** out = expr(x0, x1, x2) over operands of the output's size or of size 1. */

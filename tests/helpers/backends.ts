@@ -20,4 +20,21 @@ export async function webgpuOrSkip(): Promise<WebGpuBackend | null> {
   return backend;
 }
 
+/**
+ * Runs fn with the adapter's binding limit and offset alignment lowered, so the code that splits
+ * tensors larger than one binding into windows runs on small tensors (an offset aligned to the
+ * lowered alignment, a multiple of the real one, is valid on the device too).
+ */
+export async function withBindingLimits<T>(backend: WebGpuBackend, maxBindingBytes: number, bindingAlignment: number, fn: () => Promise<T>): Promise<T> {
+  const limits = backend.gpu as { maxBindingBytes: number; bindingAlignment: number };
+  const saved = { maxBindingBytes: limits.maxBindingBytes, bindingAlignment: limits.bindingAlignment };
+  if (bindingAlignment % saved.bindingAlignment !== 0) throw new Error(`alignment ${bindingAlignment} is not a multiple of the adapter's ${saved.bindingAlignment}`);
+  Object.assign(limits, { maxBindingBytes, bindingAlignment });
+  try {
+    return await fn();
+  } finally {
+    Object.assign(limits, saved);
+  }
+}
+
 afterAll(() => releaseWebGpu());

@@ -1,13 +1,144 @@
-// Being written: attention.
-export function attention(..._args: any[]): any {
-  throw new Error('attention: not implemented yet');
+/**
+ * CPU reference for causal attention, its backward, and attention against a KV cache.
+ * The WGSL twin is src/kernels/attention.ts.
+ *
+ * Plain loops over (pair, query, key) with float64 accumulation. The cores take any array-like of
+ * numbers and write into caller-given arrays, so tests can run them in float64 end to end (the
+ * finite-difference gradient checks) while the backend wraps them for f32 storage.
+ */
+import type { AttentionShape, CachedAttentionShape, Storage } from '../backend.js';
+import { CpuStorage, f32 } from './storage.js';
+
+type Values = ArrayLike<number>;
+type Out = Float32Array | Float64Array;
+
+/** Where the queries of one attention problem sit and which keys they may see. */
+export interface AttendLayout {
+  /** (batch, head) pairs. */
+  pairs: number;
+  /** Queries per pair; q and out are [pairs, qLen, hs]. */
+  qLen: number;
+  /** Absolute position of query 0: query i sees keys 0..qPos + i. */
+  qPos: number;
+  /** Rows per pair in k and v ([pairs, kvStride, hs]); only the visible ones are read. */
+  kvStride: number;
+  headSize: number;
 }
-export function attentionBackward(..._args: any[]): any {
-  throw new Error('attentionBackward: not implemented yet');
+
+/**
+ * out[pair, i] = softmax_j≤qPos+i(scale · q_i·k_j) · v, scale = 1/sqrt(hs); lse[pair, i] is the log of
+ * the softmax's denominator in the same scaled units (what backward needs to recompute the weights).
+ */
+export function attendCausal(q: Values, k: Values, v: Values, layout: AttendLayout, out: Out, lse: Out | null): void {
+  const { pairs, qLen, qPos, kvStride, headSize: hs } = layout;
+  const scale = 1 / Math.sqrt(hs);
+  const scores = new Float64Array(qPos + qLen);
+  const acc = new Float64Array(hs);
+  for (let pair = 0; pair < pairs; pair++) {
+    const kvBase = pair * kvStride * hs;
+    for (let i = 0; i < qLen; i++) {
+      const qRow = (pair * qLen + i) * hs;
+      const visible = qPos + i + 1;
+      let max = -Infinity;
+      for (let j = 0; j < visible; j++) {
+        let dot = 0;
+        const kRow = kvBase + j * hs;
+        for (let d = 0; d < hs; d++) dot += q[qRow + d] * k[kRow + d];
+        scores[j] = dot * scale;
+        if (scores[j] > max) max = scores[j];
+      }
+      let sum = 0;
+      acc.fill(0);
+      for (let j = 0; j < visible; j++) {
+        const p = Math.exp(scores[j] - max);
+        sum += p;
+        const vRow = kvBase + j * hs;
+        for (let d = 0; d < hs; d++) acc[d] += p * v[vRow + d];
+      }
+      for (let d = 0; d < hs; d++) out[qRow + d] = acc[d] / sum;
+      if (lse) lse[pair * qLen + i] = max + Math.log(sum);
+    }
+  }
 }
-export function cachedAttention(..._args: any[]): any {
-  throw new Error('cachedAttention: not implemented yet');
+
+/**
+ * Gradients of causal self-attention (q, k, v of [pairs, T, hs]) from dOut, recomputing the weights
+ * from q, k and lse: p_ij = exp(scale·q_i·k_j − lse_i), D_i = dOut_i·out_i,
+ * dv_j = Σ_i p_ij dOut_i, ds_ij = p_ij (dOut_i·v_j − D_i), dq_i = scale Σ_j ds_ij k_j, dk_j = scale Σ_i ds_ij q_i.
+ * dq, dk, dv must be zero on entry.
+ */
+export function attendCausalBackward(
+  dOut: Values, q: Values, k: Values, v: Values, out: Values, lse: Values,
+  shape: AttentionShape, dq: Out, dk: Out, dv: Out,
+): void {
+  const { batch, heads, seqLen: T, headSize: hs } = shape;
+  const scale = 1 / Math.sqrt(hs);
+  const dqRow = new Float64Array(hs);
+  for (let pair = 0; pair < batch * heads; pair++) {
+    const base = pair * T * hs;
+    for (let i = 0; i < T; i++) {
+      const iRow = base + i * hs;
+      let delta = 0;
+      for (let d = 0; d < hs; d++) delta += dOut[iRow + d] * out[iRow + d];
+      const rowLse = lse[pair * T + i];
+      dqRow.fill(0);
+      for (let j = 0; j <= i; j++) {
+        const jRow = base + j * hs;
+        let s = 0;
+        let dp = 0;
+        for (let d = 0; d < hs; d++) {
+          s += q[iRow + d] * k[jRow + d];
+          dp += dOut[iRow + d] * v[jRow + d];
+        }
+        const p = Math.exp(s * scale - rowLse);
+        const ds = p * (dp - delta) * scale;
+        for (let d = 0; d < hs; d++) {
+          dv[jRow + d] += p * dOut[iRow + d];
+          dk[jRow + d] += ds * q[iRow + d];
+          dqRow[d] += ds * k[jRow + d];
+        }
+      }
+      for (let d = 0; d < hs; d++) dq[iRow + d] = dqRow[d];
+    }
+  }
 }
-export function writeCache(..._args: any[]): any {
-  throw new Error('writeCache: not implemented yet');
+
+/** Full causal self-attention over [B, H, T, hs] as an AttendLayout. */
+function selfLayout({ batch, heads, seqLen, headSize }: AttentionShape): AttendLayout {
+  return { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize };
+}
+
+export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: Storage; logSumExp: Storage } {
+  const layout = selfLayout(shape);
+  const out = new Float32Array(q.size);
+  const lse = new Float32Array(layout.pairs * layout.qLen);
+  attendCausal(f32(q), f32(k), f32(v), layout, out, lse);
+  return { out: new CpuStorage(out), logSumExp: new CpuStorage(lse) };
+}
+
+export function attentionBackward(
+  dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
+): { dq: Storage; dk: Storage; dv: Storage } {
+  const size = q.size;
+  const dq = new Float64Array(size);
+  const dk = new Float64Array(size);
+  const dv = new Float64Array(size);
+  attendCausalBackward(f32(dOut), f32(q), f32(k), f32(v), f32(out), f32(logSumExp), shape, dq, dk, dv);
+  return { dq: new CpuStorage(Float32Array.from(dq)), dk: new CpuStorage(Float32Array.from(dk)), dv: new CpuStorage(Float32Array.from(dv)) };
+}
+
+export function writeCache(cache: Storage, rows: Storage, shape: CachedAttentionShape): void {
+  const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
+  const dst = f32(cache);
+  const src = f32(rows);
+  for (let pair = 0; pair < batch * heads; pair++) {
+    dst.set(src.subarray(pair * newLen * hs, (pair + 1) * newLen * hs), (pair * maxLen + position) * hs);
+  }
+}
+
+export function cachedAttention(q: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
+  const { batch, heads, newLen, position, maxLen, headSize } = shape;
+  const out = new Float32Array(q.size);
+  attendCausal(f32(q), f32(kCache), f32(vCache), { pairs: batch * heads, qLen: newLen, qPos: position, kvStride: maxLen, headSize }, out, null);
+  return new CpuStorage(out);
 }
