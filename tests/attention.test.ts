@@ -301,11 +301,13 @@ describe('attention through the KV cache equals full causal attention', () => {
     vCache.dispose();
   }
 
-  it('cachedAttention refuses to record a graph, and a full cache', () => {
+  it('cachedAttention and writeCache refuse a graph, a full cache and a negative position', () => {
     const q = tensor(new Float32Array(4), [1, 1, 1, 4], { backend: cpu, requiresGrad: true });
     const cache = tensor(new Float32Array(8), [1, 1, 2, 4], { backend: cpu });
     expect(() => cachedAttention(q, cache, cache, 0)).toThrow(/inside noGrad/);
     expect(() => noGrad(() => cachedAttention(q, cache, cache, 2))).toThrow(/cache of 2 positions cannot attend 1 queries at position 2/);
+    expect(() => noGrad(() => cachedAttention(q, cache, cache, -1))).toThrow('cache position must be a non-negative integer, got -1');
+    expect(() => writeCache(cache, tensor(new Float32Array(4), [1, 1, 1, 4], { backend: cpu }), 2)).toThrow(/cache of 2 positions cannot take 1 more at position 2/);
   });
 });
 

@@ -128,6 +128,18 @@ describe.runIf(gpu !== null)('cross-entropy on WebGPU equals the CPU reference',
     expectMatches(await run(webgpu, c), await run(cpu, c), c, seed);
   });
 
+  it('keeps the loss of logits around 1e4 to f32 precision of the loss, not of the logits', async () => {
+    // loss = (max − x[t]) + log Σ exp(x − max): the difference is exact for logits this close and the
+    // log is ~11, so the loss is good to ~1e-7; (max + log sum) − x[t] would round at 1e4's ulp
+    // (1e-3) and miss by up to 5e-5 relative. One row per call, so no average hides a bad row.
+    const seed = freshSeed();
+    for (let row = 0; row < 4; row++) {
+      const c = randomCase(1, 50257, seed + row, 1e4 - 2, 1e4 + 2);
+      const { loss } = await run(webgpu, c);
+      expectClose([loss], [(await run(cpu, c)).loss], { seed, tolerance: 1e-5 });
+    }
+  });
+
   it('all-zero weights give loss 0 and a zero gradient', async () => {
     const seed = freshSeed();
     const c = randomCase(9, 1000, seed);
@@ -187,11 +199,12 @@ describe('crossEntropy at the Tensor level', () => {
       expectClose(await logits.grad!.toFloat32(), grad, { seed });
     });
 
-    it.runIf(backend !== null)(`${name}: a mask that selects nothing is a clear error`, () => {
+    it.runIf(backend !== null)(`${name}: a mask that selects nothing and f32 targets are clear errors`, () => {
       const b = backend!;
       const logits = tensor(new Float32Array(2 * 5), [2, 5], { backend: b });
       const targets = tensor(Int32Array.of(1, 2), [2], { backend: b });
       expect(() => crossEntropy(logits, targets, new Float32Array(2))).toThrow('crossEntropy: the loss mask selects no position (every target is padding)');
+      expect(() => crossEntropy(logits, tensor(Float32Array.of(1, 2), [2], { backend: b }), Float32Array.of(1, 1))).toThrow('crossEntropy targets must be i32, got f32');
     });
   }
 });

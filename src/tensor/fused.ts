@@ -58,8 +58,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor): Tensor {
   return outT;
 }
 
+function expectPosition(position: number): void {
+  if (!Number.isInteger(position) || position < 0) throw new Error(`cache position must be a non-negative integer, got ${position}`);
+}
+
 /** Writes k or v rows [B, H, n, hs] into a preallocated cache [B, H, maxLen, hs] at `position`, in place. */
 export function writeCache(cache: Tensor, rows: Tensor, position: number): void {
+  if (cache.rank !== 4) throw new Error(`writeCache expects a cache of [B, H, maxLen, hs], got [${cache.shape}]`);
+  expectPosition(position);
   const [batch, heads, maxLen, headSize] = cache.shape;
   const newLen = rows.shape[2];
   expectShape('cache rows', rows, [batch, heads, newLen, headSize]);
@@ -70,6 +76,8 @@ export function writeCache(cache: Tensor, rows: Tensor, position: number): void 
 /** Queries for positions [position, position + n) against the cache's first position + n rows. Inference only. */
 export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
   if (isGradEnabled() && q.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
+  if (q.rank !== 4) throw new Error(`cachedAttention expects q of [B, H, n, hs], got [${q.shape}]`);
+  expectPosition(position);
   const [batch, heads, newLen, headSize] = q.shape;
   const maxLen = kCache.shape[2];
   expectShape('key cache', kCache, [batch, heads, maxLen, headSize]);
@@ -95,6 +103,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
 export function crossEntropy(logits: Tensor, targets: Tensor, mask: Float32Array): Tensor {
   const vocab = logits.shape[logits.rank - 1];
   const rows = logits.size / vocab;
+  if (targets.dtype !== 'i32') throw new Error(`crossEntropy targets must be i32, got ${targets.dtype}`);
   if (targets.size !== rows || mask.length !== rows) {
     throw new Error(`crossEntropy: ${rows} rows of logits but ${targets.size} targets and ${mask.length} mask values`);
   }
