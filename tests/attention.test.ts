@@ -179,7 +179,8 @@ describe('attention CPU reference', () => {
   }
 });
 
-const RAGGED: Shape4[] = [[1, 1, 1, 64], [2, 3, 7, 24], [1, 2, 33, 13], [2, 2, 129, 64], [1, 3, 33, 1], [1, 1, 70, 24]];
+// hs = 260: 65 vec4s a row, so 15-row tiles (workgroup memory) and the decode's wide-head path.
+const RAGGED: Shape4[] = [[1, 1, 1, 64], [2, 3, 7, 24], [1, 2, 33, 13], [2, 2, 129, 64], [1, 3, 33, 1], [1, 1, 70, 24], [1, 2, 37, 260]];
 
 describe.runIf(gpu !== null)('attention on WebGPU equals the CPU reference', () => {
   const webgpu = gpu!;
@@ -249,6 +250,7 @@ describe('attention through the KV cache equals full causal attention', () => {
     [2, 3, 24, 80, 7, [1, 1, 1, 3, 1, 5, 1]], // prefill through the flash kernel (7 > 4 queries)
     [1, 12, 64, 160, 129, [1, 1, 2, 1]], // past two 64-key decode chunks
     [1, 2, 13, 40, 1, [1, 1, 4, 1, 6, 1, 1]], // odd head size, a one-token prefill
+    [1, 2, 260, 90, 70, [1, 2, 1]], // a head wider than the decode workgroup, past one 64-key chunk
   ];
   for (const [name, backend, windows] of backends) {
     for (const [B, H, hs, maxLen, prefill, steps] of cases) {

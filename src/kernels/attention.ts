@@ -506,24 +506,69 @@ struct Params {
   kvOffset: u32,
 }`;
 
-const decodeKernel: Kernel<{ d4: number }> = {
+interface DecodeParams {
+  d4: number;
+  /** hs % 4 == 0: q, k, v and out bound as vec4 arrays, one load per four elements. */
+  vec4: boolean;
+}
+
+/** load_<name>(row, c) / store_<name>(row, c, x) for a binding of f32 (guarded tail) or of vec4 (row a multiple of 4). */
+function rowAccess(name: string, vec4: boolean, store = false): string {
+  if (!vec4) return store ? storeFn(name) : loadFn(name);
+  return store
+    ? `fn store_${name}(row: u32, c: u32, x: vec4f) { ${name}[row / 4u + c] = x; }`
+    : `fn load_${name}(row: u32, c: u32) -> vec4f { return ${name}[row / 4u + c]; }`;
+}
+
+const decodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode',
   bindings: ['read', 'read', 'read', 'write', 'write'],
   workgroupSize: () => [CK, 1, 1],
-  wgsl: ({ d4 }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> stats: array<f32>;   // [rows, chunks, 2]: max, sum
-@group(0) @binding(4) var<storage, read_write> partial: array<f32>; // [rows, chunks, hs]
+  wgsl: ({ d4, vec4 }) => {
+    const type = vec4 ? 'vec4f' : 'f32';
+    // p·V: thread t takes the vec4 column t % D4 of the keys ≡ t / D4 (mod R); R partial sums are
+    // then added in workgroup memory. Heads wider than the workgroup loop over columns instead.
+    const r = Math.max(1, Math.floor(CK / d4));
+    const pv = d4 <= CK
+      ? /* wgsl */ `
+  let part = lid / D4;
+  let column = lid % D4;
+  var acc = vec4f(0.0);
+  if (part < R) {
+    for (var j = part; j < count; j += R) { acc = fma(vec4f(ps[j]), load_v(kvBase + (key0 + j) * hs, column), acc); }
+  }
+  accs[lid] = acc;
+  workgroupBarrier();
+  if (part == 0u) {
+    for (var other = 1u; other < R; other++) { acc += accs[lid + other * D4]; }
+    partial[slot * D4 + column] = acc;
+  }`
+      : /* wgsl */ `
+  for (var column = lid; column < D4; column += CK) {
+    var acc = vec4f(0.0);
+    for (var j = 0u; j < count; j++) { acc = fma(vec4f(ps[j]), load_v(kvBase + (key0 + j) * hs, column), acc); }
+    partial[slot * D4 + column] = acc;
+  }`;
+    return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> q: array<${type}>;
+@group(0) @binding(1) var<storage, read> k: array<${type}>;
+@group(0) @binding(2) var<storage, read> v: array<${type}>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
 ${DECODE_PARAMS}
 @group(0) @binding(5) var<uniform> params: Params;
 const CK = ${CK}u;
+const D4 = ${d4}u;
+const R = ${r}u;
 const MASKED = ${MASKED};
-var<workgroup> qs: array<f32, ${d4 * 4}>;
+var<workgroup> qs: array<vec4f, ${d4}>;
 var<workgroup> maxs: array<f32, ${CK}>;
 var<workgroup> sums: array<f32, ${CK}>;
 var<workgroup> ps: array<f32, ${CK}>;
+var<workgroup> accs: array<vec4f, ${CK}>;
+${rowAccess('q', vec4)}
+${rowAccess('k', vec4)}
+${rowAccess('v', vec4)}
 @compute @workgroup_size(${CK})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let group = wid.x + wid.y * nwg.x;
@@ -534,16 +579,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let pair = row / params.newLen;
   let last = params.qPos + row % params.newLen;
   let key0 = chunk * CK;
-  for (var d = lid; d < hs; d += CK) { qs[d] = q[params.qOffset + row * hs + d] * params.scale; }
+  for (var c = lid; c < D4; c += CK) { qs[c] = load_q(params.qOffset + row * hs, c) * params.scale; }
   workgroupBarrier();
+  // Scores: one thread per key.
   let kvBase = params.kvOffset + pair * params.pairStride;
   let key = key0 + lid;
   var s = MASKED;
   if (key <= last) {
     let kRow = kvBase + key * hs;
-    var dot = 0.0;
-    for (var d = 0u; d < hs; d++) { dot = fma(qs[d], k[kRow + d], dot); }
-    s = dot;
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(qs[c], load_k(kRow, c), dot4); }
+    s = dot4.x + dot4.y + dot4.z + dot4.w;
   }
   maxs[lid] = s;
   workgroupBarrier();
@@ -562,30 +608,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
   let slot = row * params.chunks + chunk;
-  for (var d = lid; d < hs; d += CK) {
-    var acc = 0.0;
-    for (var j = 0u; j < count; j++) { acc = fma(ps[j], v[kvBase + (key0 + j) * hs + d], acc); }
-    partial[slot * hs + d] = acc;
-  }
+${pv}
   if (lid == 0u) {
     stats[slot * 2u] = m;
     stats[slot * 2u + 1u] = sums[0];
   }
-}`,
+}`;
+  },
 };
 
 const COMBINE_WG = 64;
 
-const combineKernel: Kernel = {
+const combineKernel: Kernel<DecodeParams> = {
   name: 'attention_decode_combine',
   bindings: ['read', 'read', 'write'],
   workgroupSize: () => [COMBINE_WG, 1, 1],
-  wgsl: () => /* wgsl */ `
+  wgsl: ({ d4, vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> stats: array<f32>;
-@group(0) @binding(1) var<storage, read> partial: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> partial: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> out: array<${vec4 ? 'vec4f' : 'f32'}>;
 ${DECODE_PARAMS}
 @group(0) @binding(3) var<uniform> params: Params;
+const D4 = ${d4}u;
+${rowAccess('out', vec4, true)}
 @compute @workgroup_size(${COMBINE_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x + wid.y * nwg.x;
@@ -596,10 +641,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   var l = 0.0;
   for (var c = 0u; c < params.chunks; c++) { l += stats[(first + c) * 2u + 1u] * exp(stats[(first + c) * 2u] - m); }
   let inv = 1.0 / l;
-  for (var d = lid; d < params.hs; d += ${COMBINE_WG}u) {
-    var acc = 0.0;
-    for (var c = 0u; c < params.chunks; c++) { acc += partial[(first + c) * params.hs + d] * exp(stats[(first + c) * 2u] - m); }
-    out[params.qOffset + row * params.hs + d] = acc * inv;
+  for (var column = lid; column < D4; column += ${COMBINE_WG}u) {
+    var acc = vec4f(0.0);
+    for (var c = 0u; c < params.chunks; c++) { acc += partial[(first + c) * D4 + column] * exp(stats[(first + c) * 2u] - m); }
+    store_out(params.qOffset + row * params.hs, column, acc * inv);
   }
 }`,
 };
@@ -609,6 +654,7 @@ function decode(gpu: Gpu, q: GpuStorage, kCache: GpuStorage, vCache: GpuStorage,
   const out = gpu.alloc(q.size);
   const chunks = Math.ceil((position + newLen) / CK);
   const d4 = Math.ceil(hs / 4);
+  const params = { d4, vec4: hs % 4 === 0 };
   const tensors = [
     { storage: q, perUnit: newLen * hs },
     { storage: kCache, perUnit: maxLen * hs },
@@ -618,10 +664,10 @@ function decode(gpu: Gpu, q: GpuStorage, kCache: GpuStorage, vCache: GpuStorage,
   forEachUnitWindow(gpu, batch * heads, tensors, (_first, count, [wq, wk, wv, wo]) => {
     const rows = count * newLen;
     const stats = gpu.alloc(rows * chunks * 2);
-    const partial = gpu.alloc(rows * chunks * hs);
+    const partial = gpu.alloc(rows * chunks * d4 * 4);
     const uniforms = (qOffset: number) => [rows, newLen, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), qOffset, wk.offset];
-    gpu.dispatch(decodeKernel, { d4 }, [wq.view, wk.view, wv.view, stats, partial], uniforms(wq.offset), grid1d(rows * chunks, 1, gpu.maxWorkgroupsPerDimension));
-    gpu.dispatch(combineKernel, undefined, [stats, partial, wo.view], uniforms(wo.offset), grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
+    gpu.dispatch(decodeKernel, params, [wq.view, wk.view, wv.view, stats, partial], uniforms(wq.offset), grid1d(rows * chunks, 1, gpu.maxWorkgroupsPerDimension));
+    gpu.dispatch(combineKernel, params, [stats, partial, wo.view], uniforms(wo.offset), grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
     gpu.release(stats);
     gpu.release(partial);
   });
