@@ -22,15 +22,27 @@
  * query per head there are only B·H queries, far too few threads for a query-parallel kernel, so the
  * visible keys are split into chunks of CK: a workgroup per (query, chunk) computes its chunk's
  * scores (thread per key), max and sum by tree reduction, and the partial p·V (thread per dim); the
- * combine pass rescales the partials by exp(m_c − M). Used when a call has ≤ DECODE_MAX_QUERIES
- * queries per pair; larger prefills take the flash kernel.
+ * combine pass rescales the partials by exp(m_c − M). p·V gives thread t the vec4 column t % D4 of
+ * every (CK / D4)-th key, and the partial sums meet in workgroup memory. Used when a call has
+ * ≤ DECODE_MAX_QUERIES queries per pair; larger prefills take the flash kernel. `writeCache` is one
+ * element-per-thread dispatch into the preallocated cache.
  *
  * Head size is any value: rows are loaded as vec4 with a guard on the tail, and the compile-time
  * parameter is D4 = ceil(hs / 4) (the register tile), never a length or a position. Sequence length,
  * cache position and cache length all travel in uniforms. Tensors larger than one binding are split
- * into groups of whole (batch, head) pairs (forEachUnitWindow).
+ * into groups of whole (batch, head) pairs (forEachUnitWindow). f32 only (no subgroup or f16 path).
  *
- * Measured on lavapipe (2 cores), see the bench rows in bench/kernel-rows/attention.ts.
+ * Measured on lavapipe (2 shared cores, other jobs running, so ±30%), B=8 H=12 hs=64:
+ *   forward  T=128 102 ms (2.0 GFLOP/s), T=1024 6.6 s (1.9 GFLOP/s), counting 2·B·H·T²·hs;
+ *   backward T=128 288 ms (1.7 GFLOP/s), T=1024 20.6 s (1.6 GFLOP/s), counting 5·B·H·T²·hs;
+ *   decode, 512 cached rows, B=1 H=12: 2.2 ms (1.4 GB/s of cache read).
+ * (A batched matmul [96, 128, 64, 128] ran at 2.7 GFLOP/s in the same conditions.)
+ * Variants tried there, forward T=128: the head and key tile unrolled into named registers ran at
+ * 0.8 GFLOP/s and took 9 minutes to compile; named registers with groups of 2–4 keys, 1.4 GFLOP/s
+ * (10–17 s to compile); loops over private arrays (kept) 2.2–2.5. BR × BC from 8 to 128 × 16 to 64
+ * were within the machine's noise: 32 × 32 kept. vec4 bindings for the flash kernels changed nothing
+ * (259 vs 272 ms). Decode: the flash kernel with one query a workgroup took 48 ms where split-K took
+ * 4; vec4 loads with the key-subset p·V took it from 3.3 to 2.2 ms (best of 40).
  */
 import type { AttentionShape, CachedAttentionShape } from '../tensor/backend.js';
 import { forEachUnitWindow } from './elementwise.js';
