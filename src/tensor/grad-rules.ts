@@ -88,9 +88,11 @@ function matmulGrads(dy: Tensor, { saved: [a, b], inputs, attrs: s }: GraphNode<
   const b3 = broadcastB ? reshape(b, transB ? [n, k] : [k, n]) : reshape(b, transB ? [batch, n, k] : [batch, k, n]);
   const dy3 = reshape(dy, [batch, m, n]);
 
-  const dA = transA
-    ? matmul(b3, dy3, { transA: transB, transB: true }) // [k, m] = op(B) · dyᵀ
-    : matmul(dy3, b3, { transB: !transB }); // [m, k] = dy · op(B)ᵀ
+  const dA = !transA
+    ? matmul(dy3, b3, { transB: !transB }) // [m, k] = dy · op(B)ᵀ
+    : broadcastB
+      ? permute(matmul(dy3, b3, { transB: !transB }), [0, 2, 1]) // [k, m] = (dy · op(B)ᵀ)ᵀ: a shared B cannot lead a batched product
+      : matmul(b3, dy3, { transA: transB, transB: true }); // [k, m] = op(B) · dyᵀ
 
   let dB: Tensor;
   if (broadcastB && batch > 1) {
