@@ -90,6 +90,7 @@ export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, posit
 /** Rows of table [vocab, dim] for each i32 id; the result has shape [...ids.shape, dim]. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   if (ids.dtype !== 'i32') throw new Error(`embedding ids must be i32, got ${ids.dtype}`);
+  if (table.rank !== 2) throw new Error(`embedding table must be [vocab, dim], got [${table.shape}]`);
   const [vocab, dim] = table.shape;
   const n = ids.size;
   const out = new Tensor(table.backend, table.backend.embedding(ids.storage, table.storage, n, vocab, dim), [...ids.shape, dim]);

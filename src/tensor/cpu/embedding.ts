@@ -1,7 +1,50 @@
-// Being written: embedding.
-export function embedding(..._args: any[]): any {
-  throw new Error('embedding: not implemented yet');
+/**
+ * CPU reference for the embedding gather and its backward. The WGSL twin is src/kernels/embedding.ts.
+ * Ids outside [0, vocab) are an error here (the WebGPU kernel cannot throw: it reads a clamped row).
+ */
+import type { Storage } from '../backend.js';
+import { CpuStorage, f32, i32 } from './storage.js';
+
+function checkIds(ids: Int32Array, n: number, vocab: number): void {
+  if (ids.length !== n) throw new Error(`embedding: ${ids.length} ids, expected ${n}`);
+  for (let i = 0; i < n; i++) {
+    const id = ids[i];
+    if (id < 0 || id >= vocab) throw new Error(`embedding: id ${id} at position ${i} is outside the vocabulary [0, ${vocab})`);
+  }
 }
-export function embeddingBackward(..._args: any[]): any {
-  throw new Error('embeddingBackward: not implemented yet');
+
+/** out[i] = table[ids[i]]. */
+export function embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): Storage {
+  const idv = i32(ids);
+  const tv = f32(table);
+  checkIds(idv, n, vocab);
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) out.set(tv.subarray(idv[i] * dim, (idv[i] + 1) * dim), i * dim);
+  return new CpuStorage(out);
+}
+
+/**
+ * dTable[v] = Σ_{i : ids[i] = v} dOut[i], summed in float64 in increasing i, rounded once; rows of
+ * ids that never occur are zero.
+ */
+export function embeddingBackward(ids: Storage, dOut: Storage, n: number, vocab: number, dim: number): Storage {
+  const idv = i32(ids);
+  const dv = f32(dOut);
+  checkIds(idv, n, vocab);
+  const positions = new Map<number, number[]>();
+  for (let i = 0; i < n; i++) {
+    const list = positions.get(idv[i]);
+    if (list) list.push(i);
+    else positions.set(idv[i], [i]);
+  }
+  const out = new Float32Array(vocab * dim);
+  const acc = new Float64Array(dim);
+  for (const [id, list] of positions) {
+    acc.fill(0);
+    for (const i of list) {
+      for (let c = 0; c < dim; c++) acc[c] += dv[i * dim + c];
+    }
+    out.set(acc, id * dim);
+  }
+  return new CpuStorage(out);
 }
