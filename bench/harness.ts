@@ -9,8 +9,16 @@ export interface TimingOptions {
   runs?: number;
 }
 
+let runsOverride: number | null = null;
+
+/** Makes every medianMs take this many timed runs, whatever its caller asked (bench/kernels.ts --runs); null restores. */
+export function overrideRuns(runs: number | null): void {
+  runsOverride = runs;
+}
+
 /** Median milliseconds of `fn` (which records work on `backend`), waiting for the device each run. */
 export async function medianMs(backend: Backend, fn: () => void, { warmup = 2, runs = 5 }: TimingOptions = {}): Promise<number> {
+  runs = runsOverride ?? runs;
   for (let i = 0; i < warmup; i++) {
     fn();
     await backend.sync();

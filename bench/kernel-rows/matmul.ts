@@ -1,0 +1,42 @@
+/**
+ * Bench rows for matmul at GPT-2 small's shapes over 1024 tokens (B·T = 8·128): the attention input
+ * projection [1024, 768]·[768, 2304], the MLP [1024, 768]·[768, 3072] and [1024, 3072]·[3072, 768],
+ * and the output head over the 50257-token vocabulary, both as [768, 50257] (B untransposed, 154 MB:
+ * split over bindings) and in GPT-2's own layout x·wteᵀ with wte [50257, 768] (`matmul_transB`).
+ * GFLOP/s = 2·M·K·N / time; no bias (the fused bias add costs one read of [N] per output row).
+ * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
+ */
+import { medianMs } from '../harness.js';
+import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported } from '../../src/kernels/autotune.js';
+import type { GpuStorage } from '../../src/kernels/gpu.js';
+import { adapterTraits, matmulWith } from '../../src/kernels/matmul.js';
+import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
+import type { Backend, MatmulShape, Storage } from '../../src/tensor/backend.js';
+import type { BenchRow } from './types.js';
+
+const SHAPES: [number, number, number][] = [[1024, 768, 2304], [1024, 768, 3072], [1024, 3072, 768], [1024, 768, 50257]];
+
+export async function matmulRows(backend: Backend, _copyGbps: number, { variants = false } = {}): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const time = async (op: string, [m, k, n]: [number, number, number], run: (a: Storage, b: Storage, s: MatmulShape) => void, transB = false) => {
+    const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB, broadcastB: true };
+    const a = backend.random(m * k, 1, 'normal');
+    const b = backend.random(k * n, 2, 'normal');
+    // The vocabulary-wide products take seconds a run on a software rasterizer: fewer runs there.
+    const timing = n > 10000 ? { warmup: 1, runs: 3 } : { warmup: 1 };
+    const ms = await medianMs(backend, () => run(a, b, s), timing);
+    backend.release(a);
+    backend.release(b);
+    rows.push({ op, shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6 });
+  };
+  const viaBackend = (a: Storage, b: Storage, s: MatmulShape) => backend.release(backend.matmul(a, b, null, s));
+  for (const shape of SHAPES) await time('matmul', shape, viaBackend);
+  await time('matmul_transB', [1024, 768, 50257], viaBackend, true);
+  if (variants && backend.name === 'webgpu') {
+    const { gpu } = backend as WebGpuBackend;
+    for (const name of MATMUL_VARIANT_NAMES.filter((v) => variantSupported(MATMUL_VARIANTS[v], adapterTraits(gpu)))) {
+      await time(`matmul:${name}`, [1024, 768, 3072], (a, b, s) => gpu.release(matmulWith(gpu, MATMUL_VARIANTS[name], a as GpuStorage, b as GpuStorage, null, s)));
+    }
+  }
+  return rows;
+}
