@@ -179,8 +179,8 @@ describe('matmul CPU reference', () => {
   });
 });
 
-/** The brief's shapes, and a few rows of decoding (the tuned block shrinks to them). */
-const SMALL: [number, number, number, number][] = [[1, 1, 1, 1], [1, 7, 13, 5], [1, 127, 129, 65], [3, 33, 17, 31], [1, 3, 130, 67]];
+/** The brief's shapes, a few rows of decoding (the tuned block shrinks to them), and K = 0 (C = bias). */
+const SMALL: [number, number, number, number][] = [[1, 1, 1, 1], [1, 7, 13, 5], [1, 127, 129, 65], [3, 33, 17, 31], [1, 3, 130, 67], [2, 4, 0, 8]];
 
 describe.runIf(gpu !== null)('matmul on WebGPU equals the CPU reference', () => {
   const backend = gpu!;
@@ -210,9 +210,9 @@ describe.runIf(gpu !== null)('matmul on WebGPU equals the CPU reference', () => 
   });
 });
 
-/** Ragged shapes (primes, 1s, 127/129) and one aligned to 4 everywhere (the vec4 paths). */
+/** Ragged shapes (primes, 1s, 127/129, K = 0) and one aligned to 4 everywhere (the vec4 paths). */
 const RAGGED: [number, number, number, number][] = [
-  [1, 1, 1, 1], [1, 7, 13, 5], [1, 127, 129, 65], [3, 33, 17, 31], [1, 5, 1, 7], [1, 9, 6, 1], [1, 1, 131, 3], [2, 36, 64, 68],
+  [1, 1, 1, 1], [1, 7, 13, 5], [1, 127, 129, 65], [3, 33, 17, 31], [1, 5, 1, 7], [1, 9, 6, 1], [1, 1, 131, 3], [2, 36, 64, 68], [1, 6, 0, 5],
 ];
 
 describe.runIf(gpu !== null)('every matmul variant', () => {

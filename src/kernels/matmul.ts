@@ -331,8 +331,9 @@ function bind(gpu: Gpu, x: GpuStorage, w: Window, vec: boolean) {
 
 function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, out: GpuStorage): void {
   const block = v.kind === 'block';
-  const vecA = block && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
-  const vecB = block && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
+  // K = 0 reads nothing (C = bias): its 4-byte placeholder bindings cannot hold a vec4.
+  const vecA = block && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
+  const vecB = block && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
   const withBias = bias !== null && !ch.accumulate;
   const params: MatmulParams = { ...v, transA: s.transA, transB: s.transB, vecA, vecB, bias: withBias, accumulate: ch.accumulate };
   const aView = bind(gpu, a, ch.a, vecA);
