@@ -39,9 +39,14 @@ const binaryExpr: Record<BinaryOp, string> = {
 
 const WHERE_EXPR = 'select(x2, x1, x0 != 0.0)';
 
-/** WGSL's pow is undefined for a negative base; match Math.pow for integer exponents. */
+/**
+ * WGSL's pow is undefined for a negative base and, as exp2(b·log2(a)), gives 0⁰ = 0 on some drivers
+ * (lavapipe): match Math.pow for integer exponents of negative bases and for a zero exponent
+ * (x⁰ = 1, which the backward rule of x¹ at x = 0 relies on).
+ */
 const POW_WGSL = /* wgsl */ `
 fn powReal(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
   let magnitude = pow(abs(a), b);
   if (a >= 0.0) { return magnitude; }
   if (b != floor(b)) { return sqrt(a); } // NaN, as Math.pow gives
@@ -264,7 +269,15 @@ export function fill(gpu: Gpu, size: number, value: number, dtype: DType): GpuSt
   return out;
 }
 
-/** The WGSL twin of src/tensor/cpu/random.ts: same hash, same bits. */
+/**
+ * The WGSL twin of src/tensor/cpu/random.ts: same hash, same bits. Both sides form the same f32
+ * uniforms exactly; the normal's log avoids the built-in log, whose absolute error (up to 2^-21 by
+ * the WGSL spec) would swamp ln(u1) ≈ -6e-8 near u1 = 1 (even flip its sign: sqrt of a negative).
+ * frexp gives u = m·2^e with m in [0.5, 1), and ln m = 2·atanh(s), s = (m - 1)/(m + 1) in [-1/3, 0),
+ * by its odd series (relative error ~1e-7 after 7 terms, since |s|^15/15 < 1e-8). cos(2π·u2) is
+ * sin(2π·b) with b = 1/4 - |u2 - round(u2)| in [-1/4, 1/4] (exact in f32): a small angle, so the
+ * result stays accurate relative to itself near the zeros of the cosine.
+ */
 const RANDOM_WGSL = /* wgsl */ `
 fn pcgHash(x: u32) -> u32 {
   let state = x * 747796405u + 2891336453u;
@@ -273,10 +286,18 @@ fn pcgHash(x: u32) -> u32 {
 }
 fn hashAt(seed: u32, i: u32) -> u32 { return pcgHash(pcgHash(seed) + i); }
 fn uniformAt(seed: u32, i: u32) -> f32 { return f32(hashAt(seed, i) >> 8u) / 16777216.0; }
+fn lnAccurate(u: f32) -> f32 {
+  let parts = frexp(u);
+  let s = (parts.fract - 1.0) / (parts.fract + 1.0);
+  let s2 = s * s;
+  let series = 1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
+  return f32(parts.exp) * 0.6931471805599453 + 2.0 * s * series;
+}
 fn normalAt(seed: u32, i: u32) -> f32 {
-  let u1 = (f32(hashAt(seed, 2u * i) >> 8u) + 1.0) / 16777217.0;
+  let u1 = f32((hashAt(seed, 2u * i) >> 8u) + 1u) / 16777216.0;
   let u2 = f32(hashAt(seed, 2u * i + 1u) >> 8u) / 16777216.0;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+  let b = 0.25 - abs(u2 - round(u2));
+  return sqrt(-2.0 * lnAccurate(u1)) * sin(6.283185307179586 * b);
 }`;
 
 const randomKernel: Kernel<{ distribution: RandomDistribution }> = {

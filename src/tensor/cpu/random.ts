@@ -20,9 +20,12 @@ export function uniformAt(seed: number, i: number): number {
   return (hashAt(seed, i) >>> 8) / 16777216;
 }
 
-/** Standard normal by Box–Muller from the uniforms at 2i and 2i + 1. */
+/**
+ * Standard normal by Box–Muller from the uniforms at 2i and 2i + 1: u1 in (0, 1] and u2 in [0, 1),
+ * both exact in f32 (24-bit integers over 2^24), so WebGPU starts from the same numbers.
+ */
 export function normalAt(seed: number, i: number): number {
-  const u1 = ((hashAt(seed, 2 * i) >>> 8) + 1) / 16777217;
+  const u1 = ((hashAt(seed, 2 * i) >>> 8) + 1) / 16777216;
   const u2 = (hashAt(seed, 2 * i + 1) >>> 8) / 16777216;
   return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
 }
