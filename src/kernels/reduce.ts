@@ -16,7 +16,9 @@ const reduceKernel: Kernel<{ op: ReduceOp }> = {
   bindings: ['read', 'write'],
   workgroupSize: () => [WG, 1, 1],
   wgsl: ({ op }) => {
-    const identity = op === 'sum' ? '0.0' : '-3.4028235e38';
+    // max starts at the lowest finite f32, -FLT_MAX, written as bits: WGSL rejects a decimal literal
+    // that rounds to it (-3.4028235e38 is just past it) and must not see -inf.
+    const identity = op === 'sum' ? '0.0' : 'bitcast<f32>(0xff7fffffu)';
     const combine = op === 'sum' ? 'a + b' : 'max(a, b)';
     return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
