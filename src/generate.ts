@@ -1,0 +1,201 @@
+/**
+ * Text generation from the command line:
+ *
+ *   npx tsx src/generate.ts --model gpt2 --prompt "The meaning of life is"
+ *   npx tsx src/generate.ts --model runs/ift --instruction "Rewrite in passive voice" --input "The cat ate the fish."
+ *   npx tsx src/generate.ts --model tiny --prompt "Hello" --max-tokens 20 --json
+ *   npx tsx src/generate.ts --model runs/ift            # interactive: one instruction per line
+ *
+ * Text streams to stdout as it is made (a --prompt is echoed first; an instruction's output is the
+ * response alone); a summary goes to stderr. --json prints one object instead:
+ * {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}, where tokens_per_s counts
+ * generated tokens (end-of-text included when it ended the text) over the generation's wall time.
+ * With neither --prompt nor --instruction, a terminal gets the interactive mode and a pipe is read
+ * to its end as the prompt (less one final newline). Exit codes: 0 done, 2 bad flags or a model that cannot be found or read,
+ * 1 anything else.
+ */
+import { createInterface } from 'node:readline/promises';
+import { parseArgs } from 'node:util';
+import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
+import { checkModelSpec, loadModel, ModelLoadError } from './gpt/load-model.js';
+import type { GPT2 } from './gpt/model.js';
+import { Tokenizer } from './gpt/tokenizer.js';
+import { initBackend, releaseWebGpu } from './kernels/select-backend.js';
+import { formatInput } from './train/instruction-data.js';
+
+const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--prompt <text> | --instruction <text> [--input <text>]]
+  [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--max-tokens 256] [--seed S]
+  [--stop <text>]... [--no-cache] [--device auto|webgpu|cpu] [--json]`;
+
+class UsageError extends Error {}
+
+/** The Alpaca template's own section headers: a model that goes on past its response stops at them. */
+const INSTRUCTION_STOPS = ['\n\n### Instruction:', '\n\n### Input:', '\n\n### Response:'];
+
+interface Flags {
+  model: string;
+  prompt?: string;
+  instruction?: string;
+  input?: string;
+  options: GenerateOptions;
+  seed: number;
+  device: 'auto' | 'webgpu' | 'cpu';
+  json: boolean;
+}
+
+function numberFlag(values: Record<string, unknown>, name: string, check: (x: number) => boolean, what: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const x = Number(raw);
+  if (raw === '' || !Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${what}, got ${JSON.stringify(raw)}`);
+  return x;
+}
+
+function parseFlags(argv: string[]): Flags {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: 'string', default: 'gpt2' },
+        prompt: { type: 'string' },
+        instruction: { type: 'string' },
+        input: { type: 'string' },
+        temperature: { type: 'string' },
+        'top-k': { type: 'string' },
+        'top-p': { type: 'string' },
+        'repetition-penalty': { type: 'string' },
+        'max-tokens': { type: 'string' },
+        seed: { type: 'string' },
+        stop: { type: 'string', multiple: true },
+        'no-cache': { type: 'boolean', default: false },
+        device: { type: 'string', default: 'auto' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  if (values.prompt !== undefined && values.instruction !== undefined) throw new UsageError('give --prompt or --instruction, not both');
+  if (values.input !== undefined && values.instruction === undefined) throw new UsageError('--input goes with --instruction');
+  const device = values.device;
+  if (device !== 'auto' && device !== 'webgpu' && device !== 'cpu') throw new UsageError(`--device must be auto, webgpu or cpu, got ${JSON.stringify(device)}`);
+  const int = (x: number) => Number.isInteger(x) && x >= 0;
+  const seed = numberFlag(values, 'seed', (x) => Number.isSafeInteger(x) && x >= 0, 'a non-negative integer') ?? Math.floor(Math.random() * 2 ** 31);
+  const options: GenerateOptions = {
+    temperature: numberFlag(values, 'temperature', (x) => x >= 0, 'a number ≥ 0 (0 = greedy)') ?? 0,
+    topK: numberFlag(values, 'top-k', int, 'an integer ≥ 0 (0 = off)'),
+    topP: numberFlag(values, 'top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
+    repetitionPenalty: numberFlag(values, 'repetition-penalty', (x) => x > 0, 'a number > 0 (1 = off)'),
+    maxTokens: numberFlag(values, 'max-tokens', int, 'an integer ≥ 0') ?? 256,
+    seed,
+    useCache: !values['no-cache'],
+    stop: values.stop ?? [],
+  };
+  if ((values.stop ?? []).some((s) => s === '')) throw new UsageError('--stop must not be empty');
+  return {
+    model: values.model, prompt: values.prompt, instruction: values.instruction, input: values.input,
+    options, seed, device, json: values.json,
+  };
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Generates for one prompt: streamed to stdout, or one JSON line. */
+async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string, flags: Flags, stops: readonly string[]): Promise<GenerateResult> {
+  const ids = tokenizer.encode(text);
+  if (!flags.json) process.stdout.write(echo);
+  const result = await generate(model, ids, {
+    ...flags.options,
+    stop: [...(flags.options.stop ?? []), ...stops],
+    onToken: flags.json ? undefined : (event) => process.stdout.write(event.text),
+  });
+  const perSecond = result.newTokens / result.seconds;
+  if (flags.json) {
+    console.log(JSON.stringify({
+      ids: result.ids, text: result.text, tokens_per_s: perSecond, prompt_tokens: result.promptTokens,
+      new_tokens: result.newTokens, stop_reason: result.stopReason, seed: flags.seed,
+    }));
+  } else {
+    process.stdout.write('\n');
+    console.error(
+      `[${result.newTokens} tokens in ${result.seconds.toFixed(2)} s: ${perSecond.toFixed(1)} tokens/s, ` +
+        `${result.promptTokens} prompt tokens, stop: ${result.stopReason}, cache ${flags.options.useCache ? 'on' : 'off'}]`,
+    );
+  }
+  return result;
+}
+
+const alpaca = (instruction: string, input = ''): string => formatInput({ instruction, input, output: '' }).prompt;
+
+async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Promise<void> {
+  console.error('One instruction per line; Ctrl-D to quit.');
+  const lines = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  try {
+    while (true) {
+      let line: string;
+      try {
+        line = await lines.question('instruction> ');
+      } catch {
+        break; // Ctrl-D / Ctrl-C closes the interface
+      }
+      if (line.trim() === '') continue;
+      await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS);
+    }
+  } finally {
+    lines.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let flags: Flags;
+  try {
+    flags = parseFlags(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError) && !(e instanceof RangeError)) throw e;
+    console.error(`generate: ${e.message}\n${USAGE}`);
+    return 2;
+  }
+  try {
+    checkModelSpec(flags.model);
+    const backend = await initBackend(flags.device);
+    const { model, source } = await loadModel(flags.model, backend);
+    if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
+    const tokenizer = new Tokenizer();
+    if (flags.instruction !== undefined) {
+      await run(model, tokenizer, alpaca(flags.instruction, flags.input), '', flags, INSTRUCTION_STOPS);
+    } else if (flags.prompt !== undefined) {
+      await run(model, tokenizer, flags.prompt, flags.prompt, flags, []);
+    } else if (process.stdin.isTTY) {
+      await interactive(model, tokenizer, flags);
+    } else {
+      const text = (await readStdin()).replace(/\r?\n$/, ''); // the newline echo and editors end a file with
+      if (text === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin');
+      await run(model, tokenizer, text, text, flags, []);
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ModelLoadError) {
+      console.error(`generate: ${e.message}`);
+      return 2;
+    }
+    console.error(`generate: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 1;
+  } finally {
+    releaseWebGpu();
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

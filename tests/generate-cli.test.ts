@@ -1,0 +1,144 @@
+/**
+ * `tsx src/generate.ts` as a user runs it (a child process): the --json object on the tiny preset
+ * (its fields, ids that decode to its text, the same ids without the cache and on WebGPU), a model
+ * folder as written by saveGpt2Weights with an Alpaca instruction, a prompt piped on stdin, and exit
+ * code 2 with a message for bad flags, bad values and missing model folders.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { PRESETS } from '../src/gpt/config.js';
+import { initializeWeights } from '../src/gpt/init.js';
+import { GPT2 } from '../src/gpt/model.js';
+import { Tokenizer } from '../src/gpt/tokenizer.js';
+import { formatInput } from '../src/train/instruction-data.js';
+import { cpu, webgpuOrSkip } from './helpers/backends.js';
+
+const gpu = await webgpuOrSkip();
+const tokenizer = new Tokenizer();
+const scratch = mkdtempSync(join(tmpdir(), 'generate-cli-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], input = ''): Run {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/generate.ts', ...args], {
+    encoding: 'utf8',
+    input,
+    timeout: 120_000,
+    env: { ...process.env, HF_HUB_OFFLINE: '1' },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+interface JsonOut {
+  ids: number[];
+  text: string;
+  tokens_per_s: number;
+  prompt_tokens: number;
+  new_tokens: number;
+  stop_reason: string;
+}
+
+function json(run: Run): JsonOut {
+  expect(run.code, run.stderr).toBe(0);
+  const lines = run.stdout.trim().split('\n');
+  expect(lines.length).toBe(1); // --json prints the object alone on stdout
+  return JSON.parse(lines[0]) as JsonOut;
+}
+
+describe('--json', () => {
+  const prompt = 'The capital of France is';
+
+  it('prints {ids, text, tokens_per_s, prompt_tokens, new_tokens} on the tiny preset, the same with --no-cache', () => {
+    const out = json(cli(['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json', '--device', 'cpu']));
+    expect(Object.keys(out)).toEqual(expect.arrayContaining(['ids', 'text', 'tokens_per_s', 'prompt_tokens', 'new_tokens']));
+    expect(out.prompt_tokens).toBe(tokenizer.encode(prompt).length);
+    expect(out.new_tokens).toBe(out.ids.length + (out.stop_reason === 'eos' ? 1 : 0));
+    expect(out.ids.length === 9 || out.stop_reason === 'eos').toBe(true);
+    expect(out.text).toBe(tokenizer.decode(out.ids));
+    expect(out.tokens_per_s).toBeGreaterThan(0);
+    const uncached = json(cli(['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json', '--device', 'cpu', '--no-cache']));
+    expect(uncached.ids).toEqual(out.ids);
+  });
+
+  it.runIf(gpu !== null)('gives the same greedy ids on WebGPU as on the CPU', () => {
+    const args = ['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json'];
+    expect(json(cli([...args, '--device', 'webgpu'])).ids).toEqual(json(cli([...args, '--device', 'cpu'])).ids);
+  });
+
+  it('loads a model folder (config.json + model.safetensors) and formats an instruction with the Alpaca template', async () => {
+    const model = new GPT2(PRESETS.tiny, cpu);
+    initializeWeights(model, 0); // what --model tiny builds
+    const folder = join(scratch, 'run');
+    const weights = new Map(await Promise.all(model.namedParameters().map(async ([name, p]) => [name, { shape: p.shape, data: await p.toFloat32() }] as const)));
+    await saveGpt2Weights(folder, PRESETS.tiny, weights);
+    const args = ['--instruction', 'Name a color.', '--input', 'Think of the sky.', '--max-tokens', '6', '--json', '--device', 'cpu'];
+    const fromFolder = json(cli(['--model', folder, ...args]));
+    const fromPreset = json(cli(['--model', 'tiny', ...args]));
+    expect(fromFolder.ids).toEqual(fromPreset.ids);
+    const alpaca = formatInput({ instruction: 'Name a color.', input: 'Think of the sky.', output: '' }).prompt;
+    expect(fromFolder.prompt_tokens).toBe(tokenizer.encode(alpaca).length);
+  });
+
+  it('reads the prompt from stdin when it is not a terminal (less the final newline)', () => {
+    const out = json(cli(['--model', 'tiny', '--max-tokens', '3', '--json', '--device', 'cpu'], 'Hello\n'));
+    expect(out.prompt_tokens).toBe(1);
+  });
+});
+
+describe('streaming to stdout', () => {
+  it('echoes the prompt, streams the text, summarises on stderr', () => {
+    const run = cli(['--model', 'tiny', '--prompt', 'Hi there', '--max-tokens', '4', '--device', 'cpu', '--temperature', '0.8', '--seed', '3']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout.startsWith('Hi there')).toBe(true);
+    expect(run.stderr).toMatch(/\[4 tokens in [\d.]+ s: [\d.]+ tokens\/s, 2 prompt tokens, stop: length, cache on\]/);
+    // Same seed, same text.
+    const again = cli(['--model', 'tiny', '--prompt', 'Hi there', '--max-tokens', '4', '--device', 'cpu', '--temperature', '0.8', '--seed', '3']);
+    expect(again.stdout).toBe(run.stdout);
+  });
+});
+
+describe('errors: exit code 2 and a message', () => {
+  it.each([
+    [['--bogus'], /Unknown option '--bogus'/],
+    [['--model', 'tiny', '--prompt', 'x', 'stray'], /positional/],
+    [['--model', 'tiny', '--prompt', 'x', '--temperature=-1'], /--temperature must be a number ≥ 0/],
+    [['--model', 'tiny', '--prompt', 'x', '--temperature', '-1'], /--temperature' argument is ambiguous/], // parseArgs' own message
+    [['--model', 'tiny', '--prompt', 'x', '--top-p', '1.5'], /--top-p must be in \(0, 1\]/],
+    [['--model', 'tiny', '--prompt', 'x', '--max-tokens', 'ten'], /--max-tokens must be an integer ≥ 0, got "ten"/],
+    [['--model', 'tiny', '--prompt', 'x', '--device', 'tpu'], /--device must be auto, webgpu or cpu/],
+    [['--model', 'tiny', '--prompt', 'x', '--instruction', 'y'], /--prompt or --instruction, not both/],
+    [['--model', 'tiny', '--input', 'y'], /--input goes with --instruction/],
+  ])('%j', (args, message) => {
+    const run = cli(args);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr).toMatch(/usage: tsx src\/generate.ts/);
+  });
+
+  it('a model folder that does not exist', () => {
+    const run = cli(['--model', './no-such-run', '--prompt', 'x', '--device', 'cpu']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/--model \.\/no-such-run: no such folder/);
+  });
+
+  it('a folder without the model files', () => {
+    const run = cli(['--model', scratch, '--prompt', 'x', '--device', 'cpu']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/lacks config\.json and model\.safetensors/);
+  });
+
+  it('a spec that is no preset, folder or repo', () => {
+    const run = cli(['--model', 'not a model', '--prompt', 'x', '--device', 'cpu']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/not a preset/);
+  });
+});
