@@ -44,7 +44,7 @@ const randomPrompt = (length: number, seed: number, stream: number): number[] =>
 
 const backends: [string, Backend | null][] = [['cpu', cpu], ['webgpu', gpu]];
 
-describe.each(backends)('%s', (name, backend) => {
+describe.each(backends)('%s', (_name, backend) => {
   it.runIf(backend !== null)('cached and uncached greedy decoding give the same ids, across the context\'s end', async () => {
     const seed = freshSeed();
     const model = sharpTinyModel(backend!, seed % 1000);

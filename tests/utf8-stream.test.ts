@@ -27,7 +27,7 @@ describe('token bytes', () => {
     const table = gpt2TokenBytes();
     expect(table.length).toBe(50257);
     const decoder = new TextDecoder();
-    const mismatches = table.map((b, id) => id).filter((id) => decoder.decode(table[id]) !== tokenizer.decode([id]));
+    const mismatches = table.map((_, id) => id).filter((id) => decoder.decode(table[id]) !== tokenizer.decode([id]));
     expect(mismatches).toEqual([]);
     expect(decoder.decode(table[EOS_ID])).toBe('<|endoftext|>');
     // Some tokens are fragments of a character (what makes streaming need care).
@@ -67,7 +67,7 @@ describe('streaming', () => {
   it('random id sequences (often invalid UTF-8) stream to what a one-shot decode gives', () => {
     const seed = freshSeed();
     const table = gpt2TokenBytes();
-    const fragments = table.map((b, id) => id).filter((id) => new TextDecoder().decode(table[id]).includes('\uFFFD'));
+    const fragments = table.map((_, id) => id).filter((id) => new TextDecoder().decode(table[id]).includes('\uFFFD'));
     for (let trial = 0; trial < 20; trial++) {
       // Half fragments of characters, half arbitrary tokens.
       const ids = Array.from(randomInts(40, seed, trial, 50257), (id, i) => (i % 2 ? fragments[id % fragments.length] : id));
