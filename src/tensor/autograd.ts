@@ -10,6 +10,9 @@ import { add, sumToShape } from './ops.js';
 import { keep, tidy } from './scope.js';
 import type { Tensor } from './tensor.js';
 
+/** Tensors whose node a backward pass has run and cleared: reaching one again is an error, not a leaf. */
+const consumed = new WeakSet<Tensor>();
+
 /** Tensors reachable from `root` through graph nodes, inputs before the tensors made from them. */
 function topologicalOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
@@ -22,6 +25,9 @@ function topologicalOrder(root: Tensor): Tensor[] {
       continue;
     }
     if (visited.has(t)) continue;
+    if (consumed.has(t)) {
+      throw new Error(`backward(): the graph through a tensor of shape [${t.shape}] was consumed by an earlier backward(); run the forward again`);
+    }
     visited.add(t);
     stack.push([t, true]);
     for (const input of t.node?.inputs ?? []) {
@@ -33,7 +39,8 @@ function topologicalOrder(root: Tensor): Tensor[] {
 
 /**
  * Accumulates d(root)/d(leaf) into `leaf.grad` for every leaf that requires a gradient. The graph
- * is consumed: nodes are cleared, so a second backward needs a second forward.
+ * is consumed: nodes are cleared, and a second backward through any of them throws (run the
+ * forward again). Gradients of leaves disposed meanwhile are dropped.
  */
 export function backward(root: Tensor): void {
   if (root.size !== 1) throw new Error(`backward() starts from a scalar, got shape [${root.shape}]`);
@@ -64,6 +71,7 @@ export function backward(root: Tensor): void {
         });
         for (const s of node.saved) s.dispose();
         t.node = null;
+        consumed.add(t);
         if (t !== root) dy.dispose();
       }
     }),
@@ -71,6 +79,7 @@ export function backward(root: Tensor): void {
 }
 
 function accumulateLeaf(leaf: Tensor, dy: Tensor): void {
+  if (leaf.isDisposed) return; // nobody can read it, and dispose() has already run
   if (leaf.grad === null) {
     leaf.grad = keep(dy.share());
   } else {

@@ -48,7 +48,11 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
   where: (dy, { saved: [cond] }) => [where(cond, dy, 0), where(cond, 0, dy)],
 
   sum: (dy, { inputs: [x] }) => [broadcastTo(dy, x.shape)],
-  max: (dy, { inputs: [x], saved: [xs, y] }) => [mul(broadcastTo(dy, x.shape), equal(xs, y))],
+  // Ties share the gradient equally (as torch.amax): giving each tied element all of it would not be a subgradient.
+  max: (dy, { inputs: [x], saved: [xs, y], attrs: { axis } }) => {
+    const winners = equal(xs, y);
+    return [mul(broadcastTo(dy, x.shape), div(winners, sum(winners, axis, true)))];
+  },
 
   reshape: (dy, { inputs: [x] }) => [reshape(dy, x.shape)],
   permute: (dy, { attrs: { perm } }) => {

@@ -65,6 +65,14 @@ export function noGrad<T>(fn: () => T): T {
 }
 
 /**
+ * How many live things can still reach each node: its own tensor until disposed, plus one per use
+ * as an input of another node not yet freed. At zero no backward can reach the node any more, so
+ * what it saved is released (a graph that is recorded but never differentiated frees itself when
+ * its last tensor is disposed). backward() consumes nodes without this count.
+ */
+const holders = new WeakMap<GraphNode, number>();
+
+/**
  * Attaches a node to `out` when any input needs a gradient. `saved` tensors are shared handles made
  * here, so the scope that disposes the forward's intermediates cannot free what backward needs.
  */
@@ -74,7 +82,33 @@ export function record<K extends OpName>(out: Tensor, op: K, inputs: Tensor[], a
   }
   out.requiresGrad = true;
   out.node = { op, inputs, saved: saved.map((t) => keepShared(t)), attrs } as GraphNode;
+  holders.set(out.node, 1);
+  for (const input of inputs) {
+    if (input.node !== null) holders.set(input.node, (holders.get(input.node) ?? 0) + 1);
+  }
   return out;
+}
+
+/**
+ * Called by Tensor.dispose: drops the tensor's hold on its node and frees, iteratively, every node
+ * of the graph that nothing live can reach any more.
+ */
+export function releaseNode(t: Tensor): void {
+  if (t.node === null) return;
+  const stack: GraphNode[] = [t.node];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    const left = (holders.get(node) ?? 1) - 1;
+    if (left > 0) {
+      holders.set(node, left);
+      continue;
+    }
+    holders.delete(node);
+    for (const s of node.saved) s.dispose();
+    node.saved = [];
+    for (const input of node.inputs) if (input.node !== null) stack.push(input.node);
+  }
+  if (!holders.has(t.node)) t.node = null;
 }
 
 function keepShared(t: Tensor): Tensor {

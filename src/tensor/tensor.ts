@@ -1,5 +1,5 @@
 import type { Backend, DType, Storage } from './backend.js';
-import type { GraphNode } from './graph.js';
+import { releaseNode, type GraphNode } from './graph.js';
 import { trackInScope } from './scope.js';
 import { sizeOf } from './shape.js';
 
@@ -23,7 +23,13 @@ export class Tensor {
   readonly size: number;
   requiresGrad = false;
   grad: Tensor | null = null;
-  /** How this tensor was computed, while a backward pass may still need it. */
+  /**
+   * How this tensor was computed, while a backward pass may still need it. Disposing the tensor
+   * keeps it while a live tensor's graph still reaches it (backward reads only shapes and the node's
+   * own saved handles), so a loss returned from a tidy whose intermediates were disposed still
+   * differentiates; the node and what it saved go when nothing live reaches it, or when backward()
+   * has run its rule.
+   */
   node: GraphNode | null = null;
   private shared: SharedStorage | null;
 
@@ -88,7 +94,7 @@ export class Tensor {
     if (this.shared === null) return;
     this.shared.release();
     this.shared = null;
-    this.node = null;
+    releaseNode(this);
     this.grad?.dispose();
     this.grad = null;
   }
