@@ -1,0 +1,138 @@
+/**
+ * GPT-2: pre-LayerNorm transformer blocks, GELU (tanh), causal attention scaled by 1/sqrt(hs),
+ * learned positions, and an output head tied to the token embedding. Field names are the Hugging
+ * Face checkpoint's, so `namedParameters()` yields `wte.weight`, `h.0.attn.c_attn.weight`, …
+ *
+ * Sizes: B batch, T new tokens, C = n_embd, H = n_head, hs = C / H, V = vocab_size.
+ */
+import { Dropout, Embedding, GELU, LayerNorm, Linear } from '../nn/layers.js';
+import { Module } from '../nn/module.js';
+import type { Backend } from '../tensor/backend.js';
+import { tensor } from '../tensor/create.js';
+import { attention, cachedAttention, writeCache } from '../tensor/fused.js';
+import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { GPT2Config } from './config.js';
+import type { KVCache } from './kv-cache.js';
+
+export interface ModelOptions {
+  /** Keep an output head of its own instead of reusing wte (the notebook's book-style model does). */
+  untiedHead?: boolean;
+  /** Dropout on embeddings and residual branches; 0 (the default) for fine-tuning. */
+  dropout?: number;
+  seed?: number;
+}
+
+class CausalSelfAttention extends Module {
+  c_attn: Linear;
+  c_proj: Linear;
+
+  constructor(readonly config: GPT2Config, backend: Backend) {
+    super();
+    this.c_attn = new Linear(config.n_embd, 3 * config.n_embd, backend);
+    this.c_proj = new Linear(config.n_embd, config.n_embd, backend);
+  }
+
+  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }): Tensor {
+    const [B, T, C] = x.shape;
+    const H = this.config.n_head;
+    const hs = C / H;
+    const qkv = reshape(this.c_attn.forward(x), [B, T, 3, H, hs]);
+    const heads = permute(qkv, [2, 0, 3, 1, 4]); // [3, B, H, T, hs]
+    const [q, k, v] = split(heads, [1, 1, 1], 0).map((t) => reshape(t, [B, H, T, hs]));
+    let y: Tensor;
+    if (cache) {
+      writeCache(cache.k, k, cache.position);
+      writeCache(cache.v, v, cache.position);
+      y = cachedAttention(q, cache.k, cache.v, cache.position);
+    } else {
+      y = attention(q, k, v);
+    }
+    const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]); // [B, H, T, hs] → [B, T, H, hs] → [B, T, C]
+    return this.c_proj.forward(merged);
+  }
+}
+
+class MLP extends Module {
+  c_fc: Linear;
+  c_proj: Linear;
+  private readonly gelu = new GELU();
+
+  constructor(config: GPT2Config, backend: Backend) {
+    super();
+    this.c_fc = new Linear(config.n_embd, 4 * config.n_embd, backend);
+    this.c_proj = new Linear(4 * config.n_embd, config.n_embd, backend);
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.c_proj.forward(this.gelu.forward(this.c_fc.forward(x)));
+  }
+}
+
+class Block extends Module {
+  ln_1: LayerNorm;
+  attn: CausalSelfAttention;
+  ln_2: LayerNorm;
+  mlp: MLP;
+  private readonly dropout: Dropout;
+
+  constructor(config: GPT2Config, backend: Backend, dropout: Dropout) {
+    super();
+    this.ln_1 = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
+    this.attn = new CausalSelfAttention(config, backend);
+    this.ln_2 = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
+    this.mlp = new MLP(config, backend);
+    this.dropout = dropout;
+  }
+
+  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }): Tensor {
+    const attended = add(x, this.dropout.forward(this.attn.forward(this.ln_1.forward(x), cache)));
+    return add(attended, this.dropout.forward(this.mlp.forward(this.ln_2.forward(attended))));
+  }
+}
+
+export interface ForwardOptions {
+  /** Attend through (and append to) this cache; positions continue from its length. */
+  cache?: KVCache;
+  /** Compute logits for the last position only ([B, 1, V]): all that sampling needs. */
+  lastOnly?: boolean;
+}
+
+export class GPT2 extends Module {
+  wte: Embedding;
+  wpe: Embedding;
+  h: Block[];
+  ln_f: LayerNorm;
+  lm_head: Embedding | null;
+  private readonly dropout: Dropout;
+
+  constructor(readonly config: GPT2Config, readonly backend: Backend, options: ModelOptions = {}) {
+    super();
+    this.dropout = new Dropout(options.dropout ?? 0, options.seed ?? 0);
+    this.wte = new Embedding(config.vocab_size, config.n_embd, backend);
+    this.wpe = new Embedding(config.n_positions, config.n_embd, backend);
+    this.h = Array.from({ length: config.n_layer }, () => new Block(config, backend, this.dropout));
+    this.ln_f = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
+    // An untied head is stored [V, C] like wte (the checkpoint's layout) and has no bias.
+    this.lm_head = options.untiedHead ? new Embedding(config.vocab_size, config.n_embd, backend) : null;
+  }
+
+  /** ids: i32 [B, T] → logits [B, T, V] (or [B, 1, V] with lastOnly). */
+  forward(ids: Tensor, { cache, lastOnly = false }: ForwardOptions = {}): Tensor {
+    const [B, T] = ids.shape;
+    const start = cache?.length ?? 0;
+    if (start + T > this.config.n_positions) {
+      throw new Error(`positions ${start}..${start + T - 1} exceed the model's context of ${this.config.n_positions}`);
+    }
+    const positions = tensor(Int32Array.from({ length: T }, (_, i) => start + i), [T], { backend: this.backend });
+    let x = this.dropout.forward(add(this.wte.forward(ids), this.wpe.forward(positions))); // [B, T, C] + [T, C]
+    this.h.forEach((block, layer) => {
+      x = block.forward(x, cache ? { ...cache.layer(layer), position: start } : undefined);
+    });
+    cache?.advance(T);
+    if (lastOnly) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]);
+    x = this.ln_f.forward(x);
+    const head = this.lm_head ?? this.wte;
+    return matmul(x, head.weight, { transB: true }); // [B, T, C] · [V, C]ᵀ → [B, T, V]
+  }
+}
