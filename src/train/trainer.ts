@@ -1,0 +1,220 @@
+/**
+ * The training loop: micro-batches → forward → masked cross-entropy → backward, accumulated over
+ * `gradAccum` micro-batches, clipped, one AdamW step. A step is recorded as one batch of GPU work;
+ * its loss is read back while the next step is being recorded, so the device never waits on us.
+ */
+import type { GPT2 } from '../gpt/model.js';
+import { tensor } from '../tensor/create.js';
+import { backward } from '../tensor/autograd.js';
+import { crossEntropy } from '../tensor/fused.js';
+import { noGrad } from '../tensor/graph.js';
+import { add, div, mul, reshape } from '../tensor/ops.js';
+import { keep, tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { AdamW } from './adamw.js';
+import { batchesOf, epochOrder } from './batches.js';
+import { clipGradNorm } from './clip.js';
+import { collate, type Batch } from './collate.js';
+import type { EncodedExample } from './instruction-data.js';
+import { learningRate } from './lr-schedule.js';
+
+export interface TrainerConfig {
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  lrSchedule: 'cosine' | 'constant';
+  warmupSteps: number;
+  maxSteps: number | null;
+  gradAccum: number;
+  /** Global gradient-norm clip; 0 turns clipping off. */
+  clip: number;
+  seed: number;
+  shuffle: boolean;
+  /** Validation every n steps (0: only at the end of each epoch). */
+  evalEvery: number;
+  maskPrompt: boolean;
+  /** Sequences are cut to contextLength + 1 tokens. */
+  contextLength: number;
+}
+
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  tokens: number;
+  val_loss?: number;
+}
+
+/** Where a run stands: enough to continue it exactly. The shuffle order is a pure function of (seed, epoch). */
+export interface TrainingPosition {
+  step: number;
+  epoch: number;
+  /** Micro-batches of the current epoch already consumed. */
+  batchInEpoch: number;
+}
+
+export interface TrainerHooks {
+  /** Called after each step's loss is known (in step order). */
+  onStep?(record: StepRecord, position: TrainingPosition): void;
+  /** Called when a checkpoint is due: at each epoch's end, at the end, and when stopped. */
+  onCheckpoint?(position: TrainingPosition, records: readonly StepRecord[]): Promise<void>;
+  /** Polled between steps: true stops the run after a checkpoint (Ctrl-C). */
+  shouldStop?(): boolean;
+}
+
+export class TrainingDiverged extends Error {
+  constructor(readonly step: number, readonly loss: number) {
+    super(`the loss became ${loss} at step ${step}: training stopped (try a lower --lr, or --clip 1)`);
+  }
+}
+
+interface PendingStep {
+  record: Omit<StepRecord, 'loss'>;
+  position: TrainingPosition;
+  loss: Tensor;
+  value: Promise<number>;
+}
+
+export class Trainer {
+  readonly records: StepRecord[] = [];
+  private position: TrainingPosition = { step: 0, epoch: 0, batchInEpoch: 0 };
+
+  constructor(
+    private readonly model: GPT2,
+    private readonly optimizer: AdamW,
+    private readonly train: readonly EncodedExample[],
+    private readonly val: readonly EncodedExample[],
+    readonly config: TrainerConfig,
+    private readonly hooks: TrainerHooks = {},
+  ) {
+    if (train.length === 0) throw new Error('the training set is empty');
+  }
+
+  get batchesPerEpoch(): number {
+    return Math.ceil(this.train.length / this.config.batchSize);
+  }
+
+  get stepsPerEpoch(): number {
+    return Math.ceil(this.batchesPerEpoch / this.config.gradAccum);
+  }
+
+  get totalSteps(): number {
+    const all = this.config.epochs * this.stepsPerEpoch;
+    return this.config.maxSteps === null ? all : Math.min(all, this.config.maxSteps);
+  }
+
+  /** Continue from a checkpoint's position and records. */
+  resumeFrom(position: TrainingPosition, records: readonly StepRecord[]): void {
+    this.position = { ...position };
+    this.records.splice(0, this.records.length, ...records.filter((r) => r.step <= position.step));
+  }
+
+  lrAt(step: number): number {
+    const { lr, warmupSteps, lrSchedule } = this.config;
+    return learningRate(step, { peakLr: lr, warmupSteps, totalSteps: this.totalSteps, schedule: lrSchedule });
+  }
+
+  /** Runs until the last step, or until shouldStop; returns whether it was stopped early. */
+  async run(): Promise<{ stopped: boolean }> {
+    const { config } = this;
+    const trainIndices = this.train.map((_, i) => i);
+    let pending: PendingStep | null = null;
+    this.model.train();
+    while (this.position.step < this.totalSteps) {
+      const { epoch } = this.position;
+      const batches = batchesOf(epochOrder(trainIndices, epoch, config.seed, config.shuffle), config.batchSize);
+      while (this.position.batchInEpoch < batches.length && this.position.step < this.totalSteps) {
+        const micro = batches.slice(this.position.batchInEpoch, this.position.batchInEpoch + config.gradAccum);
+        const lr = this.lrAt(this.position.step);
+        const { loss, tokens } = this.step(micro.map((b) => collate(b.map((i) => this.train[i]), config.contextLength, { maskPrompt: config.maskPrompt })), lr);
+        this.position = { step: this.position.step + 1, epoch, batchInEpoch: this.position.batchInEpoch + micro.length };
+        const current: PendingStep = {
+          record: { step: this.position.step, epoch, lr, tokens },
+          position: { ...this.position },
+          loss,
+          value: loss.item(),
+        };
+        if (pending) await this.finish(pending);
+        pending = current;
+        const evalDue = config.evalEvery > 0 && this.position.step % config.evalEvery === 0;
+        if (evalDue || this.hooks.shouldStop?.()) {
+          await this.finish(pending);
+          pending = null;
+          if (evalDue) await this.validate();
+          if (this.hooks.shouldStop?.()) {
+            await this.hooks.onCheckpoint?.(this.position, this.records);
+            return { stopped: true };
+          }
+        }
+      }
+      if (pending) await this.finish(pending);
+      pending = null;
+      if (this.position.batchInEpoch >= batches.length) {
+        await this.validate();
+        this.position = { step: this.position.step, epoch: epoch + 1, batchInEpoch: 0 };
+        await this.hooks.onCheckpoint?.(this.position, this.records);
+      }
+    }
+    if (this.records.at(-1)?.val_loss === undefined) await this.validate();
+    await this.hooks.onCheckpoint?.(this.position, this.records);
+    return { stopped: false };
+  }
+
+  /** One optimizer step over the given micro-batches; returns the mean loss as a device scalar. */
+  private step(micro: Batch[], lr: number): { loss: Tensor; tokens: number } {
+    const loss = tidy(() => {
+      let total: Tensor | null = null;
+      for (const batch of micro) {
+        const loss = this.batchLoss(batch);
+        backward(micro.length > 1 ? mul(loss, 1 / micro.length) : loss);
+        const detached = noGrad(() => add(loss, 0));
+        total = total === null ? detached : noGrad(() => add(total!, detached));
+      }
+      if (this.config.clip > 0) clipGradNorm(this.model, this.config.clip);
+      this.optimizer.update(lr);
+      this.optimizer.zeroGrad();
+      return keep(noGrad(() => div(total!, micro.length)));
+    });
+    return { loss, tokens: micro.reduce((n, b) => n + b.batchSize * b.seqLen, 0) };
+  }
+
+  private batchLoss(batch: Batch): Tensor {
+    const backend = this.model.backend;
+    const ids = tensor(batch.inputs, [batch.batchSize, batch.seqLen], { backend });
+    const targets = tensor(batch.targets, [batch.batchSize * batch.seqLen], { backend });
+    const logits = this.model.forward(ids); // [B, T, V]
+    return crossEntropy(reshape(logits, [batch.batchSize * batch.seqLen, -1]), targets, batch.mask);
+  }
+
+  private async finish(pending: PendingStep): Promise<void> {
+    const loss = await pending.value;
+    pending.loss.dispose();
+    if (!Number.isFinite(loss)) throw new TrainingDiverged(pending.record.step, loss);
+    const record = { ...pending.record, loss };
+    this.records.push(record);
+    this.hooks.onStep?.(record, pending.position);
+  }
+
+  /** Mean loss over the validation set (token-weighted), recorded on the latest step. */
+  async validate(): Promise<number | undefined> {
+    if (this.val.length === 0) return undefined;
+    this.model.eval();
+    let weighted = 0;
+    let count = 0;
+    for (const indices of batchesOf(this.val.map((_, i) => i), this.config.batchSize)) {
+      const batch = collate(indices.map((i) => this.val[i]), this.config.contextLength, { maskPrompt: this.config.maskPrompt });
+      const counted = batch.mask.reduce((n, m) => n + m, 0);
+      if (counted === 0) continue;
+      const loss = tidy(() => noGrad(() => keep(this.batchLoss(batch))));
+      weighted += (await loss.item()) * counted;
+      loss.dispose();
+      count += counted;
+    }
+    this.model.train();
+    const valLoss = weighted / count;
+    const last = this.records.at(-1);
+    if (last) last.val_loss = valLoss;
+    return valLoss;
+  }
+}
