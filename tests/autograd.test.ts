@@ -7,46 +7,17 @@
  */
 import { describe, expect, it } from 'vitest';
 import { backward } from '../src/tensor/autograd.js';
-import type { Backend, Storage } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
 import { isGradEnabled, noGrad } from '../src/tensor/graph.js';
 import { add, div, exp, max, mul, neg, pow, relu, sub, sum, tanh } from '../src/tensor/ops.js';
 import { keep, tidy } from '../src/tensor/scope.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
+import { counting } from './helpers/counting.js';
 import { expectClose } from './helpers/close.js';
 import { freshSeed, randomArray } from './helpers/random-data.js';
 
 const gpu = await webgpuOrSkip();
-
-/**
- * A backend that counts the storages it has handed out and not yet had released: on the CPU this
- * is the only way to see a leak; on WebGPU it agrees with the buffer pool's liveBuffers.
- */
-function counting(inner: Backend): Backend & { readonly live: number } {
-  const live = new Set<Storage>();
-  const track = (value: unknown): unknown => {
-    if (value !== null && typeof value === 'object' && !(value instanceof Promise)) {
-      if ('dtype' in value && 'size' in value) live.add(value as Storage);
-      else for (const v of Object.values(value)) track(v);
-    }
-    return value;
-  };
-  return new Proxy(inner, {
-    get(target, prop) {
-      if (prop === 'live') return live.size;
-      const value = Reflect.get(target, prop) as unknown;
-      if (typeof value !== 'function') return value;
-      if (prop === 'release') {
-        return (s: Storage) => {
-          if (!live.delete(s)) throw new Error('released a storage twice (or one this backend never made)');
-          (value as (s: Storage) => void).call(target, s);
-        };
-      }
-      return (...args: unknown[]) => track((value as (...a: unknown[]) => unknown).apply(target, args));
-    },
-  }) as Backend & { readonly live: number };
-}
 
 const BACKENDS = [['cpu', counting(cpu)], ['webgpu', gpu === null ? null : counting(gpu)]] as const;
 
