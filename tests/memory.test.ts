@@ -3,7 +3,8 @@
  * (matmul + bias, tanh, relu, a weight used twice, a mean-squared loss) inside tidy leave the same
  * live buffers and bytes after step 100 as after step 1, and the pool creates no buffer after the
  * warm-up steps. Two updates: SGD that replaces each parameter by a new tensor (disposing the old),
- * and AdamW in place (adamwStep). The same loop on the CPU backend, counting its storages.
+ * and AdamW in place (adamwStep). The same loop on the CPU backend, counting its storages. The
+ * pool's trim with recorded work in flight.
  */
 import { describe, expect, it } from 'vitest';
 import { backward } from '../src/tensor/autograd.js';
@@ -119,6 +120,24 @@ describe.runIf(gpu !== null)('WebGPU memory over 100 training steps', () => {
       expect(stats().liveBuffers, 'nothing left once the parameters and moments are disposed').toBe(start.liveBuffers);
     });
   }
+});
+
+describe.runIf(gpu !== null)('the buffer pool', () => {
+  it('trimPool destroys only free buffers, after submitting recorded work that may still read them', async () => {
+    const b = gpu!;
+    const x = b.upload(new Float32Array(1000).fill(2));
+    const y = b.unary('exp', x); // recorded, not yet submitted
+    const z = b.unary('neg', y);
+    b.release(y); // free in the pool while the batch still reads it
+    const before = b.gpu.memoryStats();
+    b.gpu.trimPool();
+    const after = b.gpu.memoryStats();
+    expect(after.pooledBytes).toBe(0);
+    expect(after.liveBuffers).toBe(before.liveBuffers);
+    expect((await b.read(z))[0]).toBeCloseTo(-Math.exp(2), 5);
+    b.release(x);
+    b.release(z);
+  });
 });
 
 describe('CPU storages over 100 training steps', () => {

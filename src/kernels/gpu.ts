@@ -116,7 +116,9 @@ export class Gpu {
     return this.storagePool.snapshot();
   }
 
+  /** Destroys the pooled buffers; submits recorded work first, which may still read buffers released since. */
   trimPool(): void {
+    this.flush();
     this.storagePool.trim();
   }
 
