@@ -16,7 +16,7 @@ import type { Backend, BinaryOp, DType, Storage, UnaryOp } from '../src/tensor/b
 import { tensor } from '../src/tensor/create.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { normalAt, uniformAt } from '../src/tensor/cpu/random.js';
-import { add, div, equal, greater, maximum, minimum, mul, pow, sub, where } from '../src/tensor/ops.js';
+import { add, cast, div, equal, greater, maximum, minimum, mul, pow, sub, sum, tanh, where } from '../src/tensor/ops.js';
 import { broadcastShapes, padToRank, sizeOf } from '../src/tensor/shape.js';
 import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
 import { expectClose, maxRelativeError } from './helpers/close.js';
@@ -390,6 +390,17 @@ describe('i32 data', () => {
       expect(s.dtype).toBe('i32');
       expect(await b.read(s)).toEqual(ids);
       expect(Array.from(await b.read(b.fill(3, 16777217, 'i32')))).toEqual([16777217, 16777217, 16777217]);
+    });
+
+    it.runIf(backend !== null)(`${name}: element-wise ops refuse i32 operands (WebGPU would read their bits as floats)`, async () => {
+      const ids = tensor(Int32Array.of(1, 2, 3), [3], { backend: backend! });
+      const x = tensor([1, 2, 3], [3], { backend: backend! });
+      expect(() => add(ids, x)).toThrow(/add takes f32 tensors, got i32/);
+      expect(() => equal(ids, 2)).toThrow(/eq takes f32/);
+      expect(() => where(x, ids, 0)).toThrow(/where takes f32/);
+      expect(() => tanh(ids)).toThrow(/tanh takes f32/);
+      expect(() => sum(ids)).toThrow(/sum takes f32/);
+      expect(Array.from(await equal(cast(ids, 'f32'), 2).data())).toEqual([0, 1, 0]);
     });
   }
 });

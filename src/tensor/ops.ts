@@ -16,6 +16,13 @@ function sameBackend(...ts: Tensor[]): void {
   }
 }
 
+/** Element-wise ops and reductions compute in f32 (WebGPU would read i32 bits as floats): cast first. */
+function expectF32(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype !== 'f32') throw new Error(`${op} takes f32 tensors, got ${t.dtype} of shape [${t.shape}]: cast() it first`);
+  }
+}
+
 function asTensor(x: Tensor | Scalar, like: Tensor): Tensor {
   return typeof x === 'number' ? full([], x, { backend: like.backend }) : x;
 }
@@ -23,6 +30,7 @@ function asTensor(x: Tensor | Scalar, like: Tensor): Tensor {
 // --- element-wise ---
 
 function unary(op: UnaryOp & OpName, x: Tensor, saveOutput = false): Tensor {
+  expectF32(op, x);
   const out = new Tensor(x.backend, x.backend.unary(op, x.storage), x.shape);
   return record(out, op, [x], {}, saveOutput ? [out] : [x]);
 }
@@ -37,6 +45,7 @@ export const abs = (x: Tensor): Tensor => unary('abs', x);
 
 function binaryStorage(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   sameBackend(a, b);
+  expectF32(op, a, b);
   const outShape = broadcastShapes(a.shape, b.shape);
   const rank = outShape.length;
   const storage = a.backend.binary(op, a.storage, padToRank(a.shape, rank), b.storage, padToRank(b.shape, rank), outShape);
@@ -73,6 +82,7 @@ export function where(cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar): Ten
   const ta = asTensor(a, cond);
   const tb = asTensor(b, cond);
   sameBackend(cond, ta, tb);
+  expectF32('where', cond, ta, tb);
   const outShape = broadcastShapes(broadcastShapes(cond.shape, ta.shape), tb.shape);
   const rank = outShape.length;
   const storage = cond.backend.where(
@@ -106,6 +116,7 @@ function reduce(op: 'sum' | 'max', x: Tensor, axis: number | undefined, keepDims
     const all = reduce(op, reshape(x, [x.size]), 0, false);
     return keepDims ? reshape(all, x.shape.map(() => 1)) : all;
   }
+  expectF32(op, x);
   const a = normalizeAxis(axis, x.rank);
   const keptShape = x.shape.map((d, i) => (i === a ? 1 : d));
   const out = new Tensor(x.backend, x.backend.reduce(op, x.storage, x.shape, a), keptShape);
