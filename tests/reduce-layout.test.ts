@@ -167,6 +167,12 @@ describe('layout ops', () => {
     expect(Array.from(await transpose(x).data())).toEqual([1, 4, 2, 5, 3, 6]);
     expect(Array.from(await slice(x, [0, 1], [2, 2]).data())).toEqual([2, 3, 5, 6]);
     expect(Array.from(await pad(tensor([7, 8], [1, 2], { backend: cpu }), [1, 1], [2, 3]).data())).toEqual([0, 0, 0, 0, 7, 8]);
+    // Rank 11 (past the GPU kernels' 8): the permutation check compares numbers, not strings ("10" < "2").
+    const shape = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3];
+    const perm = [10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0];
+    const p = permute(tensor([1, 2, 3, 4, 5, 6], shape, { backend: cpu }), perm);
+    expect(p.shape).toEqual(perm.map((d) => shape[d]));
+    expect(Array.from(await p.data())).toEqual([1, 4, 2, 5, 3, 6]);
   });
 
   for (const [name, backend] of BACKENDS) {
@@ -250,6 +256,11 @@ describe('layout ops', () => {
         expect(() => permute(x, [0, 0])).toThrow(/permutation/);
         expect(() => permute(x, [1, 0, 2])).toThrow(/permutation/);
         expect(() => reshape(x, [4, 2])).toThrow(/cannot reshape/);
+        // The CPU's strided copy would wrap a too-wide pad into the next row; WebGPU would drop it.
+        expect(() => pad(x, [0, 1], [2, 3])).toThrow(/does not fit/);
+        expect(() => pad(x, [-1, 0], [3, 3])).toThrow(/does not fit/);
+        expect(() => pad(x, [0], [2])).toThrow(/does not fit/);
+        expect(() => split(x, [1, 1], 1)).toThrow(/do not add up/);
       });
 
       it('reshape is free: the same storage, no new buffer, -1 inferred; the storage lives until the last handle goes', async () => {

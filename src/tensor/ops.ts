@@ -149,7 +149,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 export function permute(x: Tensor, perm: readonly number[]): Tensor {
-  if (perm.length !== x.rank || [...perm].sort().some((p, i) => p !== i)) {
+  if (perm.length !== x.rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
     throw new Error(`permutation [${perm}] does not fit rank ${x.rank}`);
   }
   const outShape = perm.map((p) => x.shape[p]);
@@ -174,6 +174,9 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
 }
 
 export function pad(x: Tensor, begin: readonly number[], outShape: readonly number[]): Tensor {
+  if (begin.length !== x.rank || outShape.length !== x.rank || begin.some((b, i) => b < 0 || b + x.shape[i] > outShape[i])) {
+    throw new Error(`pad of [${x.shape}] at [${begin}] does not fit in [${outShape}]`);
+  }
   const out = new Tensor(x.backend, x.backend.pad(x.storage, x.shape, begin, outShape), outShape);
   return record(out, 'pad', [x], { begin: [...begin], outShape: [...outShape] });
 }
@@ -181,6 +184,7 @@ export function pad(x: Tensor, begin: readonly number[], outShape: readonly numb
 /** Splits `axis` into pieces of the given sizes. */
 export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
   const a = normalizeAxis(axis, x.rank);
+  if (sizes.reduce((p, q) => p + q, 0) !== x.shape[a]) throw new Error(`split sizes [${sizes}] do not add up to axis ${axis} of [${x.shape}]`);
   let start = 0;
   return sizes.map((size) => {
     const begin = x.shape.map((_, i) => (i === a ? start : 0));
