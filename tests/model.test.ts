@@ -47,7 +47,7 @@ describe('GPT-2 model', () => {
     if (!gpu) return;
     const seed = freshSeed();
     const source = build(cpu, seed);
-    const folder = await freshDir('model');
+    const folder = await freshDir();
     await saveGpt2Weights(folder, config, await hostWeights(source));
     const { config: loadedConfig, weights } = await loadGpt2Weights(folder);
     expect(loadedConfig.n_embd).toBe(config.n_embd);
