@@ -14,7 +14,7 @@
  * to its end as the prompt (less one final newline). Exit codes: 0 done, 2 bad flags or a model that cannot be found or read,
  * 1 anything else.
  */
-import { createInterface } from 'node:readline/promises';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
 import { checkModelSpec, loadModel, ModelLoadError } from './gpt/load-model.js';
@@ -141,21 +141,15 @@ async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string
 const alpaca = (instruction: string, input = ''): string => formatInput({ instruction, input, output: '' }).prompt;
 
 async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Promise<void> {
-  console.error('One instruction per line; Ctrl-D to quit.');
+  console.error('One instruction per line; Ctrl-D or Ctrl-C to quit.');
   const lines = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
-  try {
-    while (true) {
-      let line: string;
-      try {
-        line = await lines.question('instruction> ');
-      } catch {
-        break; // Ctrl-D / Ctrl-C closes the interface
-      }
-      if (line.trim() === '') continue;
-      await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS);
-    }
-  } finally {
-    lines.close();
+  lines.on('SIGINT', () => lines.close());
+  lines.setPrompt('instruction> ');
+  lines.prompt();
+  // The iterator buffers lines typed while a response is being generated.
+  for await (const line of lines) {
+    if (line.trim() !== '') await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS);
+    lines.prompt();
   }
 }
 

@@ -1,0 +1,225 @@
+/**
+ * Generation speed with and without the KV cache: tokens per second (generated tokens, prefill
+ * included) for 64, 128, 256 and 512 new tokens after a 64-token prompt, the speed-up, the cached
+ * per-token latency early and late, and the cached decode rate against its memory-bound limit.
+ * Prints a table and, last, one JSON line:
+ * {"bench":"kvcache","device":…,"config":{…},"prompt_tokens":64,"results":[{"new_tokens":64,
+ *  "cached_tokens_per_s":…,"uncached_tokens_per_s":…,"speedup":…},…],"memory_bound_fraction":…,…}
+ *
+ *   npx tsx bench/kvcache.ts [--shapes default|gpt2|gpt2-medium] [--device webgpu|cpu] [--runs 3] [--full]
+ *
+ * Shapes (random weights, GPT-2's init, GPT-2's vocabulary of 50257 and 1024 positions): `default`
+ * d 256, 4 layers, 4 heads (runs in about 2 minutes on lavapipe); `gpt2` and `gpt2-medium` the presets.
+ *
+ * Method. Greedy decoding (temperature 0, no end-of-text stop), so a run of 512 tokens does exactly
+ * the work of a run of N < 512 up to its N-th token: each run records when every token arrives, and
+ * the time to N tokens is read off it (median over --runs runs, after a warm-up run).
+ * - Cached: --runs whole runs of 512 tokens.
+ * - Uncached, default: the uncached path's step that makes token k recomputes a window of 64 + k − 1
+ *   tokens, and its cost depends on that length alone (it is affine in it: the table shows the
+ *   samples). So one step is timed (median of --runs after a warm-up) at windows of 64 to 575 tokens
+ *   in steps of 64, and the time to N tokens is the sum of the steps' times, interpolated linearly
+ *   between the samples. A whole uncached run of 64 tokens is also timed and printed beside its
+ *   estimate, as a check. Whole uncached runs up to 512 tokens take ~7 minutes each on lavapipe at the
+ *   default shapes: --full times those instead (one run, or --runs).
+ * - Memory-bound limit: a cached decode step reads every weight once (the tied head reads all of wte;
+ *   the embeddings one row each). Its floor is those bytes ÷ the bandwidth of a 64 MiB device-to-device
+ *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it).
+ *   The decode rate is 1000 ÷ the median step time from token 2 to 512 (the prefill excluded).
+ */
+import { parseArgs } from 'node:util';
+import { copyRows } from './kernel-rows/copy.js';
+import { printTable } from './harness.js';
+import { PRESETS, type GPT2Config } from '../src/gpt/config.js';
+import { generate, generateStream } from '../src/gpt/generate.js';
+import { initializeWeights } from '../src/gpt/init.js';
+import { GPT2 } from '../src/gpt/model.js';
+import { Tokenizer } from '../src/gpt/tokenizer.js';
+import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import type { Backend } from '../src/tensor/backend.js';
+
+const SHAPES: Record<string, GPT2Config> = {
+  default: { n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 },
+  gpt2: PRESETS.gpt2,
+  'gpt2-medium': PRESETS['gpt2-medium'],
+};
+const PROMPT_TOKENS = 64;
+const LENGTHS = [64, 128, 256, 512];
+const MAX_NEW = Math.max(...LENGTHS);
+
+function parseFlags() {
+  const { values } = parseArgs({
+    strict: true,
+    allowPositionals: false,
+    options: {
+      shapes: { type: 'string', default: 'default' },
+      device: { type: 'string', default: 'webgpu' },
+      runs: { type: 'string', default: '3' },
+      full: { type: 'boolean', default: false },
+    },
+  });
+  if (!Object.hasOwn(SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(SHAPES).join(', ')}, got ${values.shapes}`);
+  if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
+  return { shapes: values.shapes, device: values.device as 'webgpu' | 'cpu', runs, full: values.full };
+}
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Milliseconds from the start of a greedy run to the arrival of each of its `count` tokens. */
+async function arrivals(model: GPT2, prompt: readonly number[], count: number, useCache: boolean): Promise<number[]> {
+  const times: number[] = [];
+  const start = performance.now();
+  for await (const _ of generateStream(model, prompt, { temperature: 0, maxTokens: count, eosId: null, useCache })) {
+    times.push(performance.now() - start);
+  }
+  if (times.length !== count) throw new Error(`expected ${count} tokens, got ${times.length}`);
+  return times;
+}
+
+/** Element-wise median of several runs' arrival times. */
+async function medianArrivals(model: GPT2, prompt: readonly number[], count: number, useCache: boolean, runs: number): Promise<number[]> {
+  const all: number[][] = [];
+  for (let r = 0; r < runs; r++) all.push(await arrivals(model, prompt, count, useCache));
+  return all[0].map((_, i) => median(all.map((a) => a[i])));
+}
+
+/** One uncached step at a window of `window` tokens: a 1-token generation from a prompt that long (median ms). */
+async function uncachedStepMs(model: GPT2, prompt: readonly number[], window: number, runs: number): Promise<number> {
+  const ids = prompt.slice(0, window);
+  await generate(model, ids, { temperature: 0, maxTokens: 1, eosId: null, useCache: false }); // warm-up
+  const times: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    await generate(model, ids, { temperature: 0, maxTokens: 1, eosId: null, useCache: false });
+    times.push(performance.now() - start);
+  }
+  return median(times);
+}
+
+/** Piecewise-linear interpolation through (xs[i], ys[i]), xs ascending. */
+function interpolate(xs: readonly number[], ys: readonly number[], x: number): number {
+  let i = 1;
+  while (i < xs.length - 1 && x > xs[i]) i++;
+  const t = (x - xs[i - 1]) / (xs[i] - xs[i - 1]);
+  return ys[i - 1] + t * (ys[i] - ys[i - 1]);
+}
+
+/** A fixed 64-token prompt of ordinary text. */
+function makePrompt(tokenizer: Tokenizer, length: number): number[] {
+  const text = 'The quick brown fox jumps over the lazy dog while the committee reviews the annual budget report. ';
+  const ids: number[] = [];
+  while (ids.length < length) ids.push(...tokenizer.encode(text));
+  return ids.slice(0, length);
+}
+
+async function main(): Promise<void> {
+  let flags: ReturnType<typeof parseFlags>;
+  try {
+    flags = parseFlags();
+  } catch (e) {
+    console.error(`bench/kvcache.ts: ${(e as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const backend: Backend = await initBackend(flags.device);
+  try {
+    const config = SHAPES[flags.shapes];
+    console.log(`device: ${backend.description}`);
+    console.log(`shapes: ${flags.shapes} (d ${config.n_embd}, ${config.n_layer} layers, ${config.n_head} heads, ${config.n_positions} positions, vocabulary ${config.vocab_size}), random weights`);
+    const model = new GPT2(config, backend);
+    initializeWeights(model, 0);
+    model.eval();
+    const copyGbps = (await copyRows(backend))[0].gbps;
+    const tokenizer = new Tokenizer();
+    const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
+
+    // Cached: warm-up, then whole runs.
+    await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 16, true);
+    const cached = await medianArrivals(model, prompt.slice(0, PROMPT_TOKENS), MAX_NEW, true, flags.runs);
+    const steps = cached.map((t, i) => (i === 0 ? t : t - cached[i - 1]));
+    const stepAround = (token: number) => median(steps.slice(Math.max(1, token - 8), token + 8));
+
+    // Uncached.
+    let uncached: number[];
+    let uncachedMethod: string;
+    const samples: Record<string, number | string>[] = [];
+    if (flags.full) {
+      await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 4, false);
+      uncached = await medianArrivals(model, prompt.slice(0, PROMPT_TOKENS), MAX_NEW, false, flags.runs);
+      uncachedMethod = `whole runs (median of ${flags.runs})`;
+    } else {
+      const windows: number[] = [];
+      for (let w = PROMPT_TOKENS; w < PROMPT_TOKENS + MAX_NEW; w += 64) windows.push(w);
+      windows.push(PROMPT_TOKENS + MAX_NEW - 1);
+      const ms: number[] = [];
+      for (const w of windows) {
+        ms.push(await uncachedStepMs(model, prompt, w, flags.runs));
+        samples.push({ window: w, 'uncached step ms': ms.at(-1)!, 'ms per window token': ms.at(-1)! / w });
+      }
+      uncached = [];
+      let total = 0;
+      for (let k = 1; k <= MAX_NEW; k++) uncached.push((total += interpolate(windows, ms, PROMPT_TOKENS + k - 1)));
+      uncachedMethod = `per-step samples at ${windows.length} window lengths (median of ${flags.runs}), interpolated`;
+      const check = await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 64, false);
+      console.log('\nuncached step time by window length (the step that makes token k sees 64 + k − 1 tokens):');
+      printTable(samples);
+      console.log(`check: a whole uncached run of 64 tokens took ${(check[63] / 1000).toFixed(2)} s; the per-step samples give ${(uncached[63] / 1000).toFixed(2)} s`);
+    }
+
+    const results = LENGTHS.map((n) => {
+      const cachedPerS = (1000 * n) / cached[n - 1];
+      const uncachedPerS = (1000 * n) / uncached[n - 1];
+      return { new_tokens: n, cached_tokens_per_s: cachedPerS, uncached_tokens_per_s: uncachedPerS, speedup: cachedPerS / uncachedPerS };
+    });
+    // Bytes a cached decode step reads: every parameter once, but only one row of each embedding
+    // for the input (wte is read whole by the tied head; an untied head would add its own matrix).
+    const weightBytes = 4 * (model.parameterCount() - config.n_positions * config.n_embd + config.n_embd);
+    const limitPerS = (copyGbps * 1e9) / weightBytes;
+    const decodeMs = median(steps.slice(1));
+    const decodePerS = 1000 / decodeMs;
+    const memoryBoundFraction = decodePerS / limitPerS;
+
+    console.log(`\nuncached: ${uncachedMethod}`);
+    printTable(results.map((r) => ({
+      'new tokens': r.new_tokens,
+      'cached tok/s': r.cached_tokens_per_s,
+      'uncached tok/s': r.uncached_tokens_per_s,
+      'speed-up': r.speedup,
+      'cached ms/token here': stepAround(r.new_tokens),
+    })));
+    console.log(
+      `cached decode: ${decodeMs.toFixed(2)} ms/token (${decodePerS.toFixed(1)} tokens/s; prefill of 64 + first token ${cached[0].toFixed(1)} ms); ` +
+        `per-token latency at token 64: ${stepAround(64).toFixed(2)} ms, at token 512: ${stepAround(512).toFixed(2)} ms`,
+    );
+    console.log(
+      `memory-bound limit: ${(weightBytes / 1e6).toFixed(1)} MB of weights a token ÷ ${copyGbps.toFixed(2)} GB/s (device copy) = ` +
+        `${limitPerS.toFixed(1)} tokens/s; cached decode reaches ${(100 * memoryBoundFraction).toFixed(0)}% of it`,
+    );
+    console.log(JSON.stringify({
+      bench: 'kvcache',
+      device: backend.description,
+      config: { n_embd: config.n_embd, n_layer: config.n_layer, n_head: config.n_head, n_positions: config.n_positions, vocab_size: config.vocab_size },
+      prompt_tokens: PROMPT_TOKENS,
+      results,
+      memory_bound_fraction: memoryBoundFraction,
+      decode_ms_per_token: decodeMs,
+      latency_ms_at_64: stepAround(64),
+      latency_ms_at_512: stepAround(512),
+      memory_bound_tokens_per_s: limitPerS,
+      weight_bytes_per_token: weightBytes,
+      copy_gbps: copyGbps,
+      uncached_method: flags.full ? 'full' : 'per-step samples',
+      runs: flags.runs,
+    }));
+    model.dispose();
+  } finally {
+    releaseWebGpu();
+  }
+}
+
+await main();
