@@ -11,7 +11,6 @@ import { loadGpt2Weights } from './checkpoint-names.js';
 import { resolveModel, resolveModelSource, type HubOptions } from './hub.js';
 import { initializeWeights } from './init.js';
 import { GPT2 } from './model.js';
-import type { HostTensor } from './safetensors.js';
 
 /** The model could not be found or read: a user's mistake, reported without a stack (exit code 2). */
 export class ModelLoadError extends Error {
@@ -72,20 +71,7 @@ export async function loadModel(spec: string, backend: Backend, options: LoadMod
   }
   const { config, weights } = loaded;
   const model = new GPT2(config, backend, { untiedHead: !isTied(config) });
-  model.loadStateDict(headInModelLayout(weights, model), resolved.folder);
+  model.loadStateDict(weights, resolved.folder);
   return { model: model.eval(), config, source: resolved.folder };
 }
 
-/**
- * An untied checkpoint stores lm_head.weight as [V, C] (torch's Linear); when the model's own head
- * is a Conv1D-layout [C, V] Linear, the matrix is transposed here (once, on the host).
- */
-function headInModelLayout(weights: Map<string, HostTensor>, model: GPT2): Map<string, HostTensor> {
-  const head = weights.get('lm_head.weight');
-  const expected = model.lm_head?.weight.shape;
-  if (head === undefined || expected === undefined || head.shape[0] === expected[0]) return weights;
-  const [rows, cols] = head.shape;
-  const data = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) data[c * rows + r] = head.data[r * cols + c];
-  return new Map(weights).set('lm_head.weight', { shape: [cols, rows], data });
-}
