@@ -18,6 +18,10 @@ import { freshSeed, randomInts } from './helpers/random-data.js';
 import { freshDir } from './helpers/weights-fixtures.js';
 
 const config = PRESETS.tiny;
+// A whole forward chains ~10 f32 reductions (matmuls over C and 4C, layernorms, softmax over 50257)
+// whose summation order differs between backends; measured up to 1.2e-4 over many seeds, so the
+// model-level checks allow 5e-4 (each kernel alone is held to 1e-4 in its own tests).
+const MODEL_TOLERANCE = 5e-4;
 const models: GPT2[] = [];
 afterEach(() => models.splice(0).forEach((m) => m.dispose()));
 
@@ -58,7 +62,7 @@ describe('GPT-2 model', () => {
     onGpu.loadStateDict(weights, folder);
     const ids = randomInts(2 * 13, seed, 1, config.vocab_size);
     const expected = await logits(onCpu, ids, [2, 13]);
-    expectClose(await logits(onGpu, ids, [2, 13]), expected, { tolerance: 1e-4, seed });
+    expectClose(await logits(onGpu, ids, [2, 13]), expected, { tolerance: MODEL_TOLERANCE, seed });
     // Save → load keeps every tensor bit for bit.
     expectClose(await logits(source, ids, [2, 13]), expected, { tolerance: 0, seed });
   });
@@ -77,11 +81,11 @@ describe('GPT-2 model', () => {
       const cache = new KVCache(config, 1, backend);
       try {
         const first = noGrad(() => model.forward(tensor(ids.slice(0, prefill), [1, prefill], { backend }), { cache }));
-        expectClose(await first.toFloat32(), full.slice(0, prefill * V), { tolerance: 1e-4, seed });
+        expectClose(await first.toFloat32(), full.slice(0, prefill * V), { tolerance: MODEL_TOLERANCE, seed });
         first.dispose();
         for (let t = prefill; t < T; t++) {
           const step = noGrad(() => model.forward(tensor(ids.slice(t, t + 1), [1, 1], { backend }), { cache }));
-          expectClose(await step.toFloat32(), full.slice(t * V, (t + 1) * V), { tolerance: 1e-4, seed });
+          expectClose(await step.toFloat32(), full.slice(t * V, (t + 1) * V), { tolerance: MODEL_TOLERANCE, seed });
           step.dispose();
         }
         expect(cache.length).toBe(T);
