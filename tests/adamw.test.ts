@@ -110,7 +110,9 @@ describe.runIf(gpu !== null)('AdamW on WebGPU equals the CPU reference', () => {
         expectClose(actual.p, expected.p, { seed });
         const moved = (s: State) => Float64Array.from(s.p, (x, i) => x - p0[i]);
         expectClose(moved(actual), moved(expected), { seed, tolerance: 1e-3, floor: 1e-3 });
-        expectClose(actual.m, expected.m, { seed });
+        // m sums ten gradients of size ~1 whose f32 roundings (~6e-8 each) stay when they cancel to a
+        // small m (size 1, seed 567109707: m = 1e-3 off by 2.4e-7): held to 1e-4 relative above 1e-2.
+        expectClose(actual.m, expected.m, { seed, floor: 1e-2 });
         // v spans g² ~ 1e6 (outliers) down to ~1e-8: the default floor (1e-3 of the largest) would only
         // check the largest, so v is held to 1e-4 relative above 1e-12.
         expectClose(actual.v, expected.v, { seed, floor: 1e-12 });

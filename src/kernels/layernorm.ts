@@ -2,11 +2,13 @@
  * LayerNorm over the last axis of [rows, dim] (biased variance), forward and backward.
  * CPU reference: src/tensor/cpu/layernorm.ts.
  *
- * Forward (`layernorm_forward`): TPR threads per row. The mean by a tree reduction, then the
- * variance as Σ(x − mean)²/dim by a second reduction over the row (two passes: no cancellation),
- * then y = (x − mean)·rstd·w + b. Both passes work on the row shifted by its first element x0
- * (computing x − mean as (x − x0) − mean(x − x0)), so a row of mean 1e4 and spread 1 keeps its
- * digits: an f32 mean of 1e4 alone is off by up to 5e-4 (half its ulp), which would be 5e-4 of y.
+ * Forward (`layernorm_forward`): TPR threads per row, the corrected two-pass algorithm (Chan, Golub
+ * and LeVeque): a first tree reduction gives the f32 mean m0; a second reduces the pair (Σd, Σd²)
+ * of d = x − m0, where Σd/dim = c is m0's own rounding error, so the mean is m0 + c, the variance
+ * Σd²/dim − c² (c is tiny: no cancellation) and y = (d − c)·rstd·w + b. A row of mean 1e4 and
+ * spread 1 keeps its digits (an f32 mean of 1e4 alone is off by up to 5e-4, half its ulp, which
+ * would be 5e-4 of y), and so does a row of one outlier 1e4 among values ~1 (shifting the row by
+ * one of its elements instead, as this kernel once did, loses ulp(1e4)/std when that one is the outlier).
  * The row is re-read from memory each pass (a GPT-2 row is 3–6 KB, so the re-reads hit cache),
  * which keeps the kernel valid for any dim.
  *
@@ -73,9 +75,9 @@ struct Params {
   eps: f32,
 }
 @group(0) @binding(6) var<uniform> params: Params;
-var<workgroup> partial: array<f32, ${tpr * rpg}>;
+var<workgroup> partial: array<vec2f, ${tpr * rpg}>;
 /** The sum of \`value\` over the TPR threads of this thread's row (lane t, row slots from base). */
-fn rowSum(lid: u32, t: u32, base: u32, value: f32) -> f32 {
+fn rowSum(lid: u32, t: u32, base: u32, value: vec2f) -> vec2f {
   partial[lid] = value;
   workgroupBarrier();
   for (var stride = ${tpr / 2}u; stride > 0u; stride /= 2u) {
@@ -98,23 +100,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let len = select(0u, dim, valid);
   let src = params.xOffset + select(0u, row, valid) * dim;
   let dst = params.yOffset + row * dim;
-  // Sums of x − x0 (x0 the row's first element, the same for every thread): for a row of mean 1e4
-  // and spread 1, x − x0 is exact and small, so the mean of the shifted row keeps every digit that
-  // an f32 mean of 1e4 would round away (its ulp is 1e-3).
-  let x0 = x[src];
   var acc = 0.0;
-  for (var c = t; c < len; c += ${tpr}u) { acc += x[src + c] - x0; }
-  let shifted = rowSum(lid, t, base, acc) / f32(dim);
-  acc = 0.0;
+  for (var c = t; c < len; c += ${tpr}u) { acc += x[src + c]; }
+  let m0 = rowSum(lid, t, base, vec2f(acc, 0.0)).x / f32(dim);
+  var pair = vec2f(0.0);
   for (var c = t; c < len; c += ${tpr}u) {
-    let d = (x[src + c] - x0) - shifted;
-    acc += d * d;
+    let d = x[src + c] - m0;
+    pair += vec2f(d, d * d);
   }
-  let rstd = 1.0 / sqrt(rowSum(lid, t, base, acc) / f32(dim) + params.eps);
+  let moments = rowSum(lid, t, base, pair) / f32(dim);
+  let correction = moments.x;
+  let rstd = 1.0 / sqrt(max(moments.y - correction * correction, 0.0) + params.eps);
   for (var c = t; c < len; c += ${tpr}u) {
-    y[dst + c] = ((x[src + c] - x0) - shifted) * rstd * weight[c] + bias[c];
+    y[dst + c] = ((x[src + c] - m0) - correction) * rstd * weight[c] + bias[c];
   }
-  let mean = x0 + shifted;
+  let mean = m0 + correction;
   if (valid && t == 0u) {
     meanOut[params.firstRow + row] = mean;
     rstdOut[params.firstRow + row] = rstd;
