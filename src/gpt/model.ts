@@ -118,7 +118,21 @@ export class GPT2 extends Module {
   }
 
   /** ids: i32 [B, T] → logits [B, T, V] (or [B, 1, V] with lastOnly). */
-  forward(ids: Tensor, { cache, lastOnly = false }: ForwardOptions = {}): Tensor {
+  forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
+    return this.head(this.hidden(ids, options));
+  }
+
+  /**
+   * The output head: final hidden states [..., C] → logits [..., V]. Training applies it to the
+   * positions whose targets count alone, since at V = 50257 it is most of a small model's work.
+   */
+  head(x: Tensor): Tensor {
+    const head = this.lm_head ?? this.wte;
+    return matmul(x, head.weight, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
+  }
+
+  /** ids: i32 [B, T] → final hidden states, after ln_f: [B, T, C] (or [B, 1, C] with lastOnly). */
+  hidden(ids: Tensor, { cache, lastOnly = false }: ForwardOptions = {}): Tensor {
     const [B, T] = ids.shape;
     const start = cache?.length ?? 0;
     if (start + T > this.config.n_positions) {
@@ -131,8 +145,6 @@ export class GPT2 extends Module {
     });
     cache?.advance(T);
     if (lastOnly) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]);
-    x = this.ln_f.forward(x);
-    const head = this.lm_head ?? this.wte;
-    return matmul(x, head.weight, { transB: true }); // [B, T, C] · [V, C]ᵀ → [B, T, V]
+    return this.ln_f.forward(x);
   }
 }
