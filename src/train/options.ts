@@ -63,9 +63,9 @@ on the project's own data set (data/instructions.json).
   --val-fraction <x>         share of entries held out for validation (default: 0.1)
   --eval-every <n>           validation loss every n steps, 0 = only at epoch ends (default: 50)
   --mask-prompt              train on the responses only (the prompt's targets do not count)
-  --max-length <n>           truncate sequences to n tokens (default: the model's context)
+  --max-length <n>           context of the training inputs, in tokens (default: the model's)
   --device <d>               webgpu, cpu or auto (default: auto)
-  --resume <folder>          continue a run from its checkpoint
+  --resume <folder>          continue a run from its checkpoint, with the flags it was started with
   --help                     this text`;
 
 function number(name: string, raw: string | undefined, fallback: number, check: (x: number) => boolean, rule: string): number {
@@ -113,6 +113,12 @@ export function parseTrainOptions(argv: string[]): TrainOptions | 'help' {
     throw new UsageError((error as Error).message);
   }
   if (values.help) return 'help';
+  if (values.resume !== undefined) {
+    const others = Object.keys(values).filter((name) => name !== 'resume' && name !== 'device');
+    if (others.length > 0) {
+      throw new UsageError(`--resume continues a run with the flags it was started with; --${others[0]} cannot be given with it (only --device can)`);
+    }
+  }
   const model = values.model ?? DEMO_DEFAULTS.model;
   const schedule = values['lr-schedule'] ?? 'cosine';
   if (schedule !== 'cosine' && schedule !== 'constant') throw new UsageError(`--lr-schedule must be cosine or constant, got "${schedule}"`);

@@ -6,7 +6,7 @@
 import type { GPT2 } from '../gpt/model.js';
 import { tensor } from '../tensor/create.js';
 import { backward } from '../tensor/autograd.js';
-import { crossEntropy } from '../tensor/fused.js';
+import { crossEntropy, embedding } from '../tensor/fused.js';
 import { noGrad } from '../tensor/graph.js';
 import { add, div, mul, reshape } from '../tensor/ops.js';
 import { keep, tidy } from '../tensor/scope.js';
@@ -64,8 +64,8 @@ export interface TrainerHooks {
 }
 
 export class TrainingDiverged extends Error {
-  constructor(readonly step: number, readonly loss: number) {
-    super(`the loss became ${loss} at step ${step}: training stopped (try a lower --lr, or --clip 1)`);
+  constructor(readonly step: number, readonly loss: number, checkpointNote?: string) {
+    super(`the loss became ${loss} at step ${step}: training stopped${checkpointNote ? `; ${checkpointNote}` : ''} (try a lower --lr, or --clip 1)`);
   }
 }
 
@@ -179,12 +179,21 @@ export class Trainer {
     return { loss, tokens: micro.reduce((n, b) => n + b.batchSize * b.seqLen, 0) };
   }
 
+  /**
+   * Mean cross-entropy over the counted targets. The output head and the loss run on the counted
+   * positions alone (gathered rows of the hidden states): padding, and the prompt under
+   * --mask-prompt, would otherwise cost a [V]-wide row each for nothing.
+   */
   private batchLoss(batch: Batch): Tensor {
     const backend = this.model.backend;
+    const rows: number[] = [];
+    batch.mask.forEach((m, i) => m !== 0 && rows.push(i));
+    if (rows.length === 0) throw new Error('a batch has no target that counts in the loss (every target is padding or prompt)');
     const ids = tensor(batch.inputs, [batch.batchSize, batch.seqLen], { backend });
-    const targets = tensor(batch.targets, [batch.batchSize * batch.seqLen], { backend });
-    const logits = this.model.forward(ids); // [B, T, V]
-    return crossEntropy(reshape(logits, [batch.batchSize * batch.seqLen, -1]), targets, batch.mask);
+    const hidden = reshape(this.model.hidden(ids), [batch.batchSize * batch.seqLen, -1]); // [B·T, C]
+    const counted = embedding(tensor(Int32Array.from(rows), [rows.length], { backend }), hidden); // [N, C]
+    const targets = tensor(Int32Array.from(rows, (i) => batch.targets[i]), [rows.length], { backend });
+    return crossEntropy(this.model.head(counted), targets, new Float32Array(rows.length).fill(1));
   }
 
   private async finish(pending: PendingStep): Promise<void> {

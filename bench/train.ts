@@ -1,0 +1,132 @@
+/**
+ * Training-step speed: the real loop (src/train/trainer.ts: forward, masked cross-entropy, backward,
+ * clipping, AdamW, the loss read back one step late) on random token sequences of exactly `--seq`
+ * tokens, batch `--batch`. Prints a table and, last, one JSON line:
+ * {"bench":"train","device":…,"config":{n_embd,n_layer,n_head,vocab_size},"batch":B,"seq":T,"step_ms":…,
+ *  "tokens_per_s":…,"effective_gflops":…,"fraction_of_matmul_peak":…,"peak_gpu_bytes":…,…}
+ *
+ *   npx tsx bench/train.ts [--shapes default|gpt2|gpt2-medium] [--batch 8] [--seq 128] [--steps 5] [--warmup 2]
+ *
+ * Shapes (random weights, GPT-2's init, vocabulary 50257): `default` d 256, 4 layers, 4 heads (about
+ * 2 minutes on lavapipe); `gpt2` and `gpt2-medium` the presets (minutes a step on lavapipe: use
+ * --steps 1 --warmup 1).
+ *
+ * Method. The step time is the median interval between consecutive steps' completions after the
+ * warm-up steps. The effective rate counts 6 · parameters · tokens per step (forward 2, backward 4
+ * flops per parameter and token; the tied head's matmuls are wte's share), the usual estimate that
+ * leaves attention's T² terms out. The matmul peak is the best GFLOP/s of bench/kernels.ts' GPT-2
+ * shapes ([1024, 768]·[768, 2304], ·[768, 3072], [1024, 3072]·[3072, 768]) measured here, in this
+ * process, just before. Peak GPU memory is the buffer pool's high-water mark over the whole run
+ * (live + pooled bytes), set against weights + gradients + AdamW's two moments = 16 bytes a parameter.
+ */
+import { parseArgs } from 'node:util';
+import { medianMs, printTable } from './harness.js';
+import { PRESETS, type GPT2Config } from '../src/gpt/config.js';
+import { initializeWeights } from '../src/gpt/init.js';
+import { GPT2 } from '../src/gpt/model.js';
+import { autotuneMatmul } from '../src/kernels/matmul.js';
+import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
+import type { Backend, MatmulShape } from '../src/tensor/backend.js';
+import { AdamW } from '../src/train/adamw.js';
+import { Trainer } from '../src/train/trainer.js';
+
+const SHAPES: Record<string, GPT2Config> = {
+  default: { n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 },
+  gpt2: PRESETS.gpt2,
+  'gpt2-medium': PRESETS['gpt2-medium'],
+};
+
+function parseFlags() {
+  const { values } = parseArgs({
+    strict: true,
+    allowPositionals: false,
+    options: {
+      shapes: { type: 'string', default: 'default' },
+      batch: { type: 'string', default: '8' },
+      seq: { type: 'string', default: '128' },
+      steps: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '2' },
+      device: { type: 'string', default: 'webgpu' },
+    },
+  });
+  if (!Object.hasOwn(SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(SHAPES).join(', ')}, got ${values.shapes}`);
+  if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
+  const int = (name: 'batch' | 'seq' | 'steps' | 'warmup', min: number) => {
+    const x = Number(values[name]);
+    if (!Number.isInteger(x) || x < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${values[name]}`);
+    return x;
+  };
+  return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device: values.device as 'webgpu' | 'cpu' };
+}
+
+/** The best GFLOP/s over bench/kernels.ts' GPT-2 matmul shapes. */
+async function matmulPeak(backend: Backend): Promise<number> {
+  let best = 0;
+  for (const [m, k, n] of [[1024, 768, 2304], [1024, 768, 3072], [1024, 3072, 768]]) {
+    const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: false, broadcastB: true };
+    const a = backend.random(m * k, 1, 'normal');
+    const b = backend.random(k * n, 2, 'normal');
+    const ms = await medianMs(backend, () => backend.release(backend.matmul(a, b, null, s)), { warmup: 1 });
+    backend.release(a);
+    backend.release(b);
+    best = Math.max(best, (2 * m * k * n) / ms / 1e6);
+  }
+  return best;
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags();
+  const config = { ...SHAPES[flags.shapes], n_positions: Math.max(SHAPES[flags.shapes].n_positions, flags.seq) };
+  const backend = await initBackend(flags.device);
+  const gpu = backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu : null;
+  if (gpu) await autotuneMatmul(gpu);
+  console.log(`device: ${backend.description}`);
+  const peak = await matmulPeak(backend);
+
+  const model = new GPT2(config, backend);
+  initializeWeights(model, 0);
+  const parameters = model.parameterCount();
+  const optimizer = new AdamW(model, { weightDecay: 0.01 });
+  // Random sequences of seq + 1 tokens: every target counts, no padding.
+  let state = 12345;
+  const token = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) % config.vocab_size;
+  const total = flags.warmup + flags.steps;
+  const examples = Array.from({ length: flags.batch * total }, () => ({ ids: Array.from({ length: flags.seq + 1 }, token), promptLength: 0 }));
+  const done: number[] = [];
+  const trainer = new Trainer(model, optimizer, examples, [], {
+    epochs: 1, batchSize: flags.batch, lr: 1e-4, lrSchedule: 'constant', warmupSteps: 0, maxSteps: total, gradAccum: 1,
+    clip: 1, seed: 0, shuffle: false, evalEvery: 0, maskPrompt: false, contextLength: flags.seq,
+  }, { onStep: () => done.push(performance.now()) });
+  await trainer.run();
+  const intervals = done.slice(flags.warmup).map((t, i) => t - done[flags.warmup - 1 + i]);
+  intervals.sort((a, b) => a - b);
+  const stepMs = intervals[Math.floor(intervals.length / 2)];
+  const tokens = flags.batch * flags.seq;
+  const effective = (6 * parameters * tokens) / stepMs / 1e6;
+  const peakBytes = gpu ? gpu.memoryStats().peakBytes : null;
+  const stateBytes = 16 * parameters;
+  const losses = trainer.records.map((r) => r.loss);
+  model.dispose();
+  optimizer.dispose();
+
+  printTable([{
+    shapes: `${flags.shapes} (d ${config.n_embd}, ${config.n_layer} layers)`, parameters: `${(parameters / 1e6).toFixed(1)} M`,
+    'batch×seq': `${flags.batch}×${flags.seq}`, 'step ms': stepMs, 'tokens/s': tokens / (stepMs / 1000),
+    'effective GFLOP/s': effective, 'matmul peak': peak, 'of peak': effective / peak,
+    'peak GPU MB': peakBytes === null ? '' : peakBytes / 1e6, 'weights+grads+moments MB': stateBytes / 1e6,
+  }]);
+  console.log(`losses: ${losses.map((l) => l.toFixed(3)).join(' ')}`);
+  const { n_embd, n_layer, n_head, vocab_size } = config;
+  console.log(JSON.stringify({
+    bench: 'train', device: backend.description, config: { n_embd, n_layer, n_head, vocab_size }, batch: flags.batch, seq: flags.seq,
+    step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000), effective_gflops: effective, matmul_peak_gflops: peak,
+    fraction_of_matmul_peak: effective / peak, peak_gpu_bytes: peakBytes, weights_grads_moments_bytes: stateBytes, parameters,
+  }));
+}
+
+try {
+  await main();
+} finally {
+  releaseWebGpu();
+}

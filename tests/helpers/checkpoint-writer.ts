@@ -1,0 +1,27 @@
+/**
+ * A child process for the checkpoint atomicity test: writes checkpoints of the tiny model into the
+ * folder given as argv[2], forever, with every weight and moment equal to the step number, and
+ * prints "saved <step>" after each. The test kills it with SIGKILL at arbitrary moments.
+ */
+import { PRESETS } from '../../src/gpt/config.js';
+import { GPT2 } from '../../src/gpt/model.js';
+import { full } from '../../src/tensor/create.js';
+import { CpuBackend } from '../../src/tensor/cpu-backend.js';
+import { AdamW } from '../../src/train/adamw.js';
+import { saveCheckpoint } from '../../src/train/checkpoint.js';
+
+const out = process.argv[2];
+const backend = new CpuBackend();
+const model = new GPT2(PRESETS.tiny, backend);
+const optimizer = new AdamW(model);
+for (let step = 1; ; step++) {
+  for (const [name, p] of model.namedParameters()) model.replaceParameter(name, full(p.shape, step, { backend }));
+  for (const slot of optimizer.moments.values()) {
+    slot.m = full(slot.m.shape, step, { backend });
+    slot.v = full(slot.v.shape, step, { backend });
+  }
+  optimizer.step = step;
+  const position = { step, epoch: 0, batchInEpoch: step };
+  await saveCheckpoint(out, model, PRESETS.tiny, optimizer, { position, optimizerStep: step, seed: 0, flags: {} });
+  process.stdout.write(`saved ${step}\n`);
+}
