@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   const trainer = new Trainer(model, optimizer, examples, [], {
     epochs: 1, batchSize: flags.batch, lr: 1e-4, lrSchedule: 'constant', warmupSteps: 0, maxSteps: total, gradAccum: 1,
     clip: 1, seed: 0, shuffle: false, evalEvery: 0, maskPrompt: false, contextLength: flags.seq,
-  }, { onStep: () => done.push(performance.now()) });
+  }, { onStep: () => void done.push(performance.now()) });
   await trainer.run();
   const intervals = done.slice(flags.warmup).map((t, i) => t - done[flags.warmup - 1 + i]);
   intervals.sort((a, b) => a - b);

@@ -94,7 +94,7 @@ describe('the training loop', () => {
     const full = await noGrad(() => crossEntropy(reshape(model.forward(ids), [batch.batchSize * batch.seqLen, -1]), targets, batch.mask)).item();
     // Through the trainer's path: one step at lr 0 reports the loss before any change.
     const optimizer = new AdamW(model);
-    const trainer = new Trainer(model, optimizer, examples(60, 3), [], { ...baseConfig, maskPrompt: true, shuffle: false, maxSteps: 1, lr: 0, warmupSteps: 0, lrSchedule: 'constant' });
+    const trainer = new Trainer(model, optimizer, examples(60, 3), [], { ...baseConfig, batchSize: 3, maskPrompt: true, shuffle: false, maxSteps: 1, lr: 0, warmupSteps: 0, lrSchedule: 'constant' });
     await trainer.run();
     expect(maxRelativeError([trainer.records[0].loss], [full], 0)).toBeLessThan(1e-5);
     optimizer.dispose();
@@ -108,7 +108,7 @@ describe('the training loop', () => {
     const optimizer = new AdamW(model);
     const after: ReturnType<typeof stats>[] = [];
     // One batch of two entries, seen every step: the same shapes each step.
-    const trainer = new Trainer(model, optimizer, examples(30, 2), [], { ...baseConfig, maxSteps: 20, epochs: 20 }, { onStep: () => after.push(stats()) });
+    const trainer = new Trainer(model, optimizer, examples(30, 2), [], { ...baseConfig, maxSteps: 20, epochs: 20 }, { onStep: () => void after.push(stats()) });
     await trainer.run();
     expect(after.length).toBe(20);
     for (let i = 3; i < 20; i++) {

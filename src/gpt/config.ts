@@ -30,7 +30,7 @@ export const PRESETS = {
   /** For tests: small enough for the CPU backend, with the real tokenizer's vocabulary. */
   tiny: preset(32, 2, 2, 64),
   /** For the demo: trains from scratch in minutes. */
-  demo: preset(128, 4, 4, 256),
+  demo: preset(64, 2, 2, 256),
 } as const satisfies Record<string, GPT2Config>;
 
 export type PresetName = keyof typeof PRESETS;

@@ -10,6 +10,7 @@ export interface ProgressUpdate {
   loss: number;
   lr: number;
   tokensPerSecond: number;
+  /** The latest validation loss, shown until the next one. */
   valLoss?: number;
 }
 
@@ -43,7 +44,7 @@ export class Progress {
       `loss ${u.loss.toFixed(4)}${val} lr ${u.lr.toExponential(2)} ${Math.round(u.tokensPerSecond)} tok/s ETA ${duration(eta)}`;
     if (this.tty) {
       this.stream.write(`\r${text}\x1b[K`);
-    } else if (u.step % this.plainEvery === 0 || u.step === u.totalSteps || u.valLoss !== undefined) {
+    } else if (u.step % this.plainEvery === 0 || u.step === u.totalSteps) {
       this.stream.write(text + '\n');
     }
   }

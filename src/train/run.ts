@@ -143,6 +143,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
   );
 
   let records: readonly StepRecord[] = [];
+  let lastValLoss: number | undefined;
   let lastStepAt = performance.now();
   const tokensPerSecond = (record: StepRecord) => {
     const now = performance.now();
@@ -152,12 +153,18 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
   };
   const writeCurve = () => atomicWrite(join(out, 'loss.svg'), (fh) => fh.writeFile(lossCurveSvg(records)));
   const trainer = new Trainer(model, optimizer, data.train.examples, data.val.examples, { ...flags, contextLength }, {
-    onStep(record, position) {
+    async onStep(record, position) {
       records = trainer.records;
       progress.update({
         epoch: position.epoch, epochs: flags.epochs, step: record.step, totalSteps: trainer.totalSteps,
-        loss: record.loss, lr: record.lr, tokensPerSecond: tokensPerSecond(record), valLoss: record.val_loss,
+        loss: record.loss, lr: record.lr, tokensPerSecond: tokensPerSecond(record), valLoss: lastValLoss,
       });
+      await writeRecords(out, records);
+    },
+    async onValidation(valLoss, position) {
+      lastValLoss = valLoss;
+      log(`step ${position.step}: validation loss ${valLoss.toFixed(4)}`);
+      await writeRecords(out, trainer.records);
     },
     async onCheckpoint(position: TrainingPosition) {
       records = trainer.records;

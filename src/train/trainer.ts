@@ -56,7 +56,9 @@ export interface TrainingPosition {
 
 export interface TrainerHooks {
   /** Called after each step's loss is known (in step order). */
-  onStep?(record: StepRecord, position: TrainingPosition): void;
+  onStep?(record: StepRecord, position: TrainingPosition): void | Promise<void>;
+  /** Called after each validation with the mean validation loss. */
+  onValidation?(valLoss: number, position: TrainingPosition): void | Promise<void>;
   /** Called when a checkpoint is due: at each epoch's end, at the end, and when stopped. */
   onCheckpoint?(position: TrainingPosition, records: readonly StepRecord[]): Promise<void>;
   /** Polled between steps: true stops the run after a checkpoint (Ctrl-C). */
@@ -202,7 +204,7 @@ export class Trainer {
     if (!Number.isFinite(loss)) throw new TrainingDiverged(pending.record.step, loss);
     const record = { ...pending.record, loss };
     this.records.push(record);
-    this.hooks.onStep?.(record, pending.position);
+    await this.hooks.onStep?.(record, pending.position);
   }
 
   /** Mean loss over the validation set (token-weighted), recorded on the latest step. */
@@ -224,6 +226,7 @@ export class Trainer {
     const valLoss = weighted / count;
     const last = this.records.at(-1);
     if (last) last.val_loss = valLoss;
+    await this.hooks.onValidation?.(valLoss, this.position);
     return valLoss;
   }
 }
