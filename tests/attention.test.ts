@@ -2,8 +2,9 @@
  * Causal attention: the CPU reference against a naive softmax(QKᵀ)V and central differences in
  * float64; WebGPU forward, logSumExp and backward against the CPU reference on ragged sizes
  * (T = 1, 7, 33, 129; hs = 64, 24, 13, 1) with outliers; attention through the KV cache (a prefill,
- * then single-token and small multi-token steps) against full causal attention on both backends;
- * tensors larger than one binding.
+ * then single-token and small multi-token steps, q, k and v read from c_attn's qkv layout, the
+ * output written as [B, n, C]) against full causal attention on both backends; tensors larger than
+ * one binding.
  */
 import { describe, expect, it } from 'vitest';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
@@ -242,22 +243,25 @@ describe.runIf(gpu !== null)('attention on WebGPU equals the CPU reference', () 
 });
 
 describe('attention through the KV cache equals full causal attention', () => {
-  // The third runs with the binding limit lowered to 2.5 pairs of cache rows, so caches, queries and
-  // outputs are split into windows at offsets aligned to 256 B.
+  // q, k, v come in c_attn's layout qkv [B, n, 3C] and the output leaves as [B, n, C]. The third
+  // backend runs with the binding limit lowered to 1.5 sequences (of cache rows or of qkv,
+  // whichever is larger), so the caches, qkv and outputs of batches of several sequences are split
+  // into windows at offsets aligned to 256 B (cache rows of 3·81·24 and 2·40·13 floats: unaligned).
   const backends: [string, Backend | null, boolean][] = [['cpu', cpu, false], ['webgpu', gpu, false], ['webgpu, binding windows', gpu, true]];
   // [B, H, hs, maxLen, prefill, then steps of these many tokens]
   const cases: [number, number, number, number, number, number[]][] = [
-    [2, 3, 24, 80, 7, [1, 1, 1, 3, 1, 5, 1]], // prefill through the flash kernel (7 > 4 queries)
-    [1, 12, 64, 160, 129, [1, 1, 2, 1]], // past two 64-key decode chunks
-    [1, 2, 13, 40, 1, [1, 1, 4, 1, 6, 1, 1]], // odd head size, a one-token prefill
-    [1, 2, 260, 90, 70, [1, 2, 1]], // a head wider than the decode workgroup, past one 64-key chunk
+    [2, 3, 24, 81, 7, [1, 1, 1, 3, 1, 5, 1]], // prefill through the flash kernel (7 > 4 queries)
+    [1, 12, 64, 160, 129, [1, 1, 2, 1]], // past four 32-key decode chunks
+    [3, 2, 13, 40, 1, [1, 1, 4, 1, 6, 1, 1]], // odd head size, a one-token prefill
+    [1, 2, 260, 90, 70, [1, 2, 1]], // a wide head (65 vec4s a row), past two 32-key decode chunks
   ];
   for (const [name, backend, windows] of backends) {
     for (const [B, H, hs, maxLen, prefill, steps] of cases) {
-      it.runIf(backend !== null)(`${name}: B=${B} H=${H} hs=${hs}, prefill ${prefill}, steps ${steps}`, async () => {
+      it.runIf(backend !== null && (!windows || B > 1))(`${name}: B=${B} H=${H} hs=${hs}, prefill ${prefill}, steps ${steps}`, async () => {
         const b = backend!;
         if (windows) {
-          const limit = Math.ceil((2.5 * maxLen * hs * 4) / 256) * 256;
+          const sequence = Math.max(H * maxLen * hs, Math.max(prefill, ...steps) * 3 * H * hs) * 4;
+          const limit = Math.ceil((1.5 * sequence) / 256) * 256;
           await withBindingLimits(b as WebGpuBackend, limit, 256, () => cacheSteps(b, B, H, hs, maxLen, prefill, steps));
         } else {
           await cacheSteps(b, B, H, hs, maxLen, prefill, steps);
@@ -269,13 +273,24 @@ describe('attention through the KV cache equals full causal attention', () => {
   async function cacheSteps(b: Backend, B: number, H: number, hs: number, maxLen: number, prefill: number, steps: number[]): Promise<void> {
     const seed = freshSeed();
     const T = prefill + steps.reduce((a, s) => a + s, 0);
+    const C = H * hs;
     const shape: Shape4 = [B, H, T, hs];
     const x = randomInputs(shape, seed);
     // The reference: full causal attention over all T positions, on the CPU.
     const full = (await forwardBackward(cpu, shape, x)).out;
-    const rowsOf = (a: Float32Array, from: number, n: number) => {
-      const out = new Float32Array(B * H * n * hs);
-      for (let p = 0; p < B * H; p++) out.set(a.subarray((p * T + from) * hs, (p * T + from + n) * hs), p * n * hs);
+    /** Positions [from, from + n) of [B, H, T, hs] arrays, token-major: [B, n, parts.length · C]. */
+    const tokensOf = (parts: Float32Array[], from: number, n: number) => {
+      const out = new Float32Array(B * n * parts.length * C);
+      for (let bb = 0; bb < B; bb++) {
+        for (let t = 0; t < n; t++) {
+          parts.forEach((a, part) => {
+            for (let h = 0; h < H; h++) {
+              const src = ((bb * H + h) * T + from + t) * hs;
+              out.set(a.subarray(src, src + hs), ((bb * n + t) * parts.length + part) * C + h * hs);
+            }
+          });
+        }
+      }
       return out;
     };
     // Rows past the written ones hold NaN: reading any of them would poison the output.
@@ -284,32 +299,34 @@ describe('attention through the KV cache equals full causal attention', () => {
     const vCache = tensor(garbage, [B, H, maxLen, hs], { backend: b });
     let position = 0;
     for (const n of [prefill, ...steps]) {
-      const q = tensor(rowsOf(x.q, position, n), [B, H, n, hs], { backend: b });
-      const kRows = tensor(rowsOf(x.k, position, n), [B, H, n, hs], { backend: b });
-      const vRows = tensor(rowsOf(x.v, position, n), [B, H, n, hs], { backend: b });
-      writeCache(kCache, kRows, position);
-      writeCache(vCache, vRows, position);
-      const out = noGrad(() => cachedAttention(q, kCache, vCache, position));
+      const qkv = tensor(tokensOf([x.q, x.k, x.v], position, n), [B, n, 3 * C], { backend: b });
+      writeCache(kCache, vCache, qkv, position);
+      const out = noGrad(() => cachedAttention(qkv, kCache, vCache, position));
+      expect(out.shape).toEqual([B, n, C]);
       // The CPU's cached and full attention run the same float64 loops; WebGPU holds the f32 bound.
-      expectClose(await out.toFloat32(), rowsOf(full, position, n), { seed, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
+      expectClose(await out.toFloat32(), tokensOf([full], position, n), { seed, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
       position += n;
-      for (const t of [q, kRows, vRows, out]) t.dispose();
+      for (const t of [qkv, out]) t.dispose();
     }
-    // The cache holds exactly the written rows, NaN after them.
-    const kHost = await kCache.toFloat32();
-    expectClose(Float32Array.from(kHost.filter((_, i) => Math.floor(i / hs) % maxLen < T)), Float32Array.from(rowsOf(x.k, 0, T)), { tolerance: 0 });
-    expect(kHost.filter((_, i) => Math.floor(i / hs) % maxLen >= T).every(Number.isNaN)).toBe(true);
+    // The caches hold exactly the written rows, NaN after them.
+    for (const [cache, rows] of [[kCache, x.k], [vCache, x.v]] as const) {
+      const host = await cache.toFloat32();
+      const written = Float32Array.from(host.filter((_, i) => Math.floor(i / hs) % maxLen < T));
+      expectClose(written, rows, { tolerance: 0 });
+      expect(host.filter((_, i) => Math.floor(i / hs) % maxLen >= T).every(Number.isNaN)).toBe(true);
+    }
     kCache.dispose();
     vCache.dispose();
   }
 
-  it('cachedAttention and writeCache refuse a graph, a full cache and a negative position', () => {
-    const q = tensor(new Float32Array(4), [1, 1, 1, 4], { backend: cpu, requiresGrad: true });
+  it('cachedAttention and writeCache refuse a graph, a full cache, a negative position and a wrong qkv', () => {
+    const qkv = tensor(new Float32Array(12), [1, 1, 12], { backend: cpu, requiresGrad: true });
     const cache = tensor(new Float32Array(8), [1, 1, 2, 4], { backend: cpu });
-    expect(() => cachedAttention(q, cache, cache, 0)).toThrow(/inside noGrad/);
-    expect(() => noGrad(() => cachedAttention(q, cache, cache, 2))).toThrow(/cache of 2 positions cannot attend 1 queries at position 2/);
-    expect(() => noGrad(() => cachedAttention(q, cache, cache, -1))).toThrow('cache position must be a non-negative integer, got -1');
-    expect(() => writeCache(cache, tensor(new Float32Array(4), [1, 1, 1, 4], { backend: cpu }), 2)).toThrow(/cache of 2 positions cannot take 1 more at position 2/);
+    expect(() => cachedAttention(qkv, cache, cache, 0)).toThrow(/inside noGrad/);
+    expect(() => noGrad(() => cachedAttention(qkv, cache, cache, 2))).toThrow(/cache of 2 positions cannot take 1 more at position 2/);
+    expect(() => noGrad(() => cachedAttention(qkv, cache, cache, -1))).toThrow('cache position must be a non-negative integer, got -1');
+    expect(() => writeCache(cache, cache, tensor(new Float32Array(12), [1, 1, 12], { backend: cpu }), 2)).toThrow(/cache of 2 positions cannot take 1 more at position 2/);
+    expect(() => writeCache(cache, cache, tensor(new Float32Array(8), [1, 1, 8], { backend: cpu }), 0)).toThrow(/writeCache qkv must have shape \[1,1,12\], got \[1,1,8\]/);
   });
 });
 

@@ -37,17 +37,15 @@ class CausalSelfAttention extends Module {
     const [B, T, C] = x.shape;
     const H = this.config.n_head;
     const hs = C / H;
-    const qkv = reshape(this.c_attn.forward(x), [B, T, 3, H, hs]);
-    const heads = permute(qkv, [2, 0, 3, 1, 4]); // [3, B, H, T, hs]
-    const [q, k, v] = split(heads, [1, 1, 1], 0).map((t) => reshape(t, [B, H, T, hs]));
-    let y: Tensor;
+    const qkv = this.c_attn.forward(x); // [B, T, 3C]: q, k, v, each [H, hs] per token
     if (cache) {
-      writeCache(cache.k, k, cache.position);
-      writeCache(cache.v, v, cache.position);
-      y = cachedAttention(q, cache.k, cache.v, cache.position);
-    } else {
-      y = attention(q, k, v);
+      // The cached kernels read q, k, v in place and return [B, T, C]: no copies while decoding.
+      writeCache(cache.k, cache.v, qkv, cache.position);
+      return this.c_proj.forward(cachedAttention(qkv, cache.k, cache.v, cache.position));
     }
+    const heads = permute(reshape(qkv, [B, T, 3, H, hs]), [2, 0, 3, 1, 4]); // [3, B, H, T, hs]
+    const [q, k, v] = split(heads, [1, 1, 1], 0).map((t) => reshape(t, [B, H, T, hs]));
+    const y = attention(q, k, v); // [B, H, T, hs]
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]); // [B, H, T, hs] → [B, T, H, hs] → [B, T, C]
     return this.c_proj.forward(merged);
   }

@@ -20,34 +20,43 @@
  *
  * Decode (`attention_decode` + `attention_decode_combine`, split-K / flash-decoding): with one new
  * query per head there are only B·H queries, far too few threads for a query-parallel kernel, so the
- * visible keys are split into chunks of CK: a workgroup per (query, chunk) computes its chunk's
- * scores (thread per key), max and sum by tree reduction, and the partial p·V (thread per dim); the
- * combine pass rescales the partials by exp(m_c − M). p·V gives thread t the vec4 column t % D4 of
- * every (CK / D4)-th key, and the partial sums meet in workgroup memory. Used when a call has
- * ≤ DECODE_MAX_QUERIES queries per pair; larger prefills take the flash kernel. `writeCache` is one
- * element-per-thread dispatch into the preallocated cache.
+ * visible keys are split into chunks of CK = 32: one thread per (query, chunk) scores its keys into a
+ * private array, takes their max, and sums p and p·V into registers, with no workgroup memory and no
+ * barrier; the combine pass rescales the chunks' partials by exp(m_c − M). Neighbouring threads take
+ * neighbouring chunks of a query, so each SIMD step of llvmpipe streams contiguous cache rows. Used
+ * when a call has ≤ DECODE_MAX_QUERIES queries per pair; larger prefills take the flash kernel.
+ * The cached ops read q, k, v from c_attn's output in place and write [B, n, C] (see "KV cache" below).
  *
  * Head size is any value: rows are loaded as vec4 with a guard on the tail, and the compile-time
  * parameter is D4 = ceil(hs / 4) (the register tile), never a length or a position. Sequence length,
  * cache position and cache length all travel in uniforms. Tensors larger than one binding are split
- * into groups of whole (batch, head) pairs (forEachUnitWindow). f32 only (no subgroup or f16 path).
+ * into groups of whole (batch, head) pairs, those of the cached ops into whole sequences
+ * (forEachUnitWindow). f32 only (no subgroup or f16 path).
  *
  * Measured on lavapipe (2 shared cores, other jobs running, so ±30%), B=8 H=12 hs=64:
  *   forward  T=128 102 ms (2.0 GFLOP/s), T=1024 6.6 s (1.9 GFLOP/s), counting 2·B·H·T²·hs;
  *   backward T=128 288 ms (1.7 GFLOP/s), T=1024 20.6 s (1.6 GFLOP/s), counting 5·B·H·T²·hs;
- *   decode, 512 cached rows, B=1 H=12: 2.2 ms (1.4 GB/s of cache read).
+ *   decode, 512 cached rows, B=1 H=12: 0.9–1.4 ms (1.9–2.8 GB/s of cache read); H=4 0.5–0.6 ms.
  * (A batched matmul [96, 128, 64, 128] ran at 2.7 GFLOP/s in the same conditions.)
  * Variants tried there, forward T=128: the head and key tile unrolled into named registers ran at
  * 0.8 GFLOP/s and took 9 minutes to compile; named registers with groups of 2–4 keys, 1.4 GFLOP/s
  * (10–17 s to compile); loops over private arrays (kept) 2.2–2.5. BR × BC from 8 to 128 × 16 to 64
  * were within the machine's noise: 32 × 32 kept. vec4 bindings for the flash kernels changed nothing
- * (259 vs 272 ms). Decode: the flash kernel with one query a workgroup took 48 ms where split-K took
- * 4; vec4 loads with the key-subset p·V took it from 3.3 to 2.2 ms (best of 40).
+ * (259 vs 272 ms). Decode, B=1 hs=64, 512 cached rows (load average 4–8, so ±30%): the flash kernel
+ * with one query a workgroup took 48 ms where split-K took 4; the earlier split-K kernel (a
+ * workgroup of 64 threads per 64-key chunk, thread per key for the scores, tree reductions, p·V
+ * thread per column: 16 barriers) took 2.2–3.2 ms at H=12 and 0.75–0.94 at H=4, and 1.2 / 0.6 ms of
+ * that with every K and V load removed: on llvmpipe a barrier switches the coroutines of all the
+ * workgroup's SIMD steps, so that skeleton, not the loads, was the cost. Four barriers (serial max
+ * and sum over workgroup memory) measured the same, and so did 1–16 keys a thread in that scheme.
+ * Thread per chunk without barriers (kept): 0.9–1.4 / 0.5–0.6 ms, with chunks of 32 or 64 keys and
+ * workgroups of 8 or 16 threads within noise of each other, 16 keys 20% slower.
  */
 import type { AttentionShape, CachedAttentionShape } from '../tensor/backend.js';
 import { forEachUnitWindow } from './elementwise.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { f32, flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { permute, slice } from './layout.js';
 
 /** Queries per workgroup (one thread each) in the forward and dq kernels, keys per workgroup in dk/dv. */
 const BR = 32;
@@ -55,8 +64,9 @@ const BR = 32;
 const MAX_BC = 32;
 /** vec4 elements of workgroup memory a kernel's two tiles may use together (16 KiB each). */
 const TILE_VEC4 = 1024;
-/** Keys per decode chunk = threads per decode workgroup. */
-const CK = 64;
+/** Keys per decode thread (a chunk), and threads per decode workgroup. */
+const CK = 32;
+const DECODE_WG = 16;
 /** Calls with at most this many new queries per pair use split-K decoding. */
 export const DECODE_MAX_QUERIES = 4;
 const MASKED = '-1.0e30';
@@ -470,36 +480,50 @@ export function attentionBackward(
 }
 
 // --- KV cache ---
+// The cached ops read q, k and v straight from c_attn's output qkv [B, n, 3C] (C = H·hs: for token
+// (b, t), q of head h at (b·n + t)·3C + h·hs, k at + C, v at + 2C) and write the attention output
+// as [B, n, C], the layout c_proj reads: decoding runs no permute or slice copies. Binding windows
+// hold whole sequences (forEachUnitWindow over the batch).
 
 const WRITE_WG = 256;
 
 const writeCacheKernel: Kernel = {
   name: 'attention_write_cache',
-  bindings: ['read', 'write'],
+  bindings: ['read', 'write', 'write'],
   workgroupSize: () => [WRITE_WG, 1, 1],
   wgsl: () => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> rows: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cache: array<f32>;
-struct Params { count: u32, rowsPerPair: u32, pairStride: u32, start: u32, rowsOffset: u32, cacheOffset: u32 }
-@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(0) var<storage, read> qkv: array<f32>;
+@group(0) @binding(1) var<storage, read_write> kCache: array<f32>;
+@group(0) @binding(2) var<storage, read_write> vCache: array<f32>;
+struct Params { count: u32, newLen: u32, heads: u32, hs: u32, maxLen: u32, start: u32, qkvOffset: u32, cacheOffset: u32 }
+@group(0) @binding(3) var<uniform> params: Params;
 ${flatIndexWgsl(WRITE_WG)}
 @compute @workgroup_size(${WRITE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flatIndex(gid, nwg);
+  let i = flatIndex(gid, nwg); // over [count sequences, newLen, C]
   if (i >= params.count) { return; }
-  let pair = i / params.rowsPerPair;
-  cache[params.cacheOffset + pair * params.pairStride + params.start + i % params.rowsPerPair] = rows[params.rowsOffset + i];
+  let C = params.heads * params.hs;
+  let token = i / C;
+  let c = i % C;
+  let src = params.qkvOffset + token * 3u * C + C + c;
+  let pair = (token / params.newLen) * params.heads + c / params.hs;
+  let dst = params.cacheOffset + (pair * params.maxLen + params.start + token % params.newLen) * params.hs + c % params.hs;
+  kCache[dst] = qkv[src];
+  vCache[dst] = qkv[src + C];
 }`,
 };
 
-export function writeCache(gpu: Gpu, cache: GpuStorage, rows: GpuStorage, shape: CachedAttentionShape): void {
+export function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
   const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
-  const tensors = [{ storage: rows, perUnit: newLen * hs }, { storage: cache, perUnit: maxLen * hs }];
-  forEachUnitWindow(gpu, batch * heads, tensors, (_first, count, [wr, wc]) => {
-    const elements = count * newLen * hs;
+  const C = heads * hs;
+  const cachePerSequence = heads * maxLen * hs;
+  const tensors = [{ storage: qkv, perUnit: newLen * 3 * C }, { storage: kCache, perUnit: cachePerSequence }, { storage: vCache, perUnit: cachePerSequence }];
+  forEachUnitWindow(gpu, batch, tensors, (_first, count, [wq, wk, wv]) => {
+    // k and v share a layout and a size: their windows have the same offset.
+    const elements = count * newLen * C;
     gpu.dispatch(
-      writeCacheKernel, undefined, [wr.view, wc.view],
-      [elements, newLen * hs, maxLen * hs, position * hs, wr.offset, wc.offset],
+      writeCacheKernel, undefined, [wq.view, wk.view, wv.view],
+      [elements, newLen, heads, hs, maxLen, position, wq.offset, wk.offset],
       grid1d(elements, WRITE_WG, gpu.maxWorkgroupsPerDimension),
     );
   });
@@ -507,20 +531,22 @@ export function writeCache(gpu: Gpu, cache: GpuStorage, rows: GpuStorage, shape:
 
 const DECODE_PARAMS = /* wgsl */ `
 struct Params {
-  rows: u32,      // (pair, query) rows in this dispatch
-  newLen: u32,    // queries per pair
-  qPos: u32,      // query i sees cache rows <= qPos + i
+  rows: u32,       // (sequence, token, head) rows in this dispatch, token-major like qkv
+  newLen: u32,     // tokens per sequence
+  heads: u32,
+  qPos: u32,       // token t sees cache rows <= qPos + t
   pairStride: u32, // maxLen * hs
   hs: u32,
   chunks: u32,
   scale: f32,
-  qOffset: u32,
+  qOffset: u32,    // element offsets of the windows; q's row (token) stride is 3C, out's C
   kvOffset: u32,
+  outOffset: u32,
 }`;
 
 interface DecodeParams {
   d4: number;
-  /** hs % 4 == 0: q, k, v and out bound as vec4 arrays, one load per four elements. */
+  /** hs % 4 == 0: qkv, k, v and out bound as vec4 arrays, one load per four elements. */
   vec4: boolean;
 }
 
@@ -535,98 +561,59 @@ function rowAccess(name: string, vec4: boolean, store = false): string {
 const decodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode',
   bindings: ['read', 'read', 'read', 'write', 'write'],
-  workgroupSize: () => [CK, 1, 1],
-  wgsl: ({ d4, vec4 }) => {
-    const type = vec4 ? 'vec4f' : 'f32';
-    // p·V: thread t takes the vec4 column t % D4 of the keys ≡ t / D4 (mod R); R partial sums are
-    // then added in workgroup memory. Heads wider than the workgroup loop over columns instead.
-    const r = Math.max(1, Math.floor(CK / d4));
-    const pv = d4 <= CK
-      ? /* wgsl */ `
-  let part = lid / D4;
-  let column = lid % D4;
-  var acc = vec4f(0.0);
-  if (part < R) {
-    for (var j = part; j < count; j += R) { acc = fma(vec4f(ps[j]), load_v(kvBase + (key0 + j) * hs, column), acc); }
-  }
-  accs[lid] = acc;
-  workgroupBarrier();
-  if (part == 0u) {
-    for (var other = 1u; other < R; other++) { acc += accs[lid + other * D4]; }
-    partial[slot * D4 + column] = acc;
-  }`
-      : /* wgsl */ `
-  for (var column = lid; column < D4; column += CK) {
-    var acc = vec4f(0.0);
-    for (var j = 0u; j < count; j++) { acc = fma(vec4f(ps[j]), load_v(kvBase + (key0 + j) * hs, column), acc); }
-    partial[slot * D4 + column] = acc;
-  }`;
-    return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> q: array<${type}>;
-@group(0) @binding(1) var<storage, read> k: array<${type}>;
-@group(0) @binding(2) var<storage, read> v: array<${type}>;
+  workgroupSize: () => [DECODE_WG, 1, 1],
+  wgsl: ({ d4, vec4 }) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read> k: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> v: array<${vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
 ${DECODE_PARAMS}
 @group(0) @binding(5) var<uniform> params: Params;
 const CK = ${CK}u;
 const D4 = ${d4}u;
-const R = ${r}u;
 const MASKED = ${MASKED};
-var<workgroup> qs: array<vec4f, ${d4}>;
-var<workgroup> maxs: array<f32, ${CK}>;
-var<workgroup> sums: array<f32, ${CK}>;
-var<workgroup> ps: array<f32, ${CK}>;
-var<workgroup> accs: array<vec4f, ${CK}>;
-${rowAccess('q', vec4)}
+${rowAccess('qkv', vec4)}
 ${rowAccess('k', vec4)}
 ${rowAccess('v', vec4)}
-@compute @workgroup_size(${CK})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let group = wid.x + wid.y * nwg.x;
-  let chunk = group % params.chunks;
-  let row = group / params.chunks;
+${flatIndexWgsl(DECODE_WG)}
+@compute @workgroup_size(${DECODE_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
+  let slot = flatIndex(gid, nwg);
+  let row = slot / params.chunks;
   if (row >= params.rows) { return; }
+  let chunk = slot % params.chunks;
   let hs = params.hs;
-  let pair = row / params.newLen;
-  let last = params.qPos + row % params.newLen;
+  let token = row / params.heads;
+  let head = row % params.heads;
+  let pair = (token / params.newLen) * params.heads + head;
+  let last = params.qPos + token % params.newLen;
   let key0 = chunk * CK;
-  for (var c = lid; c < D4; c += CK) { qs[c] = load_q(params.qOffset + row * hs, c) * params.scale; }
-  workgroupBarrier();
-  // Scores: one thread per key.
-  let kvBase = params.kvOffset + pair * params.pairStride;
-  let key = key0 + lid;
-  var s = MASKED;
-  if (key <= last) {
-    let kRow = kvBase + key * hs;
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(qs[c], load_k(kRow, c), dot4); }
-    s = dot4.x + dot4.y + dot4.z + dot4.w;
-  }
-  maxs[lid] = s;
-  workgroupBarrier();
-  for (var stride = CK / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { maxs[lid] = max(maxs[lid], maxs[lid + stride]); }
-    workgroupBarrier();
-  }
-  let m = maxs[0];
-  let p = select(0.0, exp(s - m), key <= last);
-  ps[lid] = p;
-  sums[lid] = p;
-  workgroupBarrier();
-  for (var stride = CK / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) { sums[lid] += sums[lid + stride]; }
-    workgroupBarrier();
-  }
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
-  let slot = row * params.chunks + chunk;
-${pv}
-  if (lid == 0u) {
-    stats[slot * 2u] = m;
-    stats[slot * 2u + 1u] = sums[0];
+  let qRow = params.qOffset + token * 3u * params.heads * hs + head * hs;
+  var q: array<vec4f, D4>;
+  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
+  let kvBase = params.kvOffset + pair * params.pairStride + key0 * hs;
+  var s: array<f32, CK>;
+  var m = MASKED;
+  for (var j = 0u; j < count; j++) {
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
+    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
+    m = max(m, s[j]);
   }
-}`;
-  },
+  var l = 0.0;
+  var acc: array<vec4f, D4>;
+  for (var j = 0u; j < count; j++) {
+    let p = exp(s[j] - m);
+    l += p;
+    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
+  }
+  stats[slot * 2u] = m;
+  stats[slot * 2u + 1u] = l;
+  for (var c = 0u; c < D4; c++) { partial[slot * D4 + c] = acc[c]; }
+}`,
 };
 
 const COMBINE_WG = 64;
@@ -653,43 +640,58 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   var l = 0.0;
   for (var c = 0u; c < params.chunks; c++) { l += stats[(first + c) * 2u + 1u] * exp(stats[(first + c) * 2u] - m); }
   let inv = 1.0 / l;
+  // out [B, n, C]: row (token, head) starts at token·C + head·hs.
+  let outRow = params.outOffset + row * params.hs;
   for (var column = lid; column < D4; column += ${COMBINE_WG}u) {
     var acc = vec4f(0.0);
     for (var c = 0u; c < params.chunks; c++) { acc += partial[(first + c) * D4 + column] * exp(stats[(first + c) * 2u] - m); }
-    store_out(params.qOffset + row * params.hs, column, acc * inv);
+    store_out(outRow, column, acc * inv);
   }
 }`,
 };
 
-function decode(gpu: Gpu, q: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
+function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
   const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
-  const out = gpu.alloc(q.size);
+  const C = heads * hs;
+  const out = gpu.alloc(batch * newLen * C);
   const chunks = Math.ceil((position + newLen) / CK);
   const d4 = Math.ceil(hs / 4);
   const params = { d4, vec4: hs % 4 === 0 };
   const tensors = [
-    { storage: q, perUnit: newLen * hs },
-    { storage: kCache, perUnit: maxLen * hs },
-    { storage: vCache, perUnit: maxLen * hs },
-    { storage: out, perUnit: newLen * hs },
+    { storage: qkv, perUnit: newLen * 3 * C },
+    { storage: kCache, perUnit: heads * maxLen * hs },
+    { storage: vCache, perUnit: heads * maxLen * hs },
+    { storage: out, perUnit: newLen * C },
   ];
-  forEachUnitWindow(gpu, batch * heads, tensors, (_first, count, [wq, wk, wv, wo]) => {
-    const rows = count * newLen;
+  forEachUnitWindow(gpu, batch, tensors, (_first, count, [wq, wk, wv, wo]) => {
+    const rows = count * newLen * heads;
     const stats = gpu.alloc(rows * chunks * 2);
     const partial = gpu.alloc(rows * chunks * d4 * 4);
-    const uniforms = (qOffset: number) => [rows, newLen, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), qOffset, wk.offset];
-    gpu.dispatch(decodeKernel, params, [wq.view, wk.view, wv.view, stats, partial], uniforms(wq.offset), grid1d(rows * chunks, 1, gpu.maxWorkgroupsPerDimension));
-    gpu.dispatch(combineKernel, params, [stats, partial, wo.view], uniforms(wo.offset), grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
+    const uniforms = [rows, newLen, heads, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), wq.offset, wk.offset, wo.offset];
+    gpu.dispatch(decodeKernel, params, [wq.view, wk.view, wv.view, stats, partial], uniforms, grid1d(rows * chunks, DECODE_WG, gpu.maxWorkgroupsPerDimension));
+    gpu.dispatch(combineKernel, params, [stats, partial, wo.view], uniforms, grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
     gpu.release(stats);
     gpu.release(partial);
   });
   return out;
 }
 
-export function cachedAttention(gpu: Gpu, q: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
-  if (shape.newLen <= DECODE_MAX_QUERIES) return decode(gpu, q, kCache, vCache, shape);
-  const { batch, heads, newLen, position, maxLen, headSize } = shape;
-  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: batch * heads, qLen: newLen, qPos: position, kvStride: maxLen, headSize });
+/**
+ * The queries of qkv [B, n, 3C] against the caches' first position + n rows; returns [B, n, C].
+ * Up to DECODE_MAX_QUERIES tokens: split-K decoding, reading qkv in place. A longer prefill runs
+ * the flash kernel, with q gathered into [B, H, n, hs] and the output put back as [B, n, C] by
+ * strided copies (once per prompt).
+ */
+export function cachedAttention(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
+  if (shape.newLen <= DECODE_MAX_QUERIES) return decode(gpu, qkv, kCache, vCache, shape);
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const qTokenMajor = slice(gpu, qkv, [B, n, 3, H, hs], [0, 0, 0, 0, 0], [B, n, 1, H, hs]);
+  const q = permute(gpu, qTokenMajor, [B, n, H, hs], [0, 2, 1, 3]); // [B, n, H, hs] → [B, H, n, hs]
+  gpu.release(qTokenMajor);
+  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs });
+  gpu.release(q);
   gpu.release(lse);
-  return out;
+  const merged = permute(gpu, out, [B, H, n, hs], [0, 2, 1, 3]); // → [B, n, H, hs] = [B, n, C]
+  gpu.release(out);
+  return merged;
 }

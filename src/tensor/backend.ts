@@ -124,10 +124,16 @@ export interface Backend {
   attentionBackward(
     dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
   ): { dq: Storage; dk: Storage; dv: Storage };
-  /** Writes rows [B, H, newLen, hs] into cache [B, H, maxLen, hs] at `position`, in place. */
-  writeCache(cache: Storage, rows: Storage, shape: CachedAttentionShape): void;
-  /** q [B, H, newLen, hs] against the cache's first position + newLen rows, causally. Returns [B, H, newLen, hs]. */
-  cachedAttention(q: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage;
+  /**
+   * Writes the keys and values of qkv [B, newLen, 3C] (c_attn's output, C = H·hs: q, then k, then v,
+   * each [H, hs] per token) into the caches [B, H, maxLen, hs] at `position`, in place.
+   */
+  writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void;
+  /**
+   * The queries of qkv [B, newLen, 3C] against the caches' first position + newLen rows, causally.
+   * Returns [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
+   */
+  cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage;
 
   /** Gathers rows of table [vocab, dim] for i32 ids [n]. */
   embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): Storage;

@@ -62,29 +62,37 @@ function expectPosition(position: number): void {
   if (!Number.isInteger(position) || position < 0) throw new Error(`cache position must be a non-negative integer, got ${position}`);
 }
 
-/** Writes k or v rows [B, H, n, hs] into a preallocated cache [B, H, maxLen, hs] at `position`, in place. */
-export function writeCache(cache: Tensor, rows: Tensor, position: number): void {
-  if (cache.rank !== 4) throw new Error(`writeCache expects a cache of [B, H, maxLen, hs], got [${cache.shape}]`);
+/** The shape of a cached call: qkv [B, n, 3C] against caches [B, H, maxLen, hs] with H·hs = C. */
+function cachedShape(what: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number): CachedAttentionShape {
+  if (kCache.rank !== 4) throw new Error(`${what} expects caches of [B, H, maxLen, hs], got [${kCache.shape}]`);
+  expectShape(`${what} value cache`, vCache, kCache.shape);
   expectPosition(position);
-  const [batch, heads, maxLen, headSize] = cache.shape;
-  const newLen = rows.shape[2];
-  expectShape('cache rows', rows, [batch, heads, newLen, headSize]);
+  const [batch, heads, maxLen, headSize] = kCache.shape;
+  if (qkv.rank !== 3) throw new Error(`${what} expects qkv of [B, n, 3C], got [${qkv.shape}]`);
+  const newLen = qkv.shape[1];
+  expectShape(`${what} qkv`, qkv, [batch, newLen, 3 * heads * headSize]);
   if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot take ${newLen} more at position ${position}`);
-  cache.backend.writeCache(cache.storage, rows.storage, { batch, heads, newLen, position, maxLen, headSize });
+  return { batch, heads, newLen, position, maxLen, headSize };
 }
 
-/** Queries for positions [position, position + n) against the cache's first position + n rows. Inference only. */
-export function cachedAttention(q: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
-  if (isGradEnabled() && q.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
-  if (q.rank !== 4) throw new Error(`cachedAttention expects q of [B, H, n, hs], got [${q.shape}]`);
-  expectPosition(position);
-  const [batch, heads, newLen, headSize] = q.shape;
-  const maxLen = kCache.shape[2];
-  expectShape('key cache', kCache, [batch, heads, maxLen, headSize]);
-  expectShape('value cache', vCache, [batch, heads, maxLen, headSize]);
-  if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot attend ${newLen} queries at position ${position}`);
-  const shape: CachedAttentionShape = { batch, heads, newLen, position, maxLen, headSize };
-  return new Tensor(q.backend, q.backend.cachedAttention(q.storage, kCache.storage, vCache.storage, shape), q.shape);
+/**
+ * Writes the keys and values of qkv [B, n, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
+ * per token) into preallocated caches [B, H, maxLen, hs] at `position`, in place.
+ */
+export function writeCache(kCache: Tensor, vCache: Tensor, qkv: Tensor, position: number): void {
+  const shape = cachedShape('writeCache', qkv, kCache, vCache, position);
+  kCache.backend.writeCache(kCache.storage, vCache.storage, qkv.storage, shape);
+}
+
+/**
+ * The queries of qkv [B, n, 3C] (positions [position, position + n)) against the caches' first
+ * position + n rows. Returns [B, n, C], the heads side by side. Inference only.
+ */
+export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
+  if (isGradEnabled() && qkv.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
+  const shape = cachedShape('cachedAttention', qkv, kCache, vCache, position);
+  const { batch, newLen, heads, headSize } = shape;
+  return new Tensor(qkv.backend, qkv.backend.cachedAttention(qkv.storage, kCache.storage, vCache.storage, shape), [batch, newLen, heads * headSize]);
 }
 
 /** Rows of table [vocab, dim] for each i32 id; the result has shape [...ids.shape, dim]. */

@@ -127,18 +127,42 @@ export function attentionBackward(
   return { dq: new CpuStorage(Float32Array.from(dq)), dk: new CpuStorage(Float32Array.from(dk)), dv: new CpuStorage(Float32Array.from(dv)) };
 }
 
-export function writeCache(cache: Storage, rows: Storage, shape: CachedAttentionShape): void {
+/** Token (b, t)'s part (0 q, 1 k, 2 v) of qkv [B, n, 3C] as [B, H, n, hs]. */
+function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: n, headSize: hs }: CachedAttentionShape): Float32Array {
+  const C = H * hs;
+  const out = new Float32Array(B * H * n * hs);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < n; t++) {
+      for (let h = 0; h < H; h++) {
+        const src = (b * n + t) * 3 * C + part * C + h * hs;
+        out.set(qkv.subarray(src, src + hs), ((b * H + h) * n + t) * hs);
+      }
+    }
+  }
+  return out;
+}
+
+export function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
   const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
-  const dst = f32(cache);
-  const src = f32(rows);
-  for (let pair = 0; pair < batch * heads; pair++) {
-    dst.set(src.subarray(pair * newLen * hs, (pair + 1) * newLen * hs), (pair * maxLen + position) * hs);
+  for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
+    const rows = headsOf(f32(qkv), part, shape);
+    const dst = f32(cache);
+    for (let pair = 0; pair < batch * heads; pair++) {
+      dst.set(rows.subarray(pair * newLen * hs, (pair + 1) * newLen * hs), (pair * maxLen + position) * hs);
+    }
   }
 }
 
-export function cachedAttention(q: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
-  const { batch, heads, newLen, position, maxLen, headSize } = shape;
-  const out = new Float32Array(q.size);
-  attendCausal(f32(q), f32(kCache), f32(vCache), { pairs: batch * heads, qLen: newLen, qPos: position, kvStride: maxLen, headSize }, out, null);
+export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const heads = new Float32Array(B * H * n * hs);
+  attendCausal(headsOf(f32(qkv), 0, shape), f32(kCache), f32(vCache), { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs }, heads, null);
+  // [B, H, n, hs] → [B, n, H, hs] = [B, n, C]
+  const out = new Float32Array(heads.length);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < n; t++) out.set(heads.subarray(((b * H + h) * n + t) * hs, ((b * H + h) * n + t + 1) * hs), ((b * n + t) * H + h) * hs);
+    }
+  }
   return new CpuStorage(out);
 }
