@@ -15,7 +15,7 @@ import type { Backend, ReduceOp } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
 import { max, mean, pad, permute, reshape, slice, split, sum, transpose } from '../src/tensor/ops.js';
 import { sizeOf, stridesOf } from '../src/tensor/shape.js';
-import { cpu, webgpuOrSkip } from './helpers/backends.js';
+import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
 import { expectClose } from './helpers/close.js';
 import { freshSeed, randomArray } from './helpers/random-data.js';
 
@@ -292,6 +292,23 @@ describe('layout ops', () => {
 
 describe.runIf(gpu !== null)('reductions and layout on WebGPU equal the CPU reference', () => {
   const webgpu = gpu!;
+  // A binding limit of 16 KiB (4096 f32, 256 B alignment): [37, 300] over axis 1 binds groups of whole
+  // rows at unaligned starts; over axis 0, and a flat sum of 50001, no [len, inner] slab fits, so the
+  // axis is cut into chunks whose partial results a second pass combines; [3, 9000, 2] over axis 1
+  // chunks each outer index; [5, 3000] over axis 0 has chunks of one row.
+  for (const [shape, axes] of [[[37, 300], [0, 1]], [[50_001], [0]], [[3, 9000, 2], [1, 2]], [[5, 3000], [0]]] as [number[], number[]][]) {
+    for (const op of ['sum', 'max'] as const) {
+      it(`${op} of [${shape}] past a lowered binding limit (16 KiB)`, async () => {
+        const seed = freshSeed();
+        const xh = values(sizeOf(shape), seed);
+        for (const axis of axes) {
+          const actual = await withBindingLimits(webgpu, 16384, 256, () => reduceOn(webgpu, op, xh, shape, axis));
+          expectReduced(op, actual, reference(op, xh, shape, axis), `axis ${axis}, TEST_SEED=${seed}`);
+        }
+      });
+    }
+  }
+
   it('sum and max of [2,3,4,5] over every axis, permute, slice and pad of the same data', async () => {
     const seed = freshSeed();
     const shape = [2, 3, 4, 5];
