@@ -6,7 +6,7 @@
  * The quick model has GPT-2's tokenizer and vocabulary (50257) but d 32, 2 layers, 2 heads and 128
  * positions (the longest entry of data/instructions.json is 108 tokens), trained with the loss on
  * the responses alone (`--mask-prompt`): its loss falls from ln 50257 ≈ 10.8 to about 7 in 24 steps of 4
- * entries (20-30 s on this 2-core machine).
+ * entries (10–30 s on a 2-core machine with lavapipe, depending on its load).
  * It is not a good language model; it is a real one, whose next-token distributions were learnt
  * from data, which is all the experiments need. A real checkpoint gives the same tables with
  * better numbers: `--model runs/<folder>` (the output folder of `npx tsx src/train.ts`).
