@@ -8,7 +8,7 @@ import { tensor } from '../tensor/create.js';
 import { backward } from '../tensor/autograd.js';
 import { crossEntropy, embedding } from '../tensor/fused.js';
 import { noGrad } from '../tensor/graph.js';
-import { add, div, mul, reshape } from '../tensor/ops.js';
+import { add, mul, reshape } from '../tensor/ops.js';
 import { keep, tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { AdamW } from './adamw.js';
@@ -163,20 +163,27 @@ export class Trainer {
     return { stopped: false };
   }
 
-  /** One optimizer step over the given micro-batches; returns the mean loss as a device scalar. */
+  /**
+   * One optimizer step over the given micro-batches; returns the loss as a device scalar. Each
+   * micro-batch's mean weighs by its share of the step's counted targets, so the step's loss and
+   * gradient are the mean over all of them, as one batch of the same sequences would give.
+   */
   private step(micro: Batch[], lr: number): { loss: Tensor; tokens: number } {
+    const counts = micro.map((b) => b.mask.reduce((n, m) => n + m, 0));
+    const counted = counts.reduce((a, b) => a + b, 0);
     const loss = tidy(() => {
       let total: Tensor | null = null;
-      for (const batch of micro) {
+      micro.forEach((batch, i) => {
+        const weight = counts[i] / counted;
         const loss = this.batchLoss(batch);
-        backward(micro.length > 1 ? mul(loss, 1 / micro.length) : loss);
-        const detached = noGrad(() => add(loss, 0));
-        total = total === null ? detached : noGrad(() => add(total!, detached));
-      }
+        backward(weight === 1 ? loss : mul(loss, weight));
+        const share = noGrad(() => mul(loss, weight));
+        total = total === null ? share : noGrad(() => add(total!, share));
+      });
       if (this.config.clip > 0) clipGradNorm(this.model, this.config.clip);
       this.optimizer.update(lr);
       this.optimizer.zeroGrad();
-      return keep(noGrad(() => div(total!, micro.length)));
+      return keep(total!);
     });
     return { loss, tokens: micro.reduce((n, b) => n + b.batchSize * b.seqLen, 0) };
   }
