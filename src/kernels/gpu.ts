@@ -1,7 +1,8 @@
 /**
  * The WebGPU runtime every kernel family dispatches through: the pipeline cache, one command encoder
- * that records dispatches until a sync point (a readback or flush()), pooled storage, uniform and
- * staging buffers, and errors turned into exceptions that name the kernel.
+ * that records dispatches until a sync point (a readback or flush()), pooled storage and staging
+ * buffers, one uniform arena per batch with cached bind groups, and errors turned into exceptions
+ * that name the kernel.
  */
 import type { DType, Storage } from '../tensor/backend.js';
 import { isSoftwareAdapter } from './autotune.js';
@@ -11,6 +12,10 @@ import { packUniforms, type BufferView, type Kernel, type Uniform } from './kern
 
 /** Sleep between polls of a pending device operation on a software adapter (see Gpu.settle). */
 const POLL_SLEEP_MS = 0.25;
+/** Bytes of uniform blocks one batch packs into the uniform arena (see Gpu.dispatch); a fuller batch is submitted early. */
+const ARENA_BYTES = 64 * 1024;
+/** Bind groups kept for reuse; past this many the cache starts over. */
+const MAX_BIND_GROUPS = 4096;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 export class GpuStorage implements Storage {
@@ -22,6 +27,7 @@ export class GpuStorage implements Storage {
 }
 
 interface CompiledKernel {
+  id: number;
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
 }
@@ -48,12 +54,19 @@ export class Gpu {
   private readonly politeWait: boolean;
 
   private readonly storagePool: BufferPool;
-  private readonly uniformPool: BufferPool;
   private readonly stagingPool: BufferPool;
   private readonly pipelines = new Map<string, CompiledKernel>();
+  /** The uniform blocks of the batch being recorded, written to `arena` when it is submitted. */
+  private readonly arena: GPUBuffer;
+  private readonly arenaHost = new Uint8Array(ARENA_BYTES);
+  private arenaUsed = 0;
+  private readonly uniformAlignment: number;
+  /** Bind groups by pipeline, uniform size and bound ranges: a decode step binds the same pooled buffers every time. */
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 0;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private uniformsInFlight: GPUBuffer[] = [];
   private batchKernels: string[] = [];
   private pendingChecks: Promise<Error | null>[] = [];
   private failure: Error | null = null;
@@ -71,7 +84,8 @@ export class Gpu {
     this.politeWait = isSoftwareAdapter(acquired.description);
     const usage = GPUBufferUsage;
     this.storagePool = new BufferPool(device, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, 'storage');
-    this.uniformPool = new BufferPool(device, usage.UNIFORM | usage.COPY_DST, 'uniforms');
+    this.arena = device.createBuffer({ size: ARENA_BYTES, usage: usage.UNIFORM | usage.COPY_DST, label: 'uniform arena' });
+    this.uniformAlignment = limits.minUniformBufferOffsetAlignment;
     this.stagingPool = new BufferPool(device, usage.MAP_READ | usage.COPY_DST, 'staging');
     device.addEventListener('uncapturederror', (event) => {
       const kernels = this.batchKernels.slice(-8).join(', ') || 'none';
@@ -128,6 +142,7 @@ export class Gpu {
   trimPool(): void {
     this.flush();
     this.storagePool.trim();
+    this.bindGroups.clear();
   }
 
   // --- recording ---
@@ -156,21 +171,31 @@ export class Gpu {
     if (buffers.length !== kernel.bindings.length) {
       throw new Error(`kernel ${kernel.name} takes ${kernel.bindings.length} buffers, got ${buffers.length}`);
     }
-    const { pipeline, layout } = this.compile(kernel, params);
-    const uniformBytes = packUniforms(uniforms);
-    const uniformBuffer = this.uniformPool.acquire(uniformBytes.byteLength);
-    this.device.queue.writeBuffer(uniformBuffer, 0, uniformBytes);
-    this.uniformsInFlight.push(uniformBuffer);
-    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({
-      binding,
-      resource: b instanceof GpuStorage ? this.view(b) : b,
-    }));
-    entries.push({ binding: buffers.length, resource: { buffer: uniformBuffer, size: uniformBytes.byteLength } });
+    const compiled = this.compile(kernel, params);
+    // Uniforms go to the batch's arena at a dynamic offset, so the bind group depends only on the
+    // storage ranges bound: it is made once and reused (createBindGroup was a third of a decode
+    // step's recording time).
+    const uniformBytes = new Uint8Array(packUniforms(uniforms));
+    const uniformSize = uniformBytes.byteLength;
+    if (this.arenaUsed + uniformSize > ARENA_BYTES) this.flush();
+    const uniformOffset = this.arenaUsed;
+    this.arenaHost.set(uniformBytes, uniformOffset);
+    this.arenaUsed = Math.ceil((uniformOffset + uniformSize) / this.uniformAlignment) * this.uniformAlignment;
+    const views = buffers.map((b) => (b instanceof GpuStorage ? this.view(b) : b));
+    let key = `${compiled.id}:${uniformSize}`;
+    for (const v of views) key += `|${this.bufferId(v.buffer)}:${v.offset}:${v.size}`;
     if (this.validate) this.device.pushErrorScope('validation');
-    const bindGroup = this.device.createBindGroup({ layout, entries, label: kernel.name });
+    let bindGroup = this.bindGroups.get(key);
+    if (bindGroup === undefined) {
+      const entries: GPUBindGroupEntry[] = views.map((resource, binding) => ({ binding, resource }));
+      entries.push({ binding: buffers.length, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
+      bindGroup = this.device.createBindGroup({ layout: compiled.layout, entries, label: kernel.name });
+      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
+      this.bindGroups.set(key, bindGroup);
+    }
     const pass = this.computePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
+    pass.setPipeline(compiled.pipeline);
+    pass.setBindGroup(0, bindGroup, [uniformOffset]);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.batchKernels.push(kernel.name);
     if (this.validate) {
@@ -190,10 +215,11 @@ export class Gpu {
     this.throwIfFailed();
     if (this.encoder === null) return;
     this.endPass();
+    // Queue order: the batch sees these uniforms, and the previous batches ran before they land.
+    if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost, 0, this.arenaUsed);
+    this.arenaUsed = 0;
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
-    for (const u of this.uniformsInFlight) this.uniformPool.release(u);
-    this.uniformsInFlight = [];
     this.batchKernels = [];
   }
 
@@ -231,6 +257,15 @@ export class Gpu {
     return done;
   }
 
+  private bufferId(buffer: GPUBuffer): number {
+    let id = this.bufferIds.get(buffer);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(buffer, id);
+    }
+    return id;
+  }
+
   private computePass(): GPUComputePassEncoder {
     this.encoder ??= this.device.createCommandEncoder();
     this.pass ??= this.encoder.beginComputePass();
@@ -257,7 +292,7 @@ export class Gpu {
           visibility: GPUShaderStage.COMPUTE,
           buffer: { type: access === 'read' ? ('read-only-storage' as const) : ('storage' as const) },
         })),
-        { binding: kernel.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' as const } },
+        { binding: kernel.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' as const, hasDynamicOffset: true } },
       ],
     });
     const pipeline = this.device.createComputePipeline({
@@ -271,7 +306,7 @@ export class Gpu {
         return new Error(`kernel ${key} failed to compile:\n${await compilerMessages(module, code)}\n${error.message}`);
       }),
     );
-    const compiled = { pipeline, layout };
+    const compiled = { id: this.pipelines.size, pipeline, layout };
     this.pipelines.set(key, compiled);
     return compiled;
   }
