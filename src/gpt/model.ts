@@ -142,7 +142,7 @@ export class GPT2 extends Module {
       x = block.forward(x, cache ? { ...cache.layer(layer), position: start } : undefined);
     });
     cache?.advance(T);
-    if (lastOnly) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]);
+    if (lastOnly && T > 1) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]); // [B, T, C] → [B, 1, C]
     return this.ln_f.forward(x);
   }
 }
