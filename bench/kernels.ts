@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       const tune = await autotuneMatmul((backend as WebGpuBackend).gpu, { log: (line) => console.log(line) });
       console.log(`matmul variant: ${tune.variant}${tune.measured ? ' (measured now)' : ' (remembered)'}`);
     }
-    const needsCopy = flags.only.has('copy') || Object.keys(FAMILIES).some((f) => flags.only.has(f));
+    const needsCopy = flags.only.has('copy') || flags.only.has('matmul') || Object.keys(FAMILIES).some((f) => flags.only.has(f));
     let copyGbps = NaN;
     if (needsCopy) {
       const copy = await copyRows(backend);

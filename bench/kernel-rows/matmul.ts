@@ -4,6 +4,9 @@
  * and the output head over the 50257-token vocabulary, both as [768, 50257] (B untransposed, 154 MB:
  * split over bindings) and in GPT-2's own layout x·wteᵀ with wte [50257, 768] (`matmul_transB`).
  * GFLOP/s = 2·M·K·N / time; no bias (the fused bias add costs one read of [N] per output row).
+ * Decoding's products (`matmul_decode`, M = 1: GPT-2 small's c_attn [1, 768]·[768, 2304] and its head
+ * x·wteᵀ with wte [50257, 768], 154 MB: split over bindings) read B once and do 2 FLOPs a float: they
+ * report GB/s of B read, against the copy bandwidth (which counts bytes read + written).
  * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
  */
 import { medianMs } from '../harness.js';
@@ -16,7 +19,7 @@ import type { BenchRow } from './types.js';
 
 const SHAPES: [number, number, number][] = [[1024, 768, 2304], [1024, 768, 3072], [1024, 3072, 768], [1024, 768, 50257]];
 
-export async function matmulRows(backend: Backend, _copyGbps: number, { variants = false } = {}): Promise<BenchRow[]> {
+export async function matmulRows(backend: Backend, copyGbps: number, { variants = false } = {}): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const time = async (op: string, [m, k, n]: [number, number, number], run: (a: Storage, b: Storage, s: MatmulShape) => void, transB = false) => {
     const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB, broadcastB: true };
@@ -32,6 +35,13 @@ export async function matmulRows(backend: Backend, _copyGbps: number, { variants
   const viaBackend = (a: Storage, b: Storage, s: MatmulShape) => backend.release(backend.matmul(a, b, null, s));
   for (const shape of SHAPES) await time('matmul', shape, viaBackend);
   await time('matmul_transB', [1024, 768, 50257], viaBackend, true);
+  for (const [shape, transB] of [[[1, 768, 2304], false], [[1, 768, 50257], true]] as const) {
+    await time('matmul_decode', [...shape], viaBackend, transB);
+    const row = rows[rows.length - 1];
+    row.gbps = (4 * shape[1] * shape[2]) / row.ms / 1e6;
+    row.fraction_of_copy = row.gbps / copyGbps;
+    if (transB) row.op = 'matmul_decode_transB';
+  }
   if (variants && backend.name === 'webgpu') {
     const { gpu } = backend as WebGpuBackend;
     for (const name of MATMUL_VARIANT_NAMES.filter((v) => variantSupported(MATMUL_VARIANTS[v], adapterTraits(gpu)))) {

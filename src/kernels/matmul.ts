@@ -31,6 +31,19 @@
  * N not a multiple of 4 (the vocabulary, 50257, with B untransposed) falls back to scalar B loads:
  * 8 GFLOP/s; reading two aligned vec4s and shifting them was slower still (5). GPT-2's own head
  * multiplies by wteᵀ, whose rows are along K = 768: vec4, 11 GFLOP/s.
+ *
+ * Decoding (M = batch size, usually 1) runs these kernels with tm shrunk to M (matmulVariant), which
+ * makes them matrix-vector products that stream B once. A dedicated GEMV family was written and
+ * dropped: a workgroup per 32 columns with K split over 8 lanes-groups for x·W, a thread per 4 rows of
+ * a transposed B for x·wteᵀ. On lavapipe (2 shared cores, ±25%) it ran the head [1, 256]·wte[50257,
+ * 256]ᵀ at 2.1–4.1 GB/s against 4.6 for share8 with tm = 1, the blocks' [1, 256…3072]·[…] 5–25%
+ * slower, and a decode step of the d-256 model without its head in 12.6 ms against 10. Every load
+ * whose address differs per lane is a gather there: a kernel that does nothing but stream 51 MB
+ * with vec4 loads reads it at 4.8 GB/s, one with GPU-style coalescing (lanes on consecutive vec4s,
+ * a grid stride) at 1.2, and the head reaches ~6.8 GB/s, the copy's read rate, once the JS thread
+ * stops spinning while it waits (gpu.ts, settle). Other layouts tried for the head: x in workgroup
+ * memory or a private array 2.1–2.8 GB/s, wte as an rgba32float texture 2.2, loads at one address
+ * for all lanes (scalar) 0.95.
  */
 import type { MatmulShape } from '../tensor/backend.js';
 import {
