@@ -65,7 +65,7 @@ describe('a training run', () => {
     const data = await smallDataFile(dir);
     // 6 training entries in batches of 2: epochs of 3 steps, so the run crosses epoch ends (with
     // their validation and checkpoints) before and after the stop.
-    const flags = ['--model', 'tiny', '--data', data, '--max-steps', '10', '--batch-size', '2', '--val-fraction', '0.25', '--eval-every', '4', '--seed', '7'];
+    const flags = ['--model', 'tiny', '--data', data, '--epochs', '10', '--max-steps', '10', '--batch-size', '2', '--val-fraction', '0.25', '--eval-every', '4', '--seed', '7'];
     const whole = await runTraining(options([...flags, '--out', join(dir, 'whole')]), { shouldStop: () => false });
     expect(whole.stopped).toBe(false);
     expect(whole.records.map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);

@@ -36,7 +36,7 @@ export interface TrainOptions {
 export const DEMO_DEFAULTS = {
   model: 'demo',
   data: 'data/instructions.json',
-  epochs: 10,
+  epochs: 12,
   lr: 3e-3,
   maskPrompt: true,
 } as const;
