@@ -153,6 +153,16 @@ export interface UnitWindow {
 }
 
 /**
+ * A binding of `count` elements of `storage` from element `start`: bound from the aligned element at or
+ * below `start` (never past the storage's end), with `start`'s offset inside it.
+ */
+export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, count: number): UnitWindow {
+  const aligned = start - (start % (gpu.bindingAlignment / 4));
+  const offset = start - aligned;
+  return { view: gpu.view(storage, aligned, Math.min(count + offset, storage.size - aligned)), offset };
+}
+
+/**
  * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
  * tensor's window fits one binding. Each tensor holds `perUnit` elements per unit; its window starts at
  * the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
@@ -174,12 +184,7 @@ export function forEachUnitWindow(
   if (group < 1) throw new Error(`one unit of ${Math.max(...tensors.map((t) => t.perUnit))} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
   for (let first = 0; first < units; first += group) {
     const count = Math.min(group, units - first);
-    const windows = tensors.map(({ storage, perUnit }) => {
-      const start = first * perUnit;
-      const aligned = start - (start % alignElements);
-      const offset = start - aligned;
-      return { view: gpu.view(storage, aligned, Math.min(count * perUnit + offset, storage.size - aligned)), offset };
-    });
+    const windows = tensors.map(({ storage, perUnit }) => alignedWindow(gpu, storage, first * perUnit, count * perUnit));
     fn(first, count, windows);
   }
 }

@@ -12,7 +12,7 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { alignedWindow, forEachUnitWindow } from './elementwise.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 const WG = 64;
@@ -74,16 +74,11 @@ export function reduce(gpu: Gpu, op: ReduceOp, x: GpuStorage, shape: readonly nu
   // One [len, inner] slab exceeds a binding: reduce it a chunk of the axis at a time, in order.
   const chunkLen = Math.floor(maxElements / inner);
   if (chunkLen < 1) throw new Error(`reduce: a row of ${inner} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
-  const align = gpu.bindingAlignment / 4;
-  const bind = (storage: GpuStorage, start: number, count: number) => {
-    const first = start - (start % align);
-    return { view: gpu.view(storage, first, count + start - first), offset: start - first };
-  };
   for (let o = 0; o < outer; o++) {
-    const target = bind(out, o * inner, inner);
+    const target = alignedWindow(gpu, out, o * inner, inner);
     for (let c = 0; c * chunkLen < len; c++) {
       const rows = Math.min(chunkLen, len - c * chunkLen);
-      const source = bind(x, (o * len + c * chunkLen) * inner, rows * inner);
+      const source = alignedWindow(gpu, x, (o * len + c * chunkLen) * inner, rows * inner);
       gpu.dispatch(reduceKernel, { op, accumulate: c > 0 }, [source.view, target.view], [1, rows, inner, source.offset, target.offset], grid1d(inner, 1, gpu.maxWorkgroupsPerDimension));
     }
   }

@@ -142,7 +142,6 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
       `${data.train.examples.length} training and ${data.val.examples.length} validation entries from ${flags.data}; output in ${out}`,
   );
 
-  let records: readonly StepRecord[] = [];
   let lastValLoss: number | undefined;
   let lastStepAt = performance.now();
   const tokensPerSecond = (record: StepRecord) => {
@@ -151,23 +150,21 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
     lastStepAt = now;
     return rate;
   };
-  const writeCurve = () => atomicWrite(join(out, 'loss.svg'), (fh) => fh.writeFile(lossCurveSvg(records)));
+  const writeCurve = () => atomicWrite(join(out, 'loss.svg'), (fh) => fh.writeFile(lossCurveSvg(trainer.records)));
   const trainer = new Trainer(model, optimizer, data.train.examples, data.val.examples, { ...flags, contextLength }, {
     async onStep(record, position) {
-      records = trainer.records;
       progress.update({
         epoch: position.epoch, epochs: flags.epochs, step: record.step, totalSteps: trainer.totalSteps,
         loss: record.loss, lr: record.lr, tokensPerSecond: tokensPerSecond(record), valLoss: lastValLoss,
       });
-      await writeRecords(out, records);
+      await writeRecords(out, trainer.records);
     },
     async onValidation(valLoss, position) {
       lastValLoss = valLoss;
       log(`step ${position.step}: validation loss ${valLoss.toFixed(4)}`);
       await writeRecords(out, trainer.records);
     },
-    async onCheckpoint(position: TrainingPosition) {
-      records = trainer.records;
+    async onCheckpoint(position: TrainingPosition, records) {
       const state: RunState = { position, optimizerStep: optimizer.step, seed: flags.seed, flags: { ...flags }, dataSha256 };
       await saveCheckpoint(out, model, config, optimizer, state);
       await writeRecords(out, records);
@@ -187,8 +184,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
   } catch (e) {
     if (e instanceof TrainingDiverged) {
       // The weights are already damaged: keep the last checkpoint as it is, record what happened.
-      records = trainer.records;
-      await writeRecords(out, records);
+      await writeRecords(out, trainer.records);
       await writeCurve();
       progress.finish();
       const kept = existsSync(join(out, 'checkpoint')) ? `the last good checkpoint is kept in ${out}` : 'no checkpoint had been written yet';
