@@ -471,6 +471,19 @@ describe.runIf(gpu !== null)('the matmul tuner', () => {
     }
   });
 
+  it('fits a register-block variant to the product: tm to few rows, lanes along N to a narrow C or a small grid', () => {
+    process.env.GPT2_MATMUL_VARIANT = 'block8x4-64x1';
+    const g = backend.gpu;
+    expect(matmulVariant(g)).toEqual(MATMUL_VARIANTS['block8x4-64x1']);
+    expect(matmulVariant(g, 1, 50257)).toMatchObject({ tm: 1, wgx: 64 });
+    // The head's dW: [50257, 95]·[95, 64]: 16 lanes of 4 columns cover C's width.
+    expect(matmulVariant(g, 50257, 64)).toMatchObject({ tm: 8, wgx: 16 });
+    // Its dx: [95, 50257]·[50257, 64]: 12 workgroups of 16 lanes become 24 of 8.
+    expect(matmulVariant(g, 95, 64)).toMatchObject({ tm: 8, wgx: 8 });
+    process.env.GPT2_MATMUL_VARIANT = 'tiled8x8-16x16-k8';
+    expect(matmulVariant(g, 95, 64)).toEqual(MATMUL_VARIANTS['tiled8x8-16x16-k8']);
+  });
+
   it('is overridden by GPT2_MATMUL_VARIANT, and rejects names it does not know', () => {
     const traits = adapterTraits(backend.gpu);
     process.env.GPT2_MATMUL_VARIANT = 'block4x4-8x8';

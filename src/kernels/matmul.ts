@@ -383,20 +383,34 @@ export function adapterTraits(gpu: Gpu): AdapterTraits {
   };
 }
 
+/** Fewer workgroups than this leave a core of a software rasterizer idle or the load uneven. */
+const MIN_WORKGROUPS = 32;
+
 /**
- * The variant this adapter runs (see autotune.ts for how it is chosen) for a product of m rows.
- * Decoding multiplies one row at a time: a register block then shrinks to the next power of two
- * of m, so a thread does not compute copies of a clamped row (measured at [1, 768]·[768, 3072] on
- * lavapipe: 3 ms with one row a thread against 7 ms with eight; B's loads are the cost either way).
+ * The variant this adapter runs (see autotune.ts for how it is chosen), fitted to a product of
+ * m rows and n columns. Register blocks shrink to the shape: decoding multiplies one row at a time,
+ * so tm drops to the next power of two of m and a thread does not compute copies of a clamped row
+ * (measured at [1, 768]·[768, 3072] on lavapipe: 3 ms with one row a thread against 7 ms with
+ * eight); a narrow C (n = 64 in a d-64 model's layers and its head's gradients) halves the lanes
+ * along N while they would idle on clamped columns, then while the grid has too few workgroups to
+ * keep every core busy (lavapipe, the demo's head backward: [95, 50257]·[50257, 64] 143 → 58 ms,
+ * [50257, 95]·[95, 64] 184 → 47 ms). A subgroup that shares A keeps its full width.
  */
-export function matmulVariant(gpu: Gpu, m = Infinity): MatmulVariant {
+export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVariant {
   const v = MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))];
-  return v.kind === 'block' && m < v.tm ? { ...v, tm: Math.max(1, 2 ** Math.ceil(Math.log2(m))) } : v;
+  if (v.kind !== 'block') return v;
+  const tm = m < v.tm ? Math.max(1, 2 ** Math.ceil(Math.log2(m))) : v.tm;
+  const minLanes = Math.max(v.share, 8);
+  const groups = (wgx: number) => Math.ceil(m / (v.wgy * tm)) * Math.ceil(n / (wgx * v.tn));
+  let wgx: number = v.wgx;
+  while (wgx > minLanes && (wgx / 2) * v.tn >= n) wgx /= 2;
+  while (wgx > minLanes && groups(wgx) < MIN_WORKGROUPS) wgx /= 2;
+  return { ...v, tm, wgx };
 }
 
 /** The Backend's matmul, with the variant this adapter was tuned to. */
 export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape): GpuStorage {
-  return matmulWith(gpu, matmulVariant(gpu, s.m), a, b, bias, s);
+  return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s);
 }
 
 export interface TuneResult {
