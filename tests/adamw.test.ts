@@ -1,7 +1,7 @@
 /**
  * AdamW, torch.optim.AdamW semantics: the CPU reference against values derived by hand for two steps
  * of a 3-element parameter; WebGPU against the CPU reference over 10 steps on fresh random
- * parameters and gradients (weight decay on and off, ragged sizes, outliers), on a tensor past one
+ * parameters and gradients (weight decay on and off, ragged sizes and a multiple of 4, outliers), on a tensor past one
  * binding; the Tensor-level step's shape checks.
  */
 import { describe, expect, it } from 'vitest';
@@ -90,7 +90,7 @@ describe('AdamW CPU reference', () => {
 
 describe.runIf(gpu !== null)('AdamW on WebGPU equals the CPU reference', () => {
   const webgpu = gpu!;
-  for (const size of [1, 7, 129, 4099, 1000003]) {
+  for (const size of [1, 7, 129, 4099, 1000003, 4096]) {
     for (const weightDecay of [0.1, 0]) {
       it(`${size} elements, 10 steps, weight decay ${weightDecay}`, async () => {
         const seed = freshSeed();

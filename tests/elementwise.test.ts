@@ -99,6 +99,8 @@ const BROADCASTS: [number[], number[]][] = [
   [[7, 13], []], // and on the right
   [[1], [7, 13]], // a one-element vector
   [[7, 13], [7, 13]], // same shape: the flat kernel
+  [[8, 12], [8, 12]], // the flat kernel, four elements a thread
+  [[], [8, 12]], // and a scalar on the left
   [[1, 1], [1, 1]], // size 1 everywhere
   [[127], [127]],
   [[13, 1], [1, 131]], // an outer product of primes
@@ -250,9 +252,9 @@ describe.runIf(gpu !== null)('element-wise ops on WebGPU equal the CPU reference
   });
 
   for (const op of UNARY_OPS) {
-    it(`${op} on ragged sizes (1, 7, 127, 129, 65537) with outliers`, async () => {
+    it(`${op} on ragged sizes (1, 7, 127, 129, 65537) and multiples of 4 (128, 65536: four a thread) with outliers`, async () => {
       const seed = freshSeed();
-      for (const size of [1, 7, 127, 129, 65537]) {
+      for (const size of [1, 7, 127, 129, 65537, 128, 65536]) {
         const x = unaryInput(op, size, seed);
         expectClose(await runUnary(webgpu, op, x), await runUnary(cpu, op, x), { seed });
       }

@@ -22,17 +22,21 @@ const WG = 256;
 /** Elements per thread: thread t of workgroup w takes elements w·WG·PER + k·WG + t, k < PER. */
 const PER = 8;
 
-const adamwKernel: Kernel<{ per: number }> = {
+/**
+ * `vec4`: four elements at a time (count a multiple of 4): a quarter of the per-lane loads, which
+ * llvmpipe runs as gathers (the demo's [50257, 64] wte: 21 → 18 ms).
+ */
+const adamwKernel: Kernel<{ per: number; vec4: boolean }> = {
   name: 'adamw',
   bindings: ['write', 'read', 'write', 'write'],
   workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> p: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+  wgsl: ({ per, vec4 }) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> p: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read> g: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read_write> m: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
 struct Params {
-  count: u32,
+  count: u32,           // elements, or vec4s with vec4
   lr: f32,
   decay: f32,           // 1 − lr·weightDecay
   beta1: f32,
@@ -68,13 +72,15 @@ export function adamw(gpu: Gpu, param: GpuStorage, grad: GpuStorage, m: GpuStora
   }
   const { decay, biasCorrection1, biasCorrection2 } = adamwConstants(hyper);
   forEachChunk(gpu, param.size, (start, count) => {
+    const vec4 = count % 4 === 0;
+    const threads = vec4 ? count / 4 : count;
     gpu.dispatch(
-      adamwKernel, { per }, [param, grad, m, v].map((s) => gpu.view(s, start, count)),
+      adamwKernel, { per, vec4 }, [param, grad, m, v].map((s) => gpu.view(s, start, count)),
       [
-        count, f32(hyper.lr), f32(decay), f32(hyper.beta1), f32(hyper.beta2), f32(1 - hyper.beta1), f32(1 - hyper.beta2),
+        threads, f32(hyper.lr), f32(decay), f32(hyper.beta1), f32(hyper.beta2), f32(1 - hyper.beta1), f32(1 - hyper.beta2),
         f32(hyper.eps), f32(biasCorrection1), f32(biasCorrection2),
       ],
-      grid1d(count, WG * per, gpu.maxWorkgroupsPerDimension),
+      grid1d(threads, WG * per, gpu.maxWorkgroupsPerDimension),
     );
   });
 }

@@ -1,6 +1,7 @@
 /**
  * Reuses GPU buffers by size bucket, so a steady-state training step or decode step allocates
- * nothing new. Buckets round up to 1/8 of the size's power of two (at most 12.5% slack).
+ * nothing new. Buckets round up to 1/8 of the size's power of two (at most 12.5% slack), and are whole
+ * vec4s (16 B multiples), so a kernel reading four elements at a time can run past a ragged end.
  */
 export interface PoolStats {
   /** Buffers handed out and not yet returned. */

@@ -4,6 +4,9 @@
  *
  * Two variants. `flat`: every operand is either the output's size (read at i) or a scalar (read at 0);
  * it walks tensors larger than one binding in chunks, so a 200 MB gradient scales like a small one.
+ * Its threads take four elements each, read and written as vec4: on llvmpipe every per-lane load and
+ * store is a gather or scatter, and in the demo's training step a + b over [50257, 64] took 11.7 ms
+ * one element a thread and 6.1 four at a time, a · scalar over its [69, 50257] logits 15 ms and 5.
  * `strided`: general NumPy broadcasting up to rank 8, each operand read through its own strides.
  */
 import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
@@ -67,10 +70,14 @@ const flatKernel: Kernel<FlatParams> = {
   name: 'elementwise_flat',
   bindings: ['read', 'read', 'read', 'write'],
   workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ expr, scalar }) => /* wgsl */ `
-${inputDeclarations(3)}
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-struct Params { count: u32 }
+  wgsl: ({ expr, scalar }) => {
+    const declarations = scalar.map((sc, k) => `@group(0) @binding(${k}) var<storage, read> in${k}: array<${sc ? 'f32' : 'vec4f'}>;`);
+    const loads = scalar.map((sc, k) => `  let v${k} = ${sc ? `vec4f(in${k}[0])` : `in${k}[i]`};`);
+    const components = [0, 1, 2, 3].map((c) => `  { let x0 = v0[${c}]; let x1 = v1[${c}]; let x2 = v2[${c}]; _ = x1; _ = x2; r[${c}] = ${expr}; }`);
+    return /* wgsl */ `
+${declarations.join('\n')}
+@group(0) @binding(3) var<storage, read_write> out: array<vec4f>;
+struct Params { count: u32 } // vec4s
 @group(0) @binding(4) var<uniform> params: Params;
 ${POW_WGSL}
 ${flatIndexWgsl(WG)}
@@ -78,12 +85,12 @@ ${flatIndexWgsl(WG)}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flatIndex(gid, nwg);
   if (i >= params.count) { return; }
-  let x0 = in0[${scalar[0] ? '0' : 'i'}];
-  let x1 = in1[${scalar[1] ? '0' : 'i'}];
-  let x2 = in2[${scalar[2] ? '0' : 'i'}];
-  _ = x1; _ = x2;
-  out[i] = ${expr};
-}`,
+${loads.join('\n')}
+  var r: vec4f;
+${components.join('\n')}
+  out[i] = r;
+}`;
+  },
 };
 
 interface StridedParams {
@@ -196,8 +203,11 @@ function mapFlat(gpu: Gpu, expr: string, inputs: GpuStorage[], size: number): Gp
   const operands = [0, 1, 2].map((k) => inputs[k] ?? inputs[0]);
   const scalar = operands.map((x) => x.size === 1 && size !== 1);
   forEachChunk(gpu, size, (start, count) => {
-    const views = operands.map((x, k) => (scalar[k] ? gpu.view(x, 0, 1) : gpu.view(x, start, count)));
-    gpu.dispatch(flatKernel, { expr, scalar }, [...views, gpu.view(out, start, count)], [count], grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
+    // Bound in whole vec4s: a ragged end runs past `count` into the slack of pool buckets (whole
+    // vec4s), where the extra lanes compute on junk and write only into out's, which nothing reads.
+    const padded = Math.ceil(count / 4) * 4;
+    const views = operands.map((x, k) => (scalar[k] ? gpu.view(x, 0, 1) : gpu.view(x, start, padded)));
+    gpu.dispatch(flatKernel, { expr, scalar }, [...views, gpu.view(out, start, padded)], [padded / 4], grid1d(padded / 4, WG, gpu.maxWorkgroupsPerDimension));
   });
   return out;
 }
