@@ -102,6 +102,7 @@ const REDUCE_CASES: [number[], number[]][] = [
   [[3, 100_000], [0, 1]],
   [[3, 70_001], [0]], // 70001 outputs: more workgroups than one grid dimension holds (65535)
   [[65537, 2], [1]],
+  [[5, 9000, 3], [1]], // 15 outputs: the axis is cut into parts (the reduced parts are themselves reduced)
 ];
 
 describe('reductions', () => {
