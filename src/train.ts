@@ -45,7 +45,10 @@ async function main(argv: string[]): Promise<number> {
   }
   for (const sample of result.samples) printSample(sample);
   const val = last?.val_loss === undefined ? '' : `, validation loss ${last.val_loss.toFixed(4)}`;
-  console.log(`\ntrained ${last?.step ?? 0} steps: final loss ${last?.loss.toFixed(4)}${val}`);
+  // One batch's loss is noisy (a few dozen counted tokens): the last epoch's mean says more.
+  const lastEpoch = result.records.filter((r) => r.epoch === last?.epoch);
+  const mean = lastEpoch.reduce((s, r) => s + r.loss, 0) / lastEpoch.length;
+  console.log(`\ntrained ${last?.step ?? 0} steps: mean loss over the last epoch ${mean.toFixed(4)}${val}`);
   console.log(`model, checkpoint, training.json and loss.svg in ${result.out}`);
   console.log(`try it: npx tsx src/generate.ts --model ${result.out} --instruction ${JSON.stringify(result.samples[0]?.instruction ?? "Name three primary colors.")}`);
   return 0;

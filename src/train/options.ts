@@ -32,17 +32,21 @@ export interface TrainOptions {
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
  * the responses alone so that its few minutes go to the answers rather than the fixed template.
+ * A constant rate learns the set in fewer epochs than a cosine decay (on lavapipe, 12 epochs: mean
+ * loss of the last epoch 1.2 against 2.0; 20 constant epochs reach 0.22 in 4 min 20 s); 1e-2 diverges
+ * from the start (4.7 after 4 epochs against 3.3).
  */
 export const DEMO_DEFAULTS = {
   model: 'demo',
   data: 'data/instructions.json',
-  epochs: 12,
+  epochs: 20,
   lr: 3e-3,
+  lrSchedule: 'constant',
   maskPrompt: true,
 } as const;
 
 /** For a pretrained model the notebook's lr of 1e-3 is far too high; 5e-5 is the usual fine-tuning rate. */
-const PRETRAINED = { epochs: 2, lr: 5e-5 } as const;
+const PRETRAINED = { epochs: 2, lr: 5e-5, lrSchedule: 'cosine' } as const;
 
 export const HELP = `Usage: npx tsx src/train.ts [flags]
 
@@ -56,7 +60,7 @@ on the project's own data set (data/instructions.json).
   --batch-size <n>           sequences per micro-batch (default: 8)
   --lr <x>                   peak learning rate (default: ${PRETRAINED.lr}; ${DEMO_DEFAULTS.lr} for the demo)
   --weight-decay <x>         AdamW decoupled weight decay (default: 0.01)
-  --lr-schedule <s>          cosine (to 10% of the peak) or constant (default: cosine)
+  --lr-schedule <s>          cosine (to 10% of the peak) or constant (default: ${PRETRAINED.lrSchedule}; ${DEMO_DEFAULTS.lrSchedule} for the demo)
   --warmup-steps <n>         linear warm-up steps (default: 10)
   --max-steps <n>            stop after this many optimizer steps
   --grad-accum <n>           micro-batches per optimizer step (default: 1)
@@ -125,7 +129,7 @@ export function parseTrainOptions(argv: string[]): TrainOptions | 'help' {
   const model = values.model ?? DEMO_DEFAULTS.model;
   const demo = model === DEMO_DEFAULTS.model;
   const defaults = demo ? DEMO_DEFAULTS : PRETRAINED;
-  const schedule = values['lr-schedule'] ?? 'cosine';
+  const schedule = values['lr-schedule'] ?? defaults.lrSchedule;
   if (schedule !== 'cosine' && schedule !== 'constant') throw new UsageError(`--lr-schedule must be cosine or constant, got "${schedule}"`);
   const device = values.device ?? 'auto';
   if (device !== 'auto' && device !== 'webgpu' && device !== 'cpu') throw new UsageError(`--device must be webgpu, cpu or auto, got "${device}"`);
