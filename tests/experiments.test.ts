@@ -5,11 +5,11 @@
  * stays unsaturated, the fused cross-entropy stays finite where log(softmax) does not, the held-out
  * loss turns up while the training loss keeps falling, and so on.
  *
- * One quick model is trained (quick-train.ts) and handed to temperature.ts and sampling.ts with
+ * One quick model is trained (quick-train.ts) and handed to temperature.ts, sampling.ts and recall.ts with
  * --model; overfitting.ts trains its own; the rest need no model. They run side by side.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -50,8 +50,10 @@ const quickModel = join(scratch, 'quick');
 const quick = experiment('quick-train', ['--out', quickModel]);
 const temperature = quick.then(() => experiment('temperature', ['--model', quickModel]));
 const sampling = temperature.then(() => experiment('sampling', ['--model', quickModel]), () => experiment('sampling', ['--model', quickModel]));
+const recall = sampling.then(() => experiment('recall', ['--model', quickModel, '--entries', '3']), () => experiment('recall', ['--model', quickModel, '--entries', '3']));
 temperature.catch(() => {});
 sampling.catch(() => {});
+recall.catch(() => {});
 const overfitting = experiment('overfitting');
 const attention = experiment('attention-scaling');
 const projections = experiment('qkv-projections');
@@ -181,6 +183,18 @@ describe('docs/experiments', () => {
     expect(short.ratio).toBeGreaterThan(10);
     expect(long.ratio).toBeGreaterThan(short.ratio);
     expect(long.concat_bytes_copied_medium).toBeGreaterThan(100 * long.in_place_bytes_medium);
+  });
+
+  it('recall: the first entries of each split, their references from the data set, an exact match counted only when the text is equal', async () => {
+    const { json } = await recall;
+    const data = JSON.parse(readFileSync('data/instructions.json', 'utf8')) as { output: string }[];
+    const results = json.results as { split: string; exact: number; entries: number; answers: { index: number; reference: string; generated: string }[] }[];
+    expect(results.map((r) => [r.split, r.entries])).toEqual([['train', 3], ['validation', 3]]);
+    for (const r of results) {
+      for (const a of r.answers) expect(a.reference).toBe(data[a.index].output.trim());
+      expect(r.exact).toBe(r.answers.filter((a) => a.generated === a.reference).length);
+    }
+    expect(new Set(results.flatMap((r) => r.answers.map((a) => a.index))).size, 'training and held-out entries are distinct').toBe(6);
   });
 
   it('sampling: a higher temperature puts more mass past the top 40 and runs longer; the scores are in range', async () => {

@@ -101,7 +101,7 @@ function prepareData(entries: readonly InstructionEntry[], flags: RunFlags, cont
 }
 
 /** The model's greedy, KV-cached answer to an entry's instruction, cut at the template's next header. */
-async function answer(model: GPT2, tokenizer: Tokenizer, entry: InstructionEntry, contextLength: number): Promise<string> {
+export async function answer(model: GPT2, tokenizer: Tokenizer, entry: InstructionEntry, contextLength: number): Promise<string> {
   const prompt = tokenizer.encode(formatInput(entry).prompt);
   const maxTokens = Math.max(0, Math.min(128, contextLength - prompt.length));
   const result = await generate(model, prompt, { temperature: 0, maxTokens, stop: ['\n\n### '], onWarning: () => {} });
