@@ -1,0 +1,120 @@
+/**
+ * Where a step's device time goes, kernel by kernel. Records the dispatches of one steady-state
+ * step — a training step of the demo (`--step train`: src/train/run.ts with the demo's defaults) or
+ * a cached decode step (`--step decode`: bench/kvcache.ts's default shapes, at token 300) — then
+ * replays each dispatch on its own, `--repeat` times with the device drained before and after, and
+ * sums the times per kernel and configuration. The sum exceeds the step's own time by a drain per
+ * dispatch (~0.1 ms on lavapipe), which matters only for the smallest kernels: the table is for
+ * ranking, not for the step time itself (bench/train.ts and bench/kvcache.ts measure that).
+ *
+ *   npx tsx bench/profile.ts [--step train|decode] [--repeat 3]
+ *
+ * Prints a table and, last, one JSON line: {"bench":"profile","step":…,"dispatches":…,"replayed_ms":…,"rows":[…]}
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { printTable } from './harness.js';
+import { generateStream } from '../src/gpt/generate.js';
+import { initializeWeights } from '../src/gpt/init.js';
+import { GPT2 } from '../src/gpt/model.js';
+import { Gpu } from '../src/kernels/gpu.js';
+import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
+import { parseTrainOptions } from '../src/train/options.js';
+import { runTraining } from '../src/train/run.js';
+
+type DispatchArgs = Parameters<Gpu['dispatch']>;
+
+function parseFlags() {
+  const { values } = parseArgs({
+    strict: true,
+    allowPositionals: false,
+    options: {
+      step: { type: 'string', default: 'train' },
+      repeat: { type: 'string', default: '3' },
+    },
+  });
+  if (values.step !== 'train' && values.step !== 'decode') throw new Error(`--step must be train or decode, got ${values.step}`);
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
+  return { step: values.step as 'train' | 'decode', repeat };
+}
+
+/** Wraps Gpu.dispatch so that the dispatches made while `recording()` is true are kept (and still run). */
+function recordDispatches(recording: () => boolean): DispatchArgs[] {
+  const recorded: DispatchArgs[] = [];
+  const dispatch = Gpu.prototype.dispatch;
+  Gpu.prototype.dispatch = function (this: Gpu, ...args: DispatchArgs) {
+    dispatch.apply(this, args);
+    if (recording()) recorded.push(args);
+  };
+  return recorded;
+}
+
+/** One row per kernel configuration: matmuls by their transposes and chunk sizes, others by their compile-time parameters. */
+function label([kernel, params, , uniforms]: DispatchArgs): string {
+  if (kernel.name === 'matmul') {
+    const p = params as { transA: boolean; transB: boolean; wgx: number; tm: number };
+    const [m, n, k] = uniforms as number[];
+    return `matmul ${p.transA ? 'Aᵀ' : 'A'}·${p.transB ? 'Bᵀ' : 'B'} m ${m} n ${n} k ${k} (${p.wgx} lanes, tm ${p.tm})`;
+  }
+  return params === undefined ? kernel.name : `${kernel.name} ${JSON.stringify(params)}`;
+}
+
+async function recordTrainingStep(): Promise<DispatchArgs[]> {
+  const out = join(mkdtempSync(join(tmpdir(), 'profile-')), 'run');
+  let polls = 0;
+  // shouldStop is polled between steps: the fifth interval is a steady-state step.
+  const recorded = recordDispatches(() => polls === 5);
+  const options = parseTrainOptions(['--out', out, '--max-steps', '6', '--eval-every', '0']);
+  if (options === 'help') throw new Error('unreachable');
+  try {
+    await runTraining(options, { shouldStop: () => (polls++, false), stream: { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream });
+  } finally {
+    rmSync(join(out, '..'), { recursive: true, force: true });
+  }
+  return recorded;
+}
+
+async function recordDecodeStep(backend: WebGpuBackend): Promise<DispatchArgs[]> {
+  const model = new GPT2({ n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 }, backend);
+  initializeWeights(model, 0);
+  const prompt = Array.from({ length: 64 }, (_, i) => (i * 7919) % 50000);
+  const tokens = 300;
+  let made = 0;
+  const recorded = recordDispatches(() => made === tokens - 1);
+  for await (const _ of generateStream(model, prompt, { temperature: 0, maxTokens: tokens, eosId: null })) made++;
+  model.dispose();
+  return recorded;
+}
+
+async function main(): Promise<void> {
+  const { step, repeat } = parseFlags();
+  const backend = await initBackend('webgpu');
+  if (backend.name !== 'webgpu') throw new Error('bench/profile.ts profiles WebGPU kernels: no adapter was found');
+  const { gpu } = backend as WebGpuBackend;
+  console.log(`device: ${gpu.description}`);
+  const recorded = step === 'train' ? await recordTrainingStep() : await recordDecodeStep(backend as WebGpuBackend);
+  const dispatch = Object.getPrototypeOf(gpu).dispatch as Gpu['dispatch'];
+  const byLabel = new Map<string, { ms: number; dispatches: number }>();
+  for (const args of recorded) {
+    await gpu.sync();
+    const start = performance.now();
+    for (let r = 0; r < repeat; r++) dispatch.apply(gpu, args);
+    await gpu.sync();
+    const row = byLabel.get(label(args)) ?? { ms: 0, dispatches: 0 };
+    row.ms += (performance.now() - start) / repeat;
+    row.dispatches++;
+    byLabel.set(label(args), row);
+  }
+  const rows = [...byLabel].map(([kernel, r]) => ({ kernel, dispatches: r.dispatches, ms: r.ms })).sort((a, b) => b.ms - a.ms);
+  const total = rows.reduce((s, r) => s + r.ms, 0);
+  console.log(`one ${step} step: ${recorded.length} dispatches, ${total.toFixed(1)} ms replayed one by one`);
+  printTable(rows.map((r) => ({ kernel: r.kernel, dispatches: r.dispatches, ms: r.ms.toFixed(2), share: `${((100 * r.ms) / total).toFixed(1)}%` })));
+  console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, dispatches: recorded.length, replayed_ms: total, rows }));
+  releaseWebGpu();
+}
+
+await main();
