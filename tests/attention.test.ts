@@ -280,6 +280,10 @@ describe('attention through the KV cache equals full causal attention', () => {
     const x = randomInputs(shape, seed);
     // The reference: full causal attention over all T positions, on the CPU.
     const full = (await forwardBackward(cpu, shape, x)).out;
+    // The floor of the relative error is that of the whole output, as in the tests above: one token's
+    // outputs alone can all be small (averages of v), and their f32 rounding is relative to v's scale
+    // (1.07e-4 against a per-step floor at TEST_SEED=1407904570).
+    const floor = 1e-3 * full.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     /** Positions [from, from + n) of [B, H, T, hs] arrays, token-major: [B, n, parts.length · C]. */
     const tokensOf = (parts: Float32Array[], from: number, n: number) => {
       const out = new Float32Array(B * n * parts.length * C);
@@ -306,7 +310,7 @@ describe('attention through the KV cache equals full causal attention', () => {
       const out = noGrad(() => cachedAttention(qkv, kCache, vCache, position));
       expect(out.shape).toEqual([B, n, C]);
       // The CPU's cached and full attention run the same float64 loops; WebGPU holds the f32 bound.
-      expectClose(await out.toFloat32(), tokensOf([full], position, n), { seed, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
+      expectClose(await out.toFloat32(), tokensOf([full], position, n), { seed, floor, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
       position += n;
       for (const t of [qkv, out]) t.dispose();
     }
