@@ -30,7 +30,7 @@
 import { parseArgs } from 'node:util';
 import { copyRows } from './kernel-rows/copy.js';
 import { printTable } from './harness.js';
-import { PRESETS, type GPT2Config } from '../src/gpt/config.js';
+import { BENCH_SHAPES } from './shapes.js';
 import { generate, generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
@@ -38,11 +38,6 @@ import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
 import type { Backend } from '../src/tensor/backend.js';
 
-const SHAPES: Record<string, GPT2Config> = {
-  default: { n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 },
-  gpt2: PRESETS.gpt2,
-  'gpt2-medium': PRESETS['gpt2-medium'],
-};
 const PROMPT_TOKENS = 64;
 const LENGTHS = [64, 128, 256, 512];
 const MAX_NEW = Math.max(...LENGTHS);
@@ -58,7 +53,7 @@ function parseFlags() {
       full: { type: 'boolean', default: false },
     },
   });
-  if (!Object.hasOwn(SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(SHAPES).join(', ')}, got ${values.shapes}`);
+  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
@@ -128,7 +123,7 @@ async function main(): Promise<void> {
   }
   const backend: Backend = await initBackend(flags.device);
   try {
-    const config = SHAPES[flags.shapes];
+    const config = BENCH_SHAPES[flags.shapes];
     console.log(`device: ${backend.description}`);
     console.log(`shapes: ${flags.shapes} (d ${config.n_embd}, ${config.n_layer} layers, ${config.n_head} heads, ${config.n_positions} positions, vocabulary ${config.vocab_size}), random weights`);
     const model = new GPT2(config, backend);

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { printTable } from './harness.js';
+import { BENCH_SHAPES } from './shapes.js';
 import { generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
@@ -79,7 +80,7 @@ async function recordTrainingStep(): Promise<DispatchArgs[]> {
 }
 
 async function recordDecodeStep(backend: WebGpuBackend): Promise<DispatchArgs[]> {
-  const model = new GPT2({ n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 }, backend);
+  const model = new GPT2(BENCH_SHAPES.default, backend);
   initializeWeights(model, 0);
   const prompt = Array.from({ length: 64 }, (_, i) => (i * 7919) % 50000);
   const tokens = 300;

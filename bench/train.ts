@@ -21,7 +21,7 @@
  */
 import { parseArgs } from 'node:util';
 import { medianMs, printTable } from './harness.js';
-import { PRESETS, type GPT2Config } from '../src/gpt/config.js';
+import { BENCH_SHAPES } from './shapes.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { autotuneMatmul } from '../src/kernels/matmul.js';
@@ -31,11 +31,6 @@ import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { AdamW } from '../src/train/adamw.js';
 import { Trainer } from '../src/train/trainer.js';
 
-const SHAPES: Record<string, GPT2Config> = {
-  default: { n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 },
-  gpt2: PRESETS.gpt2,
-  'gpt2-medium': PRESETS['gpt2-medium'],
-};
 
 function parseFlags() {
   const { values } = parseArgs({
@@ -50,7 +45,7 @@ function parseFlags() {
       device: { type: 'string', default: 'webgpu' },
     },
   });
-  if (!Object.hasOwn(SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(SHAPES).join(', ')}, got ${values.shapes}`);
+  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
   const int = (name: 'batch' | 'seq' | 'steps' | 'warmup', min: number) => {
     const x = Number(values[name]);
@@ -77,7 +72,7 @@ async function matmulPeak(backend: Backend): Promise<number> {
 
 async function main(): Promise<void> {
   const flags = parseFlags();
-  const config = { ...SHAPES[flags.shapes], n_positions: Math.max(SHAPES[flags.shapes].n_positions, flags.seq) };
+  const config = { ...BENCH_SHAPES[flags.shapes], n_positions: Math.max(BENCH_SHAPES[flags.shapes].n_positions, flags.seq) };
   const backend = await initBackend(flags.device);
   const gpu = backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu : null;
   if (gpu) await autotuneMatmul(gpu);

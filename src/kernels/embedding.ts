@@ -221,8 +221,8 @@ export function embeddingBackward(gpu: Gpu, ids: GpuStorage, dOut: GpuStorage, n
   dOutWindows.forEach(({ first, count, window }, k) => {
     // Every window starts at an aligned element and whole rows follow, so dim % 4 == 0 keeps offsets and sizes in vec4s.
     const vec4 = count > 0 && dim % 4 === 0 && window.offset % 4 === 0;
+    const w = vec4 ? 4 : 1;
     forEachUnitWindow(gpu, vocab, [{ storage: grad, perUnit: dim }], (firstRow, rows, [wg]) => {
-      const w = vec4 ? 4 : 1;
       gpu.dispatch(
         backwardRowsKernel, { vec4 }, [start, order, window.view, wg.view],
         [rows, dim / w, firstRow, wg.offset / w, first, count, window.offset / w, k === 0 ? 0 : 1],

@@ -33,7 +33,7 @@ export interface TrainOptions {
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
  * the responses alone so that its few minutes go to the answers rather than the fixed template.
  * A constant rate learns the set in fewer epochs than a cosine decay (on lavapipe, 12 epochs: mean
- * loss of the last epoch 1.2 against 2.0; 20 constant epochs reach 0.22 in 4 min 20 s); 1e-2 diverges
+ * loss of the last epoch 1.2 against 2.0; 20 constant epochs reach 0.22 in 3 min 53 s); 1e-2 diverges
  * from the start (4.7 after 4 epochs against 3.3).
  */
 export const DEMO_DEFAULTS = {
