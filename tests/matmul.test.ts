@@ -26,7 +26,10 @@ import { planMatmul, type MatmulChunk, type MatmulLimits } from '../src/kernels/
 import { backward } from '../src/tensor/autograd.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
+import { linear } from '../src/tensor/fused.js';
+import { noGrad } from '../src/tensor/graph.js';
 import { matmul, mul, sum } from '../src/tensor/ops.js';
+import { geluAt } from '../src/tensor/cpu/gelu.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
 import { expectClose, maxRelativeError } from './helpers/close.js';
 import { freshSeed, randomArray } from './helpers/random-data.js';
@@ -258,6 +261,107 @@ describe.runIf(gpu !== null)('every matmul variant', () => {
       if (!flags.transB || flags.transA) expect(plan.chunks.some((c) => c.accumulate)).toBe(true);
       const actual = await runVariant(name, pr, { maxBindingBytes });
       expectMatmulClose(actual, await runOn(cpu, pr), pr, `${label(pr.shape, bias)} (TEST_SEED=${seed})`);
+    }
+  });
+});
+
+// --- the epilogue: C = gelu(op(A)·op(B) + bias) + residual in the matmul's store ---
+
+const EPILOGUES: { gelu: boolean; residual: boolean }[] = [
+  { gelu: true, residual: false },
+  { gelu: false, residual: true },
+  { gelu: true, residual: true },
+];
+const epilogueLabel = (e: { gelu: boolean; residual: boolean }) => [e.gelu && 'gelu', e.residual && '+ residual'].filter(Boolean).join(' ');
+
+/** The epilogue applied on the host to a plain product (the CPU reference's output). */
+function applyEpilogue(plain: Float32Array, e: { gelu: boolean }, residual: Float32Array | null): Float32Array {
+  return plain.map((z, i) => (e.gelu ? geluAt(z) : z) + (residual ? residual[i] : 0));
+}
+
+describe('the matmul epilogue', () => {
+  it('CPU: gelu of the product plus bias, then the residual', async () => {
+    const seed = freshSeed();
+    const pr = problem({ batch: 2, m: 3, k: 5, n: 4, transA: false, transB: true, broadcastB: true }, true, seed);
+    const residual = randomArray(2 * 3 * 4, seed, 7);
+    const plain = await runOn(cpu, pr);
+    for (const e of EPILOGUES) {
+      const r = cpu.upload(residual);
+      const got = (await cpu.read(cpu.matmul(cpu.upload(pr.a), cpu.upload(pr.b), cpu.upload(pr.bias!), pr.shape, { gelu: e.gelu, residual: e.residual ? r : undefined }))) as Float32Array;
+      // Within one f32 rounding of the plain product's (the reference rounds once, from float64).
+      expectClose(got, applyEpilogue(plain, e, e.residual ? residual : null), { seed, tolerance: 1e-6 });
+    }
+  });
+
+  it('refuses a residual of the wrong size, and any epilogue while recording a graph', () => {
+    const a = tensor(new Float32Array(6), [2, 3], { backend: cpu, requiresGrad: true });
+    const w = tensor(new Float32Array(12), [3, 4], { backend: cpu });
+    expect(() => matmul(a, w, { epilogue: { gelu: true } })).toThrow(/epilogue is for inference/);
+    expect(() => noGrad(() => matmul(a, w, { epilogue: { residual: tensor(new Float32Array(4), [4], { backend: cpu }) } }))).toThrow('matmul residual must be [2,4], got [4]');
+  });
+
+  it('linear() gives the same values fused (inference) and composed (recording), and its gradients flow', async () => {
+    const seed = freshSeed();
+    const x = tensor(randomArray(2 * 5 * 7, seed, 1), [2, 5, 7], { backend: cpu, requiresGrad: true });
+    const w = tensor(randomArray(7 * 6, seed, 2), [7, 6], { backend: cpu, requiresGrad: true });
+    const b = tensor(randomArray(6, seed, 3), [6], { backend: cpu, requiresGrad: true });
+    const r = tensor(randomArray(2 * 5 * 6, seed, 4), [2, 5, 6], { backend: cpu, requiresGrad: true });
+    const fused = noGrad(() => linear(x, w, b, { gelu: true, residual: r }));
+    const composed = linear(x, w, b, { gelu: true, residual: r });
+    expectClose(await composed.toFloat32(), await fused.toFloat32(), { seed, tolerance: 1e-6 });
+    backward(sum(composed));
+    // d/dr of sum(… + r) is 1 everywhere; x, W and b get GELU's gradient through the matmul.
+    expect(Array.from(await r.grad!.toFloat32())).toEqual(new Array(60).fill(1));
+    for (const t of [x, w, b]) expect(t.grad).not.toBeNull();
+  });
+});
+
+describe.runIf(gpu !== null)('the matmul epilogue on WebGPU equals the CPU reference', () => {
+  const backend = gpu!;
+
+  async function runWith(pr: Problem, e: { gelu: boolean; residual: boolean }, residual: Float32Array, variant?: MatmulVariantName, options = {}): Promise<Float32Array> {
+    const g = backend.gpu;
+    const [a, b, r] = [g.upload(pr.a), g.upload(pr.b), g.upload(residual)];
+    const bias = pr.bias ? g.upload(pr.bias) : null;
+    const epilogue = { gelu: e.gelu, residual: e.residual ? r : undefined };
+    const c = matmulWith(g, MATMUL_VARIANTS[variant ?? currentVariant(adapterTraits(g))], a, b, bias, pr.shape, options, epilogue);
+    const out = (await g.read(c)) as Float32Array;
+    for (const x of [a, b, r, bias, c]) if (x) g.release(x);
+    return out;
+  }
+
+  async function check(pr: Problem, e: { gelu: boolean; residual: boolean }, seed: number, variant?: MatmulVariantName, options = {}): Promise<void> {
+    const residual = randomArray(pr.shape.batch * pr.shape.m * pr.shape.n, seed, 7);
+    const expected = applyEpilogue(await runOn(cpu, pr), e, e.residual ? residual : null);
+    const actual = await runWith(pr, e, residual, variant, options);
+    expectMatmulClose(actual, expected, pr, `${variant ?? 'tuned'} ${label(pr.shape, pr.bias !== null)} ${epilogueLabel(e)} (TEST_SEED=${seed})`);
+  }
+
+  // The store is one function for every variant; these three map threads to rows and columns
+  // differently (subgroup-shared register blocks, 2-D register blocks, workgroup tiles). Each new
+  // combination of flags compiles a pipeline, which is most of the time here.
+  const shapes = [[1, 7, 13, 5], [3, 33, 17, 31], [2, 36, 64, 68]];
+  for (const name of ['share8-8x4', 'block4x4-8x8', 'tiled8x8-16x16-k8'] as const) {
+    it(`${name}: ragged and vec4 shapes, each epilogue`, async ({ skip }) => {
+      if (!variantSupported(MATMUL_VARIANTS[name], adapterTraits(backend.gpu))) skip(`${name} needs subgroups this adapter lacks`);
+      for (const [index, [batch, m, k, n]] of shapes.entries()) {
+        const e = EPILOGUES[index];
+        const seed = freshSeed();
+        const pr = problem({ batch, m, k, n, transA: index % 2 === 1, transB: index % 4 < 2, broadcastB: batch > 1 && index % 3 === 0 }, index % 2 === 0, seed);
+        await check(pr, e, seed, name);
+      }
+    });
+  }
+
+  it('the chunk that completes a split K applies it (16 KiB bindings: K accumulates over chunks)', async () => {
+    for (const e of EPILOGUES) {
+      for (const bias of FLAGS) {
+        const seed = freshSeed();
+        const pr = problem({ batch: 3, m: 150, k: 70, n: 90, transA: false, transB: false, broadcastB: false }, bias, seed);
+        const plan = matmulPlan(backend.gpu, MATMUL_VARIANTS[currentVariant(adapterTraits(backend.gpu))], pr.shape, { maxBindingBytes: 16 * 1024 });
+        expect(plan.chunks.some((c) => c.accumulate)).toBe(true);
+        await check(pr, e, seed, undefined, { maxBindingBytes: 16 * 1024 });
+      }
     }
   });
 });

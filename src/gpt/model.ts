@@ -5,11 +5,11 @@
  *
  * Sizes: B batch, T new tokens, C = n_embd, H = n_head, hs = C / H, V = vocab_size.
  */
-import { Dropout, Embedding, GELU, LayerNorm, Linear } from '../nn/layers.js';
+import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
-import { attention, cachedAttention, writeCache } from '../tensor/fused.js';
+import { attention, cachedAttention } from '../tensor/fused.js';
 import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
@@ -33,28 +33,28 @@ class CausalSelfAttention extends Module {
     this.c_proj = new Linear(config.n_embd, config.n_embd, backend);
   }
 
-  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }): Tensor {
+  /** With `residual`, returns residual + attention (the add fused into c_proj at inference). */
+  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }, residual?: Tensor): Tensor {
     const [B, T, C] = x.shape;
     const H = this.config.n_head;
     const hs = C / H;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]: q, k, v, each [H, hs] per token
     if (cache) {
-      // The cached kernels read q, k, v in place and return [B, T, C]: no copies while decoding.
-      writeCache(cache.k, cache.v, qkv, cache.position);
-      return this.c_proj.forward(cachedAttention(qkv, cache.k, cache.v, cache.position));
+      // The cached kernels append k and v to the cache, read q, k, v in place and return [B, T, C]:
+      // no copies while decoding.
+      return this.c_proj.forward(cachedAttention(qkv, cache.k, cache.v, cache.position), { residual });
     }
     const heads = permute(reshape(qkv, [B, T, 3, H, hs]), [2, 0, 3, 1, 4]); // [3, B, H, T, hs]
     const [q, k, v] = split(heads, [1, 1, 1], 0).map((t) => reshape(t, [B, H, T, hs]));
     const y = attention(q, k, v); // [B, H, T, hs]
     const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, C]); // [B, H, T, hs] → [B, T, H, hs] → [B, T, C]
-    return this.c_proj.forward(merged);
+    return this.c_proj.forward(merged, { residual });
   }
 }
 
 class MLP extends Module {
   c_fc: Linear;
   c_proj: Linear;
-  private readonly gelu = new GELU();
 
   constructor(config: GPT2Config, backend: Backend) {
     super();
@@ -62,8 +62,9 @@ class MLP extends Module {
     this.c_proj = new Linear(4 * config.n_embd, config.n_embd, backend);
   }
 
-  forward(x: Tensor): Tensor {
-    return this.c_proj.forward(this.gelu.forward(this.c_fc.forward(x)));
+  /** With `residual`, returns residual + MLP(x). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
+    return this.c_proj.forward(this.c_fc.forward(x, { gelu: true }), { residual });
   }
 }
 
@@ -84,8 +85,13 @@ class Block extends Module {
   }
 
   forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }): Tensor {
-    const attended = add(x, this.dropout.forward(this.attn.forward(this.ln_1.forward(x), cache)));
-    return add(attended, this.dropout.forward(this.mlp.forward(this.ln_2.forward(attended))));
+    if (this.dropout.active) {
+      const attended = add(x, this.dropout.forward(this.attn.forward(this.ln_1.forward(x), cache)));
+      return add(attended, this.dropout.forward(this.mlp.forward(this.ln_2.forward(attended))));
+    }
+    // Without dropout between them, each residual add rides in its branch's last matmul.
+    const attended = this.attn.forward(this.ln_1.forward(x), cache, x);
+    return this.mlp.forward(this.ln_2.forward(attended), attended);
   }
 }
 

@@ -26,6 +26,9 @@
  * neighbouring chunks of a query, so each SIMD step of llvmpipe streams contiguous cache rows. Used
  * when a call has ≤ DECODE_MAX_QUERIES queries per pair; larger prefills take the flash kernel.
  * The cached ops read q, k, v from c_attn's output in place and write [B, n, C] (see "KV cache" below).
+ * The decode kernel also appends the call's keys and values to the cache (reading them from qkv
+ * meanwhile), where a separate write pass was one more dispatch a layer: on llvmpipe a dispatch
+ * costs ~70 µs however small, most of it waking the driver's worker threads.
  *
  * Head size is any value: rows are loaded as vec4 with a guard on the tail, and the compile-time
  * parameter is D4 = ceil(hs / 4) (the register tile), never a length or a position. Sequence length,
@@ -513,7 +516,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`,
 };
 
-export function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
+function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
   const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
   const C = heads * hs;
   const cachePerSequence = heads * maxLen * hs;
@@ -560,12 +563,12 @@ function rowAccess(name: string, vec4: boolean, store = false): string {
 
 const decodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode',
-  bindings: ['read', 'read', 'read', 'write', 'write'],
+  bindings: ['read', 'write', 'write', 'write', 'write'],
   workgroupSize: () => [DECODE_WG, 1, 1],
   wgsl: ({ d4, vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(1) var<storage, read> k: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> v: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
 ${DECODE_PARAMS}
@@ -576,6 +579,8 @@ const MASKED = ${MASKED};
 ${rowAccess('qkv', vec4)}
 ${rowAccess('k', vec4)}
 ${rowAccess('v', vec4)}
+${rowAccess('k', vec4, true)}
+${rowAccess('v', vec4, true)}
 ${flatIndexWgsl(DECODE_WG)}
 @compute @workgroup_size(${DECODE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -585,34 +590,61 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (row >= params.rows) { return; }
   let chunk = slot % params.chunks;
   let hs = params.hs;
+  let C = params.heads * hs;
   let token = row / params.heads;
   let head = row % params.heads;
   let pair = (token / params.newLen) * params.heads + head;
   let last = params.qPos + token % params.newLen;
   let key0 = chunk * CK;
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
-  let qRow = params.qOffset + token * 3u * params.heads * hs + head * hs;
+  // Keys before qPos come from the cache; this call's own tokens from qkv, where token qPos + i of
+  // the sequence sits i rows after its first. Two loops, not a branch per key: llvmpipe would run
+  // both sides of a divergent branch.
+  let cached = min(count, select(0u, params.qPos - key0, params.qPos > key0));
+  let qRow = params.qOffset + token * 3u * C + head * hs;
+  let firstRow = params.qOffset + (token - token % params.newLen) * 3u * C + head * hs;
+  let newRow0 = firstRow + (key0 + cached - params.qPos) * 3u * C; // of key cached, when cached < count
   var q: array<vec4f, D4>;
   for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
   let kvBase = params.kvOffset + pair * params.pairStride + key0 * hs;
   var s: array<f32, CK>;
   var m = MASKED;
-  for (var j = 0u; j < count; j++) {
+  for (var j = 0u; j < cached; j++) {
     var dot4 = vec4f(0.0);
     for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
     s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
     m = max(m, s[j]);
   }
+  for (var j = cached; j < count; j++) {
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_qkv(newRow0 + (j - cached) * 3u * C + C, c), dot4); }
+    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
+    m = max(m, s[j]);
+  }
   var l = 0.0;
   var acc: array<vec4f, D4>;
-  for (var j = 0u; j < count; j++) {
+  for (var j = 0u; j < cached; j++) {
     let p = exp(s[j] - m);
     l += p;
     for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
   }
+  for (var j = cached; j < count; j++) {
+    let p = exp(s[j] - m);
+    l += p;
+    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_qkv(newRow0 + (j - cached) * 3u * C + 2u * C, c), acc[c]); }
+  }
   stats[slot * 2u] = m;
   stats[slot * 2u + 1u] = l;
   for (var c = 0u; c < D4; c++) { partial[slot * D4 + c] = acc[c]; }
+  // The thread whose chunk holds this token's own position appends its key and value to the cache:
+  // no thread of this dispatch reads cache rows from qPos on, so the write races with nothing.
+  if (last / CK == chunk) {
+    let cacheRow = params.kvOffset + pair * params.pairStride + last * hs;
+    for (var c = 0u; c < D4; c++) {
+      store_k(cacheRow, c, load_qkv(qRow + C, c));
+      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
+    }
+  }
 }`,
 };
 
@@ -677,13 +709,16 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
 }
 
 /**
- * The queries of qkv [B, n, 3C] against the caches' first position + n rows; returns [B, n, C].
- * Up to DECODE_MAX_QUERIES tokens: split-K decoding, reading qkv in place. A longer prefill runs
+ * Appends the keys and values of qkv [B, n, 3C] to the caches at `position`, then attends its
+ * queries to the caches' first position + n rows; returns [B, n, C]. Up to DECODE_MAX_QUERIES
+ * tokens: split-K decoding, one dispatch for both (it reads this call's keys and values from qkv
+ * and stores them as it goes), then the combine. A longer prefill writes the cache first and runs
  * the flash kernel, with q gathered into [B, H, n, hs] and the output put back as [B, n, C] by
  * strided copies (once per prompt).
  */
 export function cachedAttention(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
   if (shape.newLen <= DECODE_MAX_QUERIES) return decode(gpu, qkv, kCache, vCache, shape);
+  writeCache(gpu, kCache, vCache, qkv, shape);
   const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   const qTokenMajor = slice(gpu, qkv, [B, n, 3, H, hs], [0, 0, 0, 0, 0], [B, n, 1, H, hs]);
   const q = permute(gpu, qTokenMajor, [B, n, H, hs], [0, 2, 1, 3]); // [B, n, H, hs] → [B, H, n, hs]

@@ -19,13 +19,18 @@ import { grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;
 
-const GELU_WGSL = /* wgsl */ `
-const K = 0.7978845608028654; // sqrt(2 / pi)
-const C = 0.044715;
+/** WGSL of `gelu(x)` and its gate, for this file's kernels and the matmul epilogue. */
+export const GELU_WGSL = /* wgsl */ `
+const GELU_K = 0.7978845608028654; // sqrt(2 / pi)
+const GELU_C = 0.044715;
 /** 0.5 · (1 + tanh(u)) as a logistic; u from x clamped to ±10, so |u| ≤ 43.6 and exp(2|u|) is finite. */
 fn geluGate(xc: f32) -> f32 {
-  let u = K * (xc + C * xc * xc * xc);
+  let u = GELU_K * (xc + GELU_C * xc * xc * xc);
   return 1.0 / (1.0 + exp(-2.0 * u));
+}
+/** Below −10 the gate is < 2e-38: scaled by −10, not by x, so no huge negative x leaks through. */
+fn gelu(x: f32) -> f32 {
+  return max(x, -10.0) * geluGate(clamp(x, -10.0, 10.0));
 }`;
 
 /** Elements per thread: thread t of workgroup w takes elements w·WG·PER + k·WG + t, k < PER. */
@@ -46,11 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
   for (var k = 0u; k < ${per}u; k++) {
     let i = base + k * ${WG}u;
-    if (i < params.count) {
-      let v = x[i];
-      // Below −10 the gate is < 2e-38: scale it by −10, not by x, so no huge negative x leaks through.
-      y[i] = max(v, -10.0) * geluGate(clamp(v, -10.0, 10.0));
-    }
+    if (i < params.count) { y[i] = gelu(x[i]); }
   }
 }`,
 };
@@ -74,7 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     if (i < params.count) {
       let xc = clamp(x[i], -10.0, 10.0);
       let s = geluGate(xc);
-      dx[i] = dy[i] * (s + 2.0 * xc * s * (1.0 - s) * K * (1.0 + 3.0 * C * xc * xc));
+      dx[i] = dy[i] * (s + 2.0 * xc * s * (1.0 - s) * GELU_K * (1.0 + 3.0 * GELU_C * xc * xc));
     }
   }
 }`,

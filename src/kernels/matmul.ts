@@ -45,12 +45,13 @@
  * memory or a private array 2.1–2.8 GB/s, wte as an rgba32float texture 2.2, loads at one address
  * for all lanes (scalar) 0.95.
  */
-import type { MatmulShape } from '../tensor/backend.js';
+import type { MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
 import {
   currentVariant, isTuned, MATMUL_KERNEL_VERSION, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, rememberTune, variantSupported,
   type AdapterTraits, type MatmulVariant, type MatmulVariantName,
 } from './autotune.js';
 import type { Gpu, GpuStorage } from './gpu.js';
+import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits, type MatmulPlan, type Window } from './matmul-plan.js';
 
@@ -63,6 +64,9 @@ interface MatmulParams extends MatmulVariant {
   bias: boolean;
   /** C += product (a later chunk of a split K). */
   accumulate: boolean;
+  /** The epilogue (MatmulEpilogue), applied by the chunk that completes K: gelu, then + residual. */
+  gelu: boolean;
+  residual: boolean;
 }
 
 const XYZW = ['x', 'y', 'z', 'w'];
@@ -72,7 +76,8 @@ const DECLARATIONS = (p: MatmulParams): string => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> A: array<${p.vecA ? 'vec4f' : 'f32'}>;
 @group(0) @binding(1) var<storage, read> B: array<${p.vecB ? 'vec4f' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<storage, read> residual: array<f32>; // C's layout
+@group(0) @binding(4) var<storage, read_write> C: array<f32>;
 // Sizes of this chunk; leading dimensions, element offsets into the bound windows and batch
 // strides of the whole operands.
 struct Params {
@@ -81,11 +86,12 @@ struct Params {
   offA: u32, offB: u32, offC: u32, offBias: u32,
   strideA: u32, strideB: u32, strideC: u32,
 }
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(5) var<uniform> p: Params;
 fn loadA(i: u32) -> f32 { return ${p.vecA ? 'A[i >> 2u][i & 3u]' : 'A[i]'}; }
-fn loadB(i: u32) -> f32 { return ${p.vecB ? 'B[i >> 2u][i & 3u]' : 'B[i]'}; }`;
+fn loadB(i: u32) -> f32 { return ${p.vecB ? 'B[i >> 2u][i & 3u]' : 'B[i]'}; }
+${p.gelu ? GELU_WGSL : ''}`;
 
-/** The epilogue: bias, accumulation, and the bounds check every ragged edge relies on. */
+/** The epilogue: bias, accumulation, gelu and residual, and the bounds check every ragged edge relies on. */
 function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number) => string): string {
   const lines: string[] = ['  let baseC = p.offC + wid.z * p.strideC;'];
   for (const c of range(p.tn)) {
@@ -94,8 +100,11 @@ function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number)
   for (const r of range(p.tm)) {
     lines.push(`  if (${row(r)} < p.m) {`, `    let rowC = baseC + (${row(r)}) * p.ldc;`);
     for (const c of range(p.tn)) {
-      const value = `acc${r}_${c} + bias${c}`;
-      lines.push(`    if (${col(c)} < p.n) { C[rowC + ${col(c)}] = ${p.accumulate ? `C[rowC + ${col(c)}] + ` : ''}${value}; }`);
+      const at = `rowC + ${col(c)}`;
+      let value = `${p.accumulate ? `C[${at}] + ` : ''}acc${r}_${c} + bias${c}`;
+      if (p.gelu) value = `gelu(${value})`;
+      if (p.residual) value = `${value} + residual[${at}]`;
+      lines.push(`    if (${col(c)} < p.n) { C[${at}] = ${value}; }`);
     }
     lines.push('  }');
   }
@@ -290,7 +299,7 @@ ${storeWgsl(p, row, col)}
 
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
-  bindings: ['read', 'read', 'read', 'write'],
+  bindings: ['read', 'read', 'read', 'read', 'write'],
   workgroupSize: (p) => [p.wgx, p.wgy, 1],
   wgsl: (p) => (p.kind === 'block' ? blockWgsl(p) : tiledWgsl(p)),
 };
@@ -320,7 +329,7 @@ export function matmulPlan(gpu: Gpu, variant: MatmulVariant, shape: MatmulShape,
   return planMatmul(shape, limitsFor(gpu, variant, options));
 }
 
-function checkSizes(a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape): void {
+function checkSizes(a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, residual: GpuStorage | undefined): void {
   const { batch, m, k, n } = s;
   const expect = (what: string, got: number, want: number) => {
     if (got !== want) throw new Error(`matmul: ${what} holds ${got} elements, the shape ${JSON.stringify(s)} needs ${want}`);
@@ -328,6 +337,7 @@ function checkSizes(a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: Ma
   expect('A', a.size, batch * m * k);
   expect('B', b.size, (s.broadcastB ? 1 : batch) * k * n);
   if (bias) expect('bias', bias.size, n);
+  if (residual) expect('the residual', residual.size, batch * m * n);
 }
 
 /** Whether an operand can be read as vec4: its rows, batches and window offset are 4-aligned, and a vec4 along M / N fits the block. */
@@ -342,15 +352,34 @@ function bind(gpu: Gpu, x: GpuStorage, w: Window, vec: boolean) {
   return gpu.view(x, w.first, count);
 }
 
-function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, out: GpuStorage): void {
+type GpuEpilogue = MatmulEpilogue & { residual?: GpuStorage };
+
+interface Operands {
+  a: GpuStorage;
+  b: GpuStorage;
+  bias: GpuStorage | null;
+  epilogue: GpuEpilogue;
+  out: GpuStorage;
+}
+
+function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, { a, b, bias, epilogue, out }: Operands): void {
   const block = v.kind === 'block';
   // K = 0 reads nothing (C = bias): its 4-byte placeholder bindings cannot hold a vec4.
   const vecA = block && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
   const vecB = block && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
   const withBias = bias !== null && !ch.accumulate;
-  const params: MatmulParams = { ...v, transA: s.transA, transB: s.transB, vecA, vecB, bias: withBias, accumulate: ch.accumulate };
+  // The epilogue needs the whole sum: the chunk that completes K applies it.
+  const completesK = ch.k0 + ch.k >= s.k;
+  const residual = completesK ? epilogue.residual : undefined;
+  const params: MatmulParams = {
+    ...v, transA: s.transA, transB: s.transB, vecA, vecB, bias: withBias, accumulate: ch.accumulate,
+    gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
+  };
   const aView = bind(gpu, a, ch.a, vecA);
-  const buffers = [aView, bind(gpu, b, ch.b, vecB), withBias ? bind(gpu, bias, ch.bias, false) : aView, bind(gpu, out, ch.c, false)];
+  const buffers = [
+    aView, bind(gpu, b, ch.b, vecB), withBias ? bind(gpu, bias, ch.bias, false) : aView,
+    residual ? bind(gpu, residual, ch.c, false) : aView, bind(gpu, out, ch.c, false),
+  ];
   const uniforms = [
     ch.m, ch.n, ch.k,
     plan.lda, plan.ldb, plan.ldc,
@@ -362,16 +391,17 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   gpu.dispatch(matmulKernel, params, buffers, uniforms, groups);
 }
 
-/** C = op(A) · op(B) (+ bias) with a given variant, split over as many dispatches as the binding limit needs. */
+/** C = op(A) · op(B) (+ bias, + epilogue) with a given variant, split over as many dispatches as the binding limit needs. */
 export function matmulWith(
-  gpu: Gpu, variant: MatmulVariant, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, options: MatmulOptions = {},
+  gpu: Gpu, variant: MatmulVariant, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape,
+  options: MatmulOptions = {}, epilogue: GpuEpilogue = {},
 ): GpuStorage {
-  checkSizes(a, b, bias, s);
+  checkSizes(a, b, bias, s, epilogue.residual);
   if (!variantSupported(variant, adapterTraits(gpu))) throw new Error(`matmul: variant ${JSON.stringify(variant)} needs subgroups this adapter lacks`);
   const out = gpu.alloc(s.batch * s.m * s.n);
   if (out.size === 0) return out;
   const plan = matmulPlan(gpu, variant, s, options);
-  for (const chunk of plan.chunks) dispatchChunk(gpu, variant, s, plan, chunk, a, b, bias, out);
+  for (const chunk of plan.chunks) dispatchChunk(gpu, variant, s, plan, chunk, { a, b, bias, epilogue, out });
   return out;
 }
 
@@ -409,8 +439,8 @@ export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVaria
 }
 
 /** The Backend's matmul, with the variant this adapter was tuned to. */
-export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape): GpuStorage {
-  return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s);
+export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
+  return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
 }
 
 export interface TuneResult {

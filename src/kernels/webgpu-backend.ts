@@ -1,7 +1,7 @@
 /** The WebGPU backend: storage is pooled GPU buffers; every op records dispatches on one Gpu. */
 import type { Backend } from '../tensor/backend.js';
 import { adamw } from './adamw.js';
-import { attention, attentionBackward, cachedAttention, writeCache } from './attention.js';
+import { attention, attentionBackward, cachedAttention } from './attention.js';
 import { crossEntropy } from './cross-entropy.js';
 import { binary, cast, fill, random, unary, where } from './elementwise.js';
 import { embedding, embeddingBackward } from './embedding.js';
@@ -44,7 +44,6 @@ export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
     softmaxBackward: on(gpu, softmaxBackward),
     attention: on(gpu, attention),
     attentionBackward: on(gpu, attentionBackward),
-    writeCache: on(gpu, writeCache),
     cachedAttention: on(gpu, cachedAttention),
     embedding: on(gpu, embedding),
     embeddingBackward: on(gpu, embeddingBackward),

@@ -1,8 +1,8 @@
 /** The layers GPT-2 is made of. Parameters are created by the caller's init (see src/gpt/init.ts). */
 import type { Backend } from '../tensor/backend.js';
 import { full, random } from '../tensor/create.js';
-import { embedding, gelu, layerNorm } from '../tensor/fused.js';
-import { div, greater, matmul, mul } from '../tensor/ops.js';
+import { embedding, layerNorm, linear } from '../tensor/fused.js';
+import { div, greater, mul } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from './module.js';
 
@@ -21,8 +21,9 @@ export class Linear extends Module {
     this.bias = bias ? parameter([outFeatures], 0, backend) : null;
   }
 
-  forward(x: Tensor): Tensor {
-    return matmul(x, this.weight, { bias: this.bias ?? undefined });
+  /** Optionally gelu(x·W + b) and/or + residual, fused into the matmul at inference (see linear()). */
+  forward(x: Tensor, epilogue: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
+    return linear(x, this.weight, this.bias, epilogue);
   }
 }
 
@@ -55,12 +56,6 @@ export class LayerNorm extends Module {
   }
 }
 
-export class GELU extends Module {
-  forward(x: Tensor): Tensor {
-    return gelu(x);
-  }
-}
-
 /** Inverted dropout with a seeded mask; the identity in eval mode and at rate 0. */
 export class Dropout extends Module {
   private calls = 0;
@@ -70,8 +65,13 @@ export class Dropout extends Module {
     if (rate < 0 || rate >= 1) throw new Error(`dropout rate must be in [0, 1), got ${rate}`);
   }
 
+  /** False when forward is the identity. */
+  get active(): boolean {
+    return this.training && this.rate > 0;
+  }
+
   forward(x: Tensor): Tensor {
-    if (!this.training || this.rate === 0) return x;
+    if (!this.active) return x;
     // A fresh mask per call, reproducible from (seed, call number).
     const u = random(x.shape, (this.seed * 1_000_003 + this.calls++) >>> 0, { backend: x.backend, distribution: 'uniform' });
     return div(mul(x, greater(u, this.rate)), 1 - this.rate);

@@ -38,6 +38,14 @@ export interface MatmulShape {
   broadcastB: boolean;
 }
 
+/** Work done in the matmul's own store, after the bias: C = gelu(op(A)·op(B) + bias) + residual. */
+export interface MatmulEpilogue {
+  /** GPT-2's tanh approximation. */
+  gelu?: boolean;
+  /** Added last; C's shape. */
+  residual?: Storage;
+}
+
 /** Sizes of a `[B, H, T, hs]` attention problem. */
 export interface AttentionShape {
   batch: number;
@@ -104,7 +112,7 @@ export interface Backend {
   pad(x: Storage, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): Storage;
 
   // --- fused ops ---
-  matmul(a: Storage, b: Storage, bias: Storage | null, shape: MatmulShape): Storage;
+  matmul(a: Storage, b: Storage, bias: Storage | null, shape: MatmulShape, epilogue?: MatmulEpilogue): Storage;
 
   /** Over the last axis of [rows, dim]; also returns what backward needs. */
   layerNorm(x: Storage, weight: Storage, bias: Storage, rows: number, dim: number, eps: number): { y: Storage; mean: Storage; rstd: Storage };
@@ -125,13 +133,10 @@ export interface Backend {
     dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
   ): { dq: Storage; dk: Storage; dv: Storage };
   /**
-   * Writes the keys and values of qkv [B, newLen, 3C] (c_attn's output, C = H·hs: q, then k, then v,
-   * each [H, hs] per token) into the caches [B, H, maxLen, hs] at `position`, in place.
-   */
-  writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void;
-  /**
-   * The queries of qkv [B, newLen, 3C] against the caches' first position + newLen rows, causally.
-   * Returns [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
+   * Appends the keys and values of qkv [B, newLen, 3C] (c_attn's output, C = H·hs: q, then k, then
+   * v, each [H, hs] per token) to the caches [B, H, maxLen, hs] at `position`, in place, then
+   * attends its queries to the caches' first position + newLen rows, causally. Returns
+   * [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
    */
   cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage;
 

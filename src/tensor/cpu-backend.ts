@@ -4,7 +4,7 @@
  */
 import type { Backend, Storage } from './backend.js';
 import { adamw } from './cpu/adamw.js';
-import { attention, attentionBackward, cachedAttention, writeCache } from './cpu/attention.js';
+import { attention, attentionBackward, cachedAttention } from './cpu/attention.js';
 import { crossEntropy } from './cpu/cross-entropy.js';
 import { cast, fill, random, unary, binary, where } from './cpu/elementwise.js';
 import { embedding, embeddingBackward } from './cpu/embedding.js';
@@ -51,7 +51,6 @@ export class CpuBackend implements Backend {
   softmaxBackward = softmaxBackward;
   attention = attention;
   attentionBackward = attentionBackward;
-  writeCache = writeCache;
   cachedAttention = cachedAttention;
   embedding = embedding;
   embeddingBackward = embeddingBackward;

@@ -5,6 +5,7 @@
 import type { AdamWHyper, CachedAttentionShape } from './backend.js';
 import { tensor } from './create.js';
 import { isGradEnabled, record } from './graph.js';
+import { add, matmul } from './ops.js';
 import { sizeOf } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -33,6 +34,19 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
 /** GELU, tanh approximation (as GPT-2). */
 export function gelu(x: Tensor): Tensor {
   return record(new Tensor(x.backend, x.backend.gelu(x.storage), x.shape), 'gelu', [x], {}, [x]);
+}
+
+/**
+ * x·W + b, then GELU and a residual added, each optional. With no graph to record (inference) all of
+ * it is one matmul kernel (its epilogue); while recording, GELU and the add run as their own ops,
+ * since GELU's backward needs its input.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, { gelu: withGelu = false, residual }: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
+  const recording = isGradEnabled() && [x, weight, bias, residual].some((t) => t?.requiresGrad);
+  if (!recording) return matmul(x, weight, { bias: bias ?? undefined, epilogue: { gelu: withGelu, residual } });
+  const y = matmul(x, weight, { bias: bias ?? undefined });
+  const activated = withGelu ? gelu(y) : y;
+  return residual ? add(activated, residual) : activated;
 }
 
 /** Softmax over the last axis. */
@@ -76,17 +90,10 @@ function cachedShape(what: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, 
 }
 
 /**
- * Writes the keys and values of qkv [B, n, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
- * per token) into preallocated caches [B, H, maxLen, hs] at `position`, in place.
- */
-export function writeCache(kCache: Tensor, vCache: Tensor, qkv: Tensor, position: number): void {
-  const shape = cachedShape('writeCache', qkv, kCache, vCache, position);
-  kCache.backend.writeCache(kCache.storage, vCache.storage, qkv.storage, shape);
-}
-
-/**
- * The queries of qkv [B, n, 3C] (positions [position, position + n)) against the caches' first
- * position + n rows. Returns [B, n, C], the heads side by side. Inference only.
+ * Appends the keys and values of qkv [B, n, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
+ * per token) to preallocated caches [B, H, maxLen, hs] at `position`, in place, then attends its
+ * queries (positions [position, position + n)) to the caches' first position + n rows. Returns
+ * [B, n, C], the heads side by side. Inference only.
  */
 export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
   if (isGradEnabled() && qkv.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');

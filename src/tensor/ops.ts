@@ -4,7 +4,7 @@
  */
 import type { BinaryOp, MatmulShape, UnaryOp } from './backend.js';
 import { full } from './create.js';
-import { record, type OpName } from './graph.js';
+import { isGradEnabled, record, type OpName } from './graph.js';
 import { broadcastShapes, normalizeAxis, padToRank, sameShape, sizeOf } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -200,14 +200,20 @@ export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
   bias?: Tensor;
+  /**
+   * gelu(product + bias) + residual in the same kernel (see MatmulEpilogue). Inference only: refused
+   * while recording a graph (fused.ts's linear() composes the ops there).
+   */
+  epilogue?: { gelu?: boolean; residual?: Tensor };
 }
 
 /**
  * a [..., m, k] · b [..., k, n] (or b [k, n] shared by every batch), with optional transposes and a
  * bias [n] added in the same kernel.
  */
-export function matmul(a: Tensor, b: Tensor, { transA = false, transB = false, bias }: MatmulOptions = {}): Tensor {
-  sameBackend(a, b, ...(bias ? [bias] : []));
+export function matmul(a: Tensor, b: Tensor, { transA = false, transB = false, bias, epilogue }: MatmulOptions = {}): Tensor {
+  const residual = epilogue?.residual;
+  sameBackend(a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : []));
   if (a.rank < 2 || b.rank < 2) throw new Error(`matmul needs matrices, got [${a.shape}] and [${b.shape}]`);
   const [ar, ac] = a.shape.slice(-2);
   const [br, bc] = b.shape.slice(-2);
@@ -226,7 +232,14 @@ export function matmul(a: Tensor, b: Tensor, { transA = false, transB = false, b
   const shape: MatmulShape = folded
     ? { batch: 1, m: batch * m, k, n, transA, transB, broadcastB }
     : { batch, m, k, n, transA, transB, broadcastB };
-  const storage = a.backend.matmul(a.storage, b.storage, bias?.storage ?? null, shape);
-  const out = new Tensor(a.backend, storage, [...batchShape, m, n]);
+  const outShape = [...batchShape, m, n];
+  if (epilogue) {
+    if (isGradEnabled() && [a, b, bias, residual].some((t) => t?.requiresGrad)) {
+      throw new Error('a matmul epilogue is for inference (it records no graph): call it inside noGrad(), or compose the ops');
+    }
+    if (residual && !sameShape(residual.shape, outShape)) throw new Error(`matmul residual must be [${outShape}], got [${residual.shape}]`);
+  }
+  const storage = a.backend.matmul(a.storage, b.storage, bias?.storage ?? null, shape, epilogue && { gelu: epilogue.gelu, residual: residual?.storage });
+  const out = new Tensor(a.backend, storage, outShape);
   return record(out, 'matmul', bias ? [a, b, bias] : [a, b], shape, [a, b]);
 }

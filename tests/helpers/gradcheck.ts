@@ -191,7 +191,6 @@ export class Float64Backend implements Backend {
   softmaxBackward = unsupported('softmaxBackward');
   attention = unsupported('attention');
   attentionBackward = unsupported('attentionBackward');
-  writeCache = unsupported('writeCache');
   cachedAttention = unsupported('cachedAttention');
   embedding = unsupported('embedding');
   embeddingBackward = unsupported('embeddingBackward');

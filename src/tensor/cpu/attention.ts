@@ -142,7 +142,7 @@ function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: 
   return out;
 }
 
-export function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
+function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
   const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
   for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
     const rows = headsOf(f32(qkv), part, shape);
@@ -153,7 +153,9 @@ export function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape
   }
 }
 
+/** Appends qkv's keys and values to the caches at shape.position, then attends its queries to them. */
 export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
+  writeCache(kCache, vCache, qkv, shape);
   const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   const heads = new Float32Array(B * H * n * hs);
   attendCausal(headsOf(f32(qkv), 0, shape), f32(kCache), f32(vCache), { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs }, heads, null);

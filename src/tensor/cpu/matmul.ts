@@ -1,12 +1,15 @@
-/** CPU reference for the batched matmul with transposes and bias, accumulating in float64. */
-import type { MatmulShape, Storage } from '../backend.js';
+/** CPU reference for the batched matmul with transposes, bias and epilogue, accumulating in float64. */
+import type { MatmulEpilogue, MatmulShape, Storage } from '../backend.js';
+import { geluAt } from './gelu.js';
 import { CpuStorage, f32 } from './storage.js';
 
-export function matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulShape): CpuStorage {
+export function matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulShape, epilogue: MatmulEpilogue = {}): CpuStorage {
   const { batch, m, k, n, transA, transB, broadcastB } = s;
   const av = f32(a);
   const bv = f32(b);
   const biasv = bias ? f32(bias) : null;
+  const residual = epilogue.residual ? f32(epilogue.residual) : null;
+  if (residual && residual.length !== batch * m * n) throw new Error(`matmul: the residual holds ${residual.length} elements, C ${batch * m * n}`);
   const out = new Float32Array(batch * m * n);
   const row = new Float64Array(n);
   for (let p = 0; p < batch; p++) {
@@ -24,7 +27,10 @@ export function matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulSh
         }
       }
       const o = (p * m + i) * n;
-      for (let j = 0; j < n; j++) out[o + j] = row[j] + (biasv ? biasv[j] : 0);
+      for (let j = 0; j < n; j++) {
+        const z = row[j] + (biasv ? biasv[j] : 0);
+        out[o + j] = (epilogue.gelu ? geluAt(z) : z) + (residual ? residual[o + j] : 0);
+      }
     }
   }
   return new CpuStorage(out);
