@@ -22,6 +22,9 @@
  *   between the samples. A whole uncached run of 64 tokens is also timed and printed beside its
  *   estimate, as a check. Whole uncached runs up to 512 tokens take ~7 minutes each on lavapipe at the
  *   default shapes: --full times those instead (one run, or --runs).
+ * - Each of the --runs rounds takes a cached run, then the uncached samples (or run): both paths
+ *   sample the same minutes, so a shared host whose speed drifts (±30% between runs here) moves both
+ *   alike instead of skewing their ratio.
  * - Memory-bound limit: a cached decode step reads every weight once (the tied head reads all of wte;
  *   the embeddings one row each). Its floor is those bytes ÷ the bandwidth of a 64 MiB device-to-device
  *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it).
@@ -77,23 +80,13 @@ async function arrivals(model: GPT2, prompt: readonly number[], count: number, u
 }
 
 /** Element-wise median of several runs' arrival times. */
-async function medianArrivals(model: GPT2, prompt: readonly number[], count: number, useCache: boolean, runs: number): Promise<number[]> {
-  const all: number[][] = [];
-  for (let r = 0; r < runs; r++) all.push(await arrivals(model, prompt, count, useCache));
-  return all[0].map((_, i) => median(all.map((a) => a[i])));
-}
+const medianArrivals = (runs: readonly number[][]): number[] => runs[0].map((_, i) => median(runs.map((a) => a[i])));
 
-/** One uncached step at a window of `window` tokens: a 1-token generation from a prompt that long (median ms). */
-async function uncachedStepMs(model: GPT2, prompt: readonly number[], window: number, runs: number): Promise<number> {
-  const ids = prompt.slice(0, window);
-  await generate(model, ids, { temperature: 0, maxTokens: 1, eosId: null, useCache: false }); // warm-up
-  const times: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const start = performance.now();
-    await generate(model, ids, { temperature: 0, maxTokens: 1, eosId: null, useCache: false });
-    times.push(performance.now() - start);
-  }
-  return median(times);
+/** One uncached step at a window of `window` tokens: a 1-token generation from a prompt that long (ms). */
+async function uncachedStepMs(model: GPT2, prompt: readonly number[], window: number): Promise<number> {
+  const start = performance.now();
+  await generate(model, prompt.slice(0, window), { temperature: 0, maxTokens: 1, eosId: null, useCache: false });
+  return performance.now() - start;
 }
 
 /** Piecewise-linear interpolation through (xs[i], ys[i]), xs ascending. */
@@ -133,9 +126,26 @@ async function main(): Promise<void> {
     const tokenizer = new Tokenizer();
     const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
 
-    // Cached: warm-up, then whole runs.
-    await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 16, true);
-    const cached = await medianArrivals(model, prompt.slice(0, PROMPT_TOKENS), MAX_NEW, true, flags.runs);
+    const promptIds = prompt.slice(0, PROMPT_TOKENS);
+    const windows: number[] = [];
+    for (let w = PROMPT_TOKENS; w < PROMPT_TOKENS + MAX_NEW; w += 64) windows.push(w);
+    windows.push(PROMPT_TOKENS + MAX_NEW - 1);
+    // Warm-ups, then --runs rounds of a cached run and the uncached measurements (see Method).
+    await arrivals(model, promptIds, 16, true);
+    if (flags.full) await arrivals(model, promptIds, 4, false);
+    else for (const w of windows) await uncachedStepMs(model, prompt, w);
+    const cachedRuns: number[][] = [];
+    const uncachedRuns: number[][] = [];
+    for (let r = 0; r < flags.runs; r++) {
+      cachedRuns.push(await arrivals(model, promptIds, MAX_NEW, true));
+      if (flags.full) uncachedRuns.push(await arrivals(model, promptIds, MAX_NEW, false));
+      else {
+        const stepMs: number[] = [];
+        for (const w of windows) stepMs.push(await uncachedStepMs(model, prompt, w));
+        uncachedRuns.push(stepMs);
+      }
+    }
+    const cached = medianArrivals(cachedRuns);
     const steps = cached.map((t, i) => (i === 0 ? t : t - cached[i - 1]));
     const stepAround = (token: number) => median(steps.slice(Math.max(1, token - 8), token + 8));
 
@@ -144,23 +154,16 @@ async function main(): Promise<void> {
     let uncachedMethod: string;
     const samples: Record<string, number | string>[] = [];
     if (flags.full) {
-      await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 4, false);
-      uncached = await medianArrivals(model, prompt.slice(0, PROMPT_TOKENS), MAX_NEW, false, flags.runs);
+      uncached = medianArrivals(uncachedRuns);
       uncachedMethod = `whole runs (median of ${flags.runs})`;
     } else {
-      const windows: number[] = [];
-      for (let w = PROMPT_TOKENS; w < PROMPT_TOKENS + MAX_NEW; w += 64) windows.push(w);
-      windows.push(PROMPT_TOKENS + MAX_NEW - 1);
-      const ms: number[] = [];
-      for (const w of windows) {
-        ms.push(await uncachedStepMs(model, prompt, w, flags.runs));
-        samples.push({ window: w, 'uncached step ms': ms.at(-1)!, 'ms per window token': ms.at(-1)! / w });
-      }
+      const ms = medianArrivals(uncachedRuns);
+      windows.forEach((w, i) => samples.push({ window: w, 'uncached step ms': ms[i], 'ms per window token': ms[i] / w }));
       uncached = [];
       let total = 0;
       for (let k = 1; k <= MAX_NEW; k++) uncached.push((total += interpolate(windows, ms, PROMPT_TOKENS + k - 1)));
       uncachedMethod = `per-step samples at ${windows.length} window lengths (median of ${flags.runs}), interpolated`;
-      const check = await arrivals(model, prompt.slice(0, PROMPT_TOKENS), 64, false);
+      const check = await arrivals(model, promptIds, 64, false);
       console.log('\nuncached step time by window length (the step that makes token k sees 64 + k − 1 tokens):');
       printTable(samples);
       console.log(`check: a whole uncached run of 64 tokens took ${(check[63] / 1000).toFixed(2)} s; the per-step samples give ${(uncached[63] / 1000).toFixed(2)} s`);
