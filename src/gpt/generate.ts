@@ -39,7 +39,7 @@
  *
  * Sampling stays on the host: the whole [B, 1, V] row comes back every step. Measured on lavapipe
  * (2 cores; d 256, 4 layers, V 50257, when a cached decode step took ~36 ms, 15.5 of them the head's
- * matmul; it now takes ~17 ms, see bench/kvcache.ts): reading back the 50257-float row (200 KB) takes 0.09 ms, reading one float (all a GPU
+ * matmul; it now takes 13.5–18 ms, see bench/kvcache.ts): reading back the 50257-float row (200 KB) takes 0.09 ms, reading one float (all a GPU
  * argmax would return) 0.04 ms, while one reduction over the row (`max`, standing in for an argmax
  * kernel) takes 0.19 ms on the device: a GPU argmax would cost more than the transfer it saves. The
  * other thing a GPU-side choice allows — recording step n + 1 while the device runs step n, with no
