@@ -10,6 +10,8 @@
  *  - `block` with `share`: the same, but the lanes of a subgroup load A together (lane i the
  *    element k + i of each row) and pass it round with subgroupBroadcast (needs `subgroups`);
  *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel).
+ * The store adds the bias and applies the epilogue (MatmulEpilogue: GELU, then a residual add; the
+ * chunk that completes a split K applies it), which spares decoding a dispatch per fused op.
  * Ragged M, N, K are handled by clamped loads and guarded stores, never by padding. Each slab's
  * products sum into their own partial before joining the accumulator, which halves f32 rounding
  * (relative error at K = 129: 5e-5 against 1.0e-4 for a plain running sum).
