@@ -22,12 +22,13 @@
  *   between the samples. A whole uncached run of 64 tokens is also timed and printed beside its
  *   estimate, as a check. Whole uncached runs up to 512 tokens take ~7 minutes each on lavapipe at the
  *   default shapes: --full times those instead (one run, or --runs).
- * - Each of the --runs rounds takes a cached run, then the uncached samples (or run): both paths
- *   sample the same minutes, so a shared host whose speed drifts (±30% between runs here) moves both
- *   alike instead of skewing their ratio.
+ * - Each of the --runs rounds measures the copy, takes a cached run, then the uncached samples (or
+ *   run): all three sample the same minutes, so a shared host whose speed drifts (±30% between runs
+ *   here, the copy 17–28 GB/s) moves them alike instead of skewing their ratios.
  * - Memory-bound limit: a cached decode step reads every weight once (the tied head reads all of wte;
  *   the embeddings one row each). Its floor is those bytes ÷ the bandwidth of a 64 MiB device-to-device
- *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it).
+ *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it;
+ *   the median of the rounds').
  *   The decode rate is 1000 ÷ the median step time from token 2 to 512 (the prefill excluded).
  */
 import { parseArgs } from 'node:util';
@@ -122,7 +123,6 @@ async function main(): Promise<void> {
     const model = new GPT2(config, backend);
     initializeWeights(model, 0);
     model.eval();
-    const copyGbps = (await copyRows(backend))[0].gbps;
     const tokenizer = new Tokenizer();
     const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
 
@@ -136,7 +136,9 @@ async function main(): Promise<void> {
     else for (const w of windows) await uncachedStepMs(model, prompt, w);
     const cachedRuns: number[][] = [];
     const uncachedRuns: number[][] = [];
+    const copyRates: number[] = [];
     for (let r = 0; r < flags.runs; r++) {
+      copyRates.push((await copyRows(backend))[0].gbps);
       cachedRuns.push(await arrivals(model, promptIds, MAX_NEW, true));
       if (flags.full) uncachedRuns.push(await arrivals(model, promptIds, MAX_NEW, false));
       else {
@@ -146,6 +148,7 @@ async function main(): Promise<void> {
       }
     }
     const cached = medianArrivals(cachedRuns);
+    const copyGbps = median(copyRates);
     const steps = cached.map((t, i) => (i === 0 ? t : t - cached[i - 1]));
     const stepAround = (token: number) => median(steps.slice(Math.max(1, token - 8), token + 8));
 
