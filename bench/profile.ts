@@ -1,13 +1,13 @@
 /**
  * Where a step's device time goes, kernel by kernel. Records the dispatches of one steady-state
  * step — a training step of the demo (`--step train`: src/train/run.ts with the demo's defaults) or
- * a cached decode step (`--step decode`: bench/kvcache.ts's default shapes, at token 300) — then
+ * a cached decode step (`--step decode`: bench/kvcache.ts's shapes, `--shapes`, at token 300) — then
  * replays each dispatch on its own, `--repeat` times with the device drained before and after, and
  * sums the times per kernel and configuration. The sum exceeds the step's own time by a drain per
  * dispatch (~0.1 ms on lavapipe), which matters only for the smallest kernels: the table is for
  * ranking, not for the step time itself (bench/train.ts and bench/kvcache.ts measure that).
  *
- *   npx tsx bench/profile.ts [--step train|decode] [--repeat 3]
+ *   npx tsx bench/profile.ts [--step train|decode] [--shapes default|gpt2|gpt2-medium] [--repeat 3]
  *
  * Prints a table and, last, one JSON line: {"bench":"profile","step":…,"dispatches":…,"replayed_ms":…,"rows":[…]}
  */
@@ -34,13 +34,16 @@ function parseFlags() {
     allowPositionals: false,
     options: {
       step: { type: 'string', default: 'train' },
+      shapes: { type: 'string', default: 'default' },
       repeat: { type: 'string', default: '3' },
     },
   });
   if (values.step !== 'train' && values.step !== 'decode') throw new Error(`--step must be train or decode, got ${values.step}`);
+  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
+  if (values.step === 'train' && values.shapes !== 'default') throw new Error('--shapes applies to --step decode (the training step is the demo\'s)');
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
-  return { step: values.step as 'train' | 'decode', repeat };
+  return { step: values.step as 'train' | 'decode', shapes: values.shapes, repeat };
 }
 
 /** Wraps Gpu.dispatch so that the dispatches made while `recording()` is true are kept (and still run). */
@@ -79,8 +82,8 @@ async function recordTrainingStep(): Promise<DispatchArgs[]> {
   return recorded;
 }
 
-async function recordDecodeStep(backend: WebGpuBackend): Promise<DispatchArgs[]> {
-  const model = new GPT2(BENCH_SHAPES.default, backend);
+async function recordDecodeStep(backend: WebGpuBackend, shapes: string): Promise<DispatchArgs[]> {
+  const model = new GPT2(BENCH_SHAPES[shapes], backend);
   initializeWeights(model, 0);
   const prompt = Array.from({ length: 64 }, (_, i) => (i * 7919) % 50000);
   const tokens = 300;
@@ -92,12 +95,12 @@ async function recordDecodeStep(backend: WebGpuBackend): Promise<DispatchArgs[]>
 }
 
 async function main(): Promise<void> {
-  const { step, repeat } = parseFlags();
+  const { step, shapes, repeat } = parseFlags();
   const backend = await initBackend('webgpu');
   if (backend.name !== 'webgpu') throw new Error('bench/profile.ts profiles WebGPU kernels: no adapter was found');
   const { gpu } = backend as WebGpuBackend;
   console.log(`device: ${gpu.description}`);
-  const recorded = step === 'train' ? await recordTrainingStep() : await recordDecodeStep(backend as WebGpuBackend);
+  const recorded = step === 'train' ? await recordTrainingStep() : await recordDecodeStep(backend as WebGpuBackend, shapes);
   const dispatch = Object.getPrototypeOf(gpu).dispatch as Gpu['dispatch'];
   const byLabel = new Map<string, { ms: number; dispatches: number }>();
   for (const args of recorded) {
@@ -114,7 +117,7 @@ async function main(): Promise<void> {
   const total = rows.reduce((s, r) => s + r.ms, 0);
   console.log(`one ${step} step: ${recorded.length} dispatches, ${total.toFixed(1)} ms replayed one by one`);
   printTable(rows.map((r) => ({ kernel: r.kernel, dispatches: r.dispatches, ms: r.ms.toFixed(2), share: `${((100 * r.ms) / total).toFixed(1)}%` })));
-  console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, dispatches: recorded.length, replayed_ms: total, rows }));
+  console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, shapes: step === 'decode' ? shapes : 'demo', dispatches: recorded.length, replayed_ms: total, rows }));
   releaseWebGpu();
 }
 
