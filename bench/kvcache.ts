@@ -34,7 +34,7 @@
 import { parseArgs } from 'node:util';
 import { copyRows } from './kernel-rows/copy.js';
 import { printTable } from './harness.js';
-import { BENCH_SHAPES } from './shapes.js';
+import { benchShapes } from './shapes.js';
 import { generate, generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
@@ -57,7 +57,7 @@ function parseFlags() {
       full: { type: 'boolean', default: false },
     },
   });
-  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
+  benchShapes(values.shapes);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   }
   const backend: Backend = await initBackend(flags.device);
   try {
-    const config = BENCH_SHAPES[flags.shapes];
+    const config = benchShapes(flags.shapes);
     console.log(`device: ${backend.description}`);
     console.log(`shapes: ${flags.shapes} (d ${config.n_embd}, ${config.n_layer} layers, ${config.n_head} heads, ${config.n_positions} positions, vocabulary ${config.vocab_size}), random weights`);
     const model = new GPT2(config, backend);

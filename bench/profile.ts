@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { printTable } from './harness.js';
-import { BENCH_SHAPES } from './shapes.js';
+import { benchShapes } from './shapes.js';
 import { generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
@@ -39,7 +39,7 @@ function parseFlags() {
     },
   });
   if (values.step !== 'train' && values.step !== 'decode') throw new Error(`--step must be train or decode, got ${values.step}`);
-  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
+  benchShapes(values.shapes);
   if (values.step === 'train' && values.shapes !== 'default') throw new Error('--shapes applies to --step decode (the training step is the demo\'s)');
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
@@ -83,7 +83,7 @@ async function recordTrainingStep(): Promise<DispatchArgs[]> {
 }
 
 async function recordDecodeStep(backend: WebGpuBackend, shapes: string): Promise<DispatchArgs[]> {
-  const model = new GPT2(BENCH_SHAPES[shapes], backend);
+  const model = new GPT2(benchShapes(shapes), backend);
   initializeWeights(model, 0);
   const prompt = Array.from({ length: 64 }, (_, i) => (i * 7919) % 50000);
   const tokens = 300;

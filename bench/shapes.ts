@@ -9,3 +9,9 @@ export const BENCH_SHAPES: Record<string, GPT2Config> = {
   gpt2: PRESETS.gpt2,
   'gpt2-medium': PRESETS['gpt2-medium'],
 };
+
+/** The shapes a `--shapes` value names, or an error listing the ones there are. */
+export function benchShapes(name: string): GPT2Config {
+  if (!Object.hasOwn(BENCH_SHAPES, name)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${name}`);
+  return BENCH_SHAPES[name];
+}

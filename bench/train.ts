@@ -21,7 +21,7 @@
  */
 import { parseArgs } from 'node:util';
 import { medianMs, printTable } from './harness.js';
-import { BENCH_SHAPES } from './shapes.js';
+import { benchShapes } from './shapes.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { autotuneMatmul } from '../src/kernels/matmul.js';
@@ -45,7 +45,7 @@ function parseFlags() {
       device: { type: 'string', default: 'webgpu' },
     },
   });
-  if (!Object.hasOwn(BENCH_SHAPES, values.shapes)) throw new Error(`--shapes must be one of ${Object.keys(BENCH_SHAPES).join(', ')}, got ${values.shapes}`);
+  benchShapes(values.shapes);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
   const int = (name: 'batch' | 'seq' | 'steps' | 'warmup', min: number) => {
     const x = Number(values[name]);
@@ -72,7 +72,7 @@ async function matmulPeak(backend: Backend): Promise<number> {
 
 async function main(): Promise<void> {
   const flags = parseFlags();
-  const config = { ...BENCH_SHAPES[flags.shapes], n_positions: Math.max(BENCH_SHAPES[flags.shapes].n_positions, flags.seq) };
+  const config = { ...benchShapes(flags.shapes), n_positions: Math.max(benchShapes(flags.shapes).n_positions, flags.seq) };
   const backend = await initBackend(flags.device);
   const gpu = backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu : null;
   if (gpu) await autotuneMatmul(gpu);
