@@ -15,7 +15,7 @@
  * 1 anything else.
  */
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { decimal, parseFlags, UsageError } from './cli/flags.js';
 import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
 import { checkModelSpec, loadModel, ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
@@ -27,7 +27,8 @@ const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--
   [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--max-tokens 256] [--seed S]
   [--stop <text>]... [--no-cache] [--device auto|webgpu|cpu] [--json]`;
 
-class UsageError extends Error {}
+/** Past the context, generation re-prefills and goes on: a bound keeps a typo from running for days. */
+const MAX_NEW_TOKENS = 1 << 20;
 
 /** The Alpaca template's own section headers: a model that goes on past its response stops at them. */
 const INSTRUCTION_STOPS = ['\n\n### Instruction:', '\n\n### Input:', '\n\n### Response:'];
@@ -46,40 +47,29 @@ interface Flags {
 function numberFlag(values: Record<string, unknown>, name: string, check: (x: number) => boolean, what: string): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;
-  const x = Number(raw);
-  if (raw === '' || !Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${what}, got ${JSON.stringify(raw)}`);
+  const x = decimal(String(raw));
+  if (!Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${what}, got ${JSON.stringify(raw)}`);
   return x;
 }
 
-function parseFlags(argv: string[]): Flags {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: 'string', default: 'gpt2' },
-        prompt: { type: 'string' },
-        instruction: { type: 'string' },
-        input: { type: 'string' },
-        temperature: { type: 'string' },
-        'top-k': { type: 'string' },
-        'top-p': { type: 'string' },
-        'repetition-penalty': { type: 'string' },
-        'max-tokens': { type: 'string' },
-        seed: { type: 'string' },
-        stop: { type: 'string', multiple: true },
-        'no-cache': { type: 'boolean', default: false },
-        device: { type: 'string', default: 'auto' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const { values } = parsed;
+function parseGenerateFlags(argv: string[]): Flags {
+  const values = parseFlags(argv, {
+    model: { type: 'string', default: 'gpt2' },
+    prompt: { type: 'string' },
+    instruction: { type: 'string' },
+    input: { type: 'string' },
+    temperature: { type: 'string' },
+    'top-k': { type: 'string' },
+    'top-p': { type: 'string' },
+    'repetition-penalty': { type: 'string' },
+    'max-tokens': { type: 'string' },
+    seed: { type: 'string' },
+    stop: { type: 'string', multiple: true },
+    'no-cache': { type: 'boolean', default: false },
+    device: { type: 'string', default: 'auto' },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
   if (values.help) {
     console.log(USAGE);
     process.exit(0);
@@ -95,7 +85,7 @@ function parseFlags(argv: string[]): Flags {
     topK: numberFlag(values, 'top-k', int, 'an integer ≥ 0 (0 = off)'),
     topP: numberFlag(values, 'top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
     repetitionPenalty: numberFlag(values, 'repetition-penalty', (x) => x > 0, 'a number > 0 (1 = off)'),
-    maxTokens: numberFlag(values, 'max-tokens', int, 'an integer ≥ 0') ?? 256,
+    maxTokens: numberFlag(values, 'max-tokens', (x) => int(x) && x <= MAX_NEW_TOKENS, `an integer in [0, ${MAX_NEW_TOKENS}]`) ?? 256,
     seed,
     useCache: !values['no-cache'],
     stop: values.stop ?? [],
@@ -113,15 +103,30 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** Generates for one prompt: streamed to stdout, or one JSON line. */
-async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string, flags: Flags, stops: readonly string[]): Promise<GenerateResult> {
+/**
+ * A reader that went away (`| head`) closes stdout: generation then ends quietly, with exit 0, as
+ * Unix tools do, instead of an EPIPE trace.
+ */
+const outputClosed = new AbortController();
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  outputClosed.abort();
+});
+const write = (text: string) => {
+  if (!outputClosed.signal.aborted) process.stdout.write(text);
+};
+
+/** Generates for one prompt: streamed to stdout, or one JSON line. `stopped` ends it early (Ctrl-C). */
+async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string, flags: Flags, stops: readonly string[], stopped?: AbortSignal): Promise<GenerateResult> {
   const ids = tokenizer.encode(text);
-  if (!flags.json) process.stdout.write(echo);
+  if (!flags.json) write(echo);
   const result = await generate(model, ids, {
     ...flags.options,
     stop: [...(flags.options.stop ?? []), ...stops],
-    onToken: flags.json ? undefined : (event) => process.stdout.write(event.text),
+    signal: stopped ? AbortSignal.any([stopped, outputClosed.signal]) : outputClosed.signal,
+    onToken: flags.json ? undefined : (event) => write(event.text),
   });
+  if (outputClosed.signal.aborted) return result;
   const perSecond = result.newTokens / result.seconds;
   if (flags.json) {
     console.log(JSON.stringify({
@@ -129,7 +134,7 @@ async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string
       new_tokens: result.newTokens, stop_reason: result.stopReason, seed: flags.seed,
     }));
   } else {
-    process.stdout.write('\n');
+    write('\n');
     console.error(
       `[${result.newTokens} tokens in ${result.seconds.toFixed(2)} s: ${perSecond.toFixed(1)} tokens/s, ` +
         `${result.promptTokens} prompt tokens, stop: ${result.stopReason}, cache ${flags.options.useCache ? 'on' : 'off'}]`,
@@ -140,15 +145,38 @@ async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string
 
 const alpaca = (instruction: string, input = ''): string => formatInput({ instruction, input, output: '' }).prompt;
 
+/**
+ * One instruction per line. Ctrl-C during a response stops it and returns to the prompt; Ctrl-C at
+ * an empty prompt, or Ctrl-D, quits. (The terminal is in raw mode here, so Ctrl-C is a key that
+ * readline reports, not a signal.)
+ */
 async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Promise<void> {
-  console.error('One instruction per line; Ctrl-D or Ctrl-C to quit.');
+  console.error('One instruction per line; Ctrl-C stops a response; Ctrl-C at an empty prompt or Ctrl-D quits.');
   const lines = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
-  lines.on('SIGINT', () => lines.close());
+  let response: AbortController | null = null;
+  lines.on('SIGINT', () => {
+    if (response !== null) response.abort();
+    else if (lines.line === '') lines.close();
+    else {
+      // Ctrl-C on a half-typed line discards it, as a shell does.
+      lines.write(null, { ctrl: true, name: 'u' });
+      process.stderr.write('^C\n');
+      lines.prompt();
+    }
+  });
   lines.setPrompt('instruction> ');
   lines.prompt();
   // The iterator buffers lines typed while a response is being generated.
   for await (const line of lines) {
-    if (line.trim() !== '') await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS);
+    if (line.trim() !== '') {
+      response = new AbortController();
+      try {
+        await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS, response.signal);
+      } finally {
+        response = null;
+      }
+    }
+    if (outputClosed.signal.aborted) break;
     lines.prompt();
   }
 }
@@ -156,7 +184,7 @@ async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Pro
 async function main(argv: string[]): Promise<number> {
   let flags: Flags;
   try {
-    flags = parseFlags(argv);
+    flags = parseGenerateFlags(argv);
   } catch (e) {
     if (!(e instanceof UsageError) && !(e instanceof RangeError)) throw e;
     console.error(`generate: ${e.message}\n${USAGE}`);
@@ -164,20 +192,26 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     checkModelSpec(flags.model);
+    const fromStdin = flags.instruction === undefined && flags.prompt === undefined && !process.stdin.isTTY;
+    // Read (and refuse an empty prompt) before the model costs seconds or minutes to load.
+    const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
+    if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
     const backend = await initBackend(flags.device);
-    const { model, source } = await loadModel(flags.model, backend);
+    const { model, source, nonFinite } = await loadModel(flags.model, backend);
+    if (nonFinite.length > 0) {
+      const shown = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
+      console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);
+    }
     if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
     const tokenizer = new Tokenizer();
     if (flags.instruction !== undefined) {
       await run(model, tokenizer, alpaca(flags.instruction, flags.input), '', flags, INSTRUCTION_STOPS);
     } else if (flags.prompt !== undefined) {
       await run(model, tokenizer, flags.prompt, flags.prompt, flags, []);
-    } else if (process.stdin.isTTY) {
-      await interactive(model, tokenizer, flags);
+    } else if (piped !== null) {
+      await run(model, tokenizer, piped, piped, flags, []);
     } else {
-      const text = (await readStdin()).replace(/\r?\n$/, ''); // the newline echo and editors end a file with
-      if (text === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin');
-      await run(model, tokenizer, text, text, flags, []);
+      await interactive(model, tokenizer, flags);
     }
     return 0;
   } catch (e) {

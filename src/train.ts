@@ -5,68 +5,10 @@
  *   npx tsx src/train.ts --model gpt2-medium --data my.json --epochs 2
  *   npx tsx src/train.ts --resume runs/2026-11-28_10-00-00  # continue a stopped run exactly
  *
- * Progress goes to stderr; the run folder gets model.safetensors + config.json (Hugging Face
- * layout), checkpoint/ (optimizer moments and state), training.json, loss.svg and samples.json.
- * Ctrl-C finishes the step in flight, writes a checkpoint and exits; a second Ctrl-C exits at once.
- * Exit codes: 0 done (or stopped with a checkpoint), 2 bad flags, data, model or run folder
- * (nothing written), 1 anything else (a diverged loss included), 130 a second Ctrl-C.
+ * The training itself runs in a worker process (src/cli/train-main.ts) so that Ctrl-C always
+ * reaches it once and in time, whatever sits between it and the terminal (src/cli/supervise.ts).
  */
-import { ModelLoadError } from './gpt/load-model.js';
-import { WeightsError } from './gpt/safetensors.js';
-import { releaseWebGpu } from './kernels/select-backend.js';
-import { DataError } from './train/instruction-data.js';
-import { HELP, parseTrainOptions, UsageError } from './train/options.js';
-import { runTraining, type SampleAnswer } from './train/run.js';
+import { isWorker, superviseSelf } from './cli/supervise.js';
 
-function printSample(sample: SampleAnswer): void {
-  const input = sample.input ? `\nInput: ${sample.input}` : '';
-  console.log(`\n[${sample.split} entry] Instruction: ${sample.instruction}${input}`);
-  console.log(`  reference: ${sample.reference}`);
-  console.log(`  model:     ${sample.generated || '(nothing)'}`);
-}
-
-async function main(argv: string[]): Promise<number> {
-  const options = parseTrainOptions(argv);
-  if (options === 'help') {
-    console.log(HELP);
-    return 0;
-  }
-  let interrupted = false;
-  process.on('SIGINT', () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    process.stderr.write('\nstopping after the step in flight and writing a checkpoint (Ctrl-C again to quit at once)\n');
-  });
-  const result = await runTraining(options, { shouldStop: () => interrupted });
-  const last = result.records.at(-1);
-  if (result.stopped) {
-    console.log(`stopped at step ${last?.step ?? 0}; continue with: npx tsx src/train.ts --resume ${result.out}`);
-    return 0;
-  }
-  for (const sample of result.samples) printSample(sample);
-  const val = last?.val_loss === undefined ? '' : `, validation loss ${last.val_loss.toFixed(4)}`;
-  // One batch's loss is noisy (a few dozen counted tokens): the last epoch's mean says more.
-  const lastEpoch = result.records.filter((r) => r.epoch === last?.epoch);
-  const mean = lastEpoch.reduce((s, r) => s + r.loss, 0) / lastEpoch.length;
-  console.log(`\ntrained ${last?.step ?? 0} steps: mean loss over the last epoch ${mean.toFixed(4)}${val}`);
-  console.log(`model, checkpoint, training.json and loss.svg in ${result.out}`);
-  console.log(`try it: npx tsx src/generate.ts --model ${result.out} --instruction ${JSON.stringify(result.samples[0]?.instruction ?? "Name three primary colors.")}`);
-  return 0;
-}
-
-const isUserError = (e: unknown) => e instanceof UsageError || e instanceof DataError || e instanceof ModelLoadError || e instanceof WeightsError;
-
-try {
-  process.exitCode = await main(process.argv.slice(2));
-} catch (e) {
-  if (isUserError(e)) {
-    console.error(`error: ${(e as Error).message}`);
-    if (e instanceof UsageError) console.error('see: npx tsx src/train.ts --help');
-    process.exitCode = 2;
-  } else {
-    console.error(e instanceof Error && e.name === 'Error' ? `error: ${e.message}` : e);
-    process.exitCode = 1;
-  }
-} finally {
-  releaseWebGpu();
-}
+if (isWorker()) await import('./cli/train-main.js');
+else process.exitCode = await superviseSelf();

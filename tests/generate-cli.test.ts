@@ -111,9 +111,9 @@ describe('errors: exit code 2 and a message', () => {
     [['--bogus'], /Unknown option '--bogus'/],
     [['--model', 'tiny', '--prompt', 'x', 'stray'], /positional/],
     [['--model', 'tiny', '--prompt', 'x', '--temperature=-1'], /--temperature must be a number ≥ 0/],
-    [['--model', 'tiny', '--prompt', 'x', '--temperature', '-1'], /--temperature' argument is ambiguous/], // parseArgs' own message
+    [['--model', 'tiny', '--prompt', 'x', '--temperature', '-1'], /--temperature must be a number ≥ 0 \(0 = greedy\), got "-1"/],
     [['--model', 'tiny', '--prompt', 'x', '--top-p', '1.5'], /--top-p must be in \(0, 1\]/],
-    [['--model', 'tiny', '--prompt', 'x', '--max-tokens', 'ten'], /--max-tokens must be an integer ≥ 0, got "ten"/],
+    [['--model', 'tiny', '--prompt', 'x', '--max-tokens', 'ten'], /--max-tokens must be an integer in \[0, 1048576\], got "ten"/],
     [['--model', 'tiny', '--prompt', 'x', '--device', 'tpu'], /--device must be auto, webgpu or cpu/],
     [['--model', 'tiny', '--prompt', 'x', '--instruction', 'y'], /--prompt or --instruction, not both/],
     [['--model', 'tiny', '--input', 'y'], /--input goes with --instruction/],

@@ -96,10 +96,8 @@ describe('loadInstructionFile', () => {
     expect(errorOf(path).message).toBe(`${path}: no such file`);
   });
 
-  it('reports a file that cannot be read', () => {
-    const { message } = errorOf(dir);
-    expect(message.startsWith(`${dir}: cannot be read (`)).toBe(true);
-    expect(message).toContain('EISDIR');
+  it('refuses a folder, naming it, before reading anything', () => {
+    expect(errorOf(dir).message).toBe(`${dir}: is a folder, not a data file`);
   });
 
   it('reports invalid JSON with the position, line and column', () => {

@@ -5,17 +5,19 @@
  * `lm_head.weight`, the causal-mask buffers, and the book-style names of the course notebook's
  * GPTModel (`tok_emb`, `trf_blocks.N.att.W_query`, … in nn.Linear [out, in] layout).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configFromJson, configToJson, isTied, type GPT2Config } from './config.js';
-import { atomicWrite, readSafetensors, WeightsError, writeSafetensors, type HostTensor, type StateDict } from './safetensors.js';
+import { atomicWrite, readSafetensors, WeightsError, writeSafetensors, type HostTensor, type StateDict, type TensorHeader } from './safetensors.js';
 
 /** What callers hand in: the model's own host tensors have read-only shapes. */
 type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array };
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
+/** A transformers config.json is a few kilobytes. */
+const MAX_CONFIG_BYTES = 1 << 20;
 
 /** Every tensor the model has, with its shape: the contract of a normalised state dict. */
 export function expectedShapes(config: GPT2Config): Map<string, number[]> {
@@ -175,11 +177,61 @@ export function normalizeStateDict(raw: ReadonlyMap<string, HostTensor>, config:
   return out;
 }
 
+/** Tensors holding NaN or ±Infinity, with how many such values each holds. */
+export function nonFiniteTensors(dict: ReadonlyMap<string, { readonly data: Float32Array }>): { name: string; count: number }[] {
+  const found: { name: string; count: number }[] = [];
+  for (const [name, { data }] of dict) {
+    let count = 0;
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) count++;
+    if (count > 0) found.push({ name, count });
+  }
+  return found;
+}
+
+/**
+ * The shape a raw file name must have under `config`, through the same renames as
+ * normalizeStateDict; undefined for a name the model does not know.
+ */
+function expectedRawShape(rawName: string, config: GPT2Config, expected: ReadonlyMap<string, number[]>): readonly number[] | 'buffer' | undefined {
+  const name = rawName.startsWith('transformer.') ? rawName.slice('transformer.'.length) : rawName;
+  const { n_embd: C, vocab_size: V } = config;
+  if (IGNORED.test(name)) return 'buffer';
+  const fused = BOOK_QKV.exec(name);
+  if (fused) return fused[3] === 'weight' ? [C, C] : [C];
+  if (name === 'lm_head.weight' || name === 'out_head.weight') return [V, C];
+  const rename = BOOK_RENAMES.find(([pattern]) => pattern.test(name));
+  const target = rename ? name.replace(rename[0], rename[1]) : name;
+  const shape = expected.get(target);
+  return shape && rename?.[2] ? [...shape].reverse() : shape;
+}
+
+/**
+ * Checks a safetensors header against the config before any tensor data is read, so that what is
+ * read is bounded by what the config allows: an unknown name, a wrong shape, or a buffer (the
+ * causal masks) larger than the context's square is refused by name.
+ */
+export function checkHeader(tensors: readonly TensorHeader[], config: GPT2Config, file: string): void {
+  const expected = expectedShapes(config);
+  const problems: string[] = [];
+  for (const { name, shape } of tensors) {
+    const want = expectedRawShape(name, config, expected);
+    if (want === undefined) problems.push(`unexpected tensor ${name} ${show(shape)}`);
+    else if (want === 'buffer') {
+      if (shape.reduce((a, b) => a * b, 1) > config.n_positions ** 2) problems.push(`${name} ${show(shape)} is larger than a causal mask of the context`);
+    } else if (show(shape) !== show(want)) problems.push(`${name} has shape ${show(shape)}, expected ${show(want)}`);
+  }
+  if (problems.length > 0) throw new WeightsError(`${file}: does not match ${CONFIG_FILE} (nothing was read):\n  ${problems.slice(0, 20).join('\n  ')}`);
+}
+
 /** Why `folder` cannot be loaded as a GPT-2 checkpoint, or null when it can. */
 export function modelFolderProblem(folder: string): string | null {
   if (!existsSync(folder)) return `${folder} does not exist`;
+  if (!statSync(folder).isDirectory()) return `${folder} is a file, not a model folder (a GPT-2 model folder holds ${CONFIG_FILE} + ${WEIGHTS_FILE})`;
   const missing = [CONFIG_FILE, WEIGHTS_FILE].filter((f) => !existsSync(join(folder, f)));
-  if (missing.length === 0) return null;
+  if (missing.length === 0) {
+    const special = [CONFIG_FILE, WEIGHTS_FILE].find((f) => !statSync(join(folder, f)).isFile());
+    return special === undefined ? null : `${join(folder, special)} is not a regular file`;
+  }
   const bin = missing.includes(WEIGHTS_FILE) && existsSync(join(folder, 'pytorch_model.bin'))
     ? ` It holds pytorch_model.bin, which is not read (only safetensors): convert it with python -c "from transformers import GPT2LMHeadModel as M; M.from_pretrained('${folder}').save_pretrained('${folder}')"`
     : '';
@@ -187,10 +239,11 @@ export function modelFolderProblem(folder: string): string | null {
 }
 
 /** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked. */
-export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Config; weights: StateDict }> {
+export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
   const problem = modelFolderProblem(folder);
   if (problem !== null) throw new WeightsError(problem);
   const configPath = join(folder, CONFIG_FILE);
+  if (statSync(configPath).size > MAX_CONFIG_BYTES) throw new WeightsError(`${configPath}: ${statSync(configPath).size} bytes is no config (at most ${MAX_CONFIG_BYTES})`);
   let json: unknown;
   try {
     json = JSON.parse(await readFile(configPath, 'utf8'));
@@ -199,9 +252,10 @@ export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Con
   }
   const config = configFromJson(json, configPath);
   const weightsPath = join(folder, WEIGHTS_FILE);
-  const weights = normalizeStateDict(await readSafetensors(weightsPath), config, weightsPath);
+  const raw = await readSafetensors(weightsPath, { checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
+  const weights = normalizeStateDict(raw, config, weightsPath);
   checkStateDict(weights, config, weightsPath);
-  return { config, weights };
+  return { config, weights, nonFinite: nonFiniteTensors(weights) };
 }
 
 /**

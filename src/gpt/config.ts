@@ -50,12 +50,19 @@ function fail(source: string, message: string): never {
   throw new Error(`${source}: ${message}`);
 }
 
-function positiveInteger(obj: Record<string, unknown>, key: string, source: string): number {
+/**
+ * Bounds far above any GPT-2 (XL: n_embd 1600, 48 layers, 1024 positions): past them a config is a
+ * mistake, refused before anything the size of the model is allocated.
+ */
+const SIZE_LIMITS = { n_embd: 1 << 16, n_layer: 1 << 10, n_head: 1 << 10, n_positions: 1 << 20, vocab_size: 1 << 24 } as const;
+
+function positiveInteger(obj: Record<string, unknown>, key: keyof typeof SIZE_LIMITS, source: string): number {
   const value = obj[key];
   if (value === undefined) fail(source, `missing required key "${key}"`);
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
     fail(source, `"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
   }
+  if (value > SIZE_LIMITS[key]) fail(source, `"${key}" is ${value}, more than any GPT-2 could use (at most ${SIZE_LIMITS[key]})`);
   return value;
 }
 

@@ -71,9 +71,11 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: readonly string[];
   /** Where context warnings go. Default: console.warn. */
   onWarning?: (message: string) => void;
+  /** Ends generation before the next step once aborted (Ctrl-C, a closed output, a client gone). */
+  signal?: AbortSignal;
 }
 
-export type StopReason = 'eos' | 'stop' | 'length';
+export type StopReason = 'eos' | 'stop' | 'length' | 'aborted';
 
 export interface GenerateResult {
   /** New token ids, without the end-of-text token. */
@@ -185,6 +187,14 @@ export async function* generateBatchStream(
     let fed = 0; // positions fed so far (absolute)
     let next = Math.min(...sequences.map((s) => s.promptLength)); // positions to feed this step
     while (true) {
+      if (options.signal?.aborted) {
+        for (const s of sequences) {
+          if (s.done !== null) continue;
+          s.done = 'aborted';
+          s.text += s.utf8.end();
+        }
+        break;
+      }
       if (fed + next - start > context) {
         // The window is full: restart it at the last ⌈context/2⌉ tokens, the one to feed included.
         start = fed + 1 - Math.ceil(context / 2);

@@ -28,6 +28,8 @@ export interface LoadedModel {
   config: GPT2Config;
   /** Where the weights came from: "random init (tiny)" or a folder. */
   source: string;
+  /** Tensors of the file holding NaN or ±Infinity, and how many: training refuses them, generation warns. */
+  nonFinite: { name: string; count: number }[];
 }
 
 /** "./run", "../x", "/abs", "~/x", "a/b/c": meant as a folder, never as a hub repo owner/name. */
@@ -61,7 +63,7 @@ export async function loadModel(spec: string, backend: Backend, options: LoadMod
   if (resolved.kind === 'preset-random') {
     const model = new GPT2(resolved.config, backend);
     initializeWeights(model, options.seed ?? 0);
-    return { model: model.eval(), config: resolved.config, source: `random init (${resolved.name})` };
+    return { model: model.eval(), config: resolved.config, source: `random init (${resolved.name})`, nonFinite: [] };
   }
   let loaded;
   try {
@@ -69,9 +71,9 @@ export async function loadModel(spec: string, backend: Backend, options: LoadMod
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }
-  const { config, weights } = loaded;
+  const { config, weights, nonFinite } = loaded;
   const model = new GPT2(config, backend, { untiedHead: !isTied(config) });
   model.loadStateDict(weights, resolved.folder);
-  return { model: model.eval(), config, source: resolved.folder };
+  return { model: model.eval(), config, source: resolved.folder, nonFinite };
 }
 

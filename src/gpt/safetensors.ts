@@ -9,7 +9,7 @@
  * the target, so a crash never leaves a half-written file under the real name.
  * Typed-array views are used as little-endian: true of every platform Node runs on.
  */
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export interface HostTensor {
@@ -147,8 +147,24 @@ async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file:
   return out;
 }
 
+/** A tensor as the header declares it, before any of its data is read. */
+export interface TensorHeader {
+  name: string;
+  shape: readonly number[];
+}
+
+export interface ReadOptions {
+  /**
+   * Sees the header's tensors before any data is read, and throws to refuse them: the caller knows
+   * what shapes to expect, so a file naming one huge tensor costs nothing before it is rejected.
+   */
+  checkHeader?(tensors: readonly TensorHeader[]): void;
+}
+
 /** Every tensor of a safetensors file as f32, in header order. */
-export async function readSafetensors(file: string): Promise<StateDict> {
+export async function readSafetensors(file: string, options: ReadOptions = {}): Promise<StateDict> {
+  // Checked before opening: opening a FIFO would wait for a writer.
+  if (!(await stat(file)).isFile()) throw new WeightsError(`${file}: not a regular file`);
   const fh = await open(file, 'r');
   try {
     const { size } = await fh.stat();
@@ -171,8 +187,10 @@ export async function readSafetensors(file: string): Promise<StateDict> {
       throw new WeightsError(`${file}: the header is not valid UTF-8`);
     }
     const dataStart = 8 + headerBytes.length;
+    const entries = parseHeader(text, size - dataStart, file);
+    options.checkHeader?.(entries);
     const out: StateDict = new Map();
-    for (const entry of parseHeader(text, size - dataStart, file)) {
+    for (const entry of entries) {
       out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file) });
     }
     return out;

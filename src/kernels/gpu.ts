@@ -250,6 +250,9 @@ export class Gpu {
     const done = promise.finally(() => {
       settled = true;
     });
+    // Awaited once the loop sees it settled; a rejection before then (the device released while
+    // waiting) must not count as unhandled meanwhile.
+    done.catch(() => {});
     while (!settled) {
       Atomics.wait(sleepCell, 0, 0, POLL_SLEEP_MS);
       await new Promise((resolve) => setImmediate(resolve)); // lets Dawn's queued poll run
@@ -300,12 +303,13 @@ export class Gpu {
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: 'main' },
     });
-    this.pendingChecks.push(
-      this.device.popErrorScope().then(async (error) => {
-        if (error === null) return null;
-        return new Error(`kernel ${key} failed to compile:\n${await compilerMessages(module, code)}\n${error.message}`);
-      }),
-    );
+    const check = this.device.popErrorScope().then(async (error) => {
+      if (error === null) return null;
+      return new Error(`kernel ${key} failed to compile:\n${await compilerMessages(module, code)}\n${error.message}`);
+    });
+    // Awaited at the next sync point; one still pending when the device is released rejects unawaited.
+    check.catch(() => {});
+    this.pendingChecks.push(check);
     const compiled = { id: this.pipelines.size, pipeline, layout };
     this.pipelines.set(key, compiled);
     return compiled;

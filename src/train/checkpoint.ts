@@ -1,19 +1,23 @@
 /**
  * Checkpoints: a run's folder holds `model.safetensors` + `config.json` (Hugging Face layout, what
- * `generate.ts` and transformers load) and `checkpoint/` with the optimizer moments and the
- * training state.
+ * `generate.ts` and transformers load) and `checkpoint/` with the optimizer moments, the training
+ * state and the step records up to it.
  *
- * Atomicity: a checkpoint is written whole into a fresh temporary folder, then swapped in with two
- * renames (old → checkpoint.old, new → checkpoint); the model file at the top is a hard link into it,
- * replaced by a rename. A crash at any point leaves either the new checkpoint or the previous one
- * complete: `loadCheckpoint` falls back to checkpoint.old when the swap was cut in half.
+ * Atomicity: a checkpoint is written whole into a staging folder, `state.json` last (its presence
+ * marks the folder complete), then swapped in with two renames (checkpoint → checkpoint.old,
+ * staging → checkpoint); the model file at the top is a hard link into it, replaced by a rename.
+ * Crashes at any points, even two in a row, leave a complete checkpoint in one of checkpoint,
+ * checkpoint.old or a staging folder: `loadCheckpoint` takes the newest complete one, and
+ * `promoteCheckpoint` makes it the live one again before a resumed run writes anything.
+ *
+ * Only finite weights and moments are written: a checkpoint is what a diverged run falls back to.
  */
 import { existsSync } from 'node:fs';
-import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPT2Config } from '../gpt/config.js';
-import { saveGpt2Weights } from '../gpt/checkpoint-names.js';
-import { readSafetensors, writeSafetensors, type StateDict } from '../gpt/safetensors.js';
+import { nonFiniteTensors, saveGpt2Weights } from '../gpt/checkpoint-names.js';
+import { atomicWrite, readSafetensors, writeSafetensors, type StateDict } from '../gpt/safetensors.js';
 import type { GPT2 } from '../gpt/model.js';
 import type { HostTensor } from '../nn/module.js';
 import { tensor } from '../tensor/create.js';
@@ -29,6 +33,20 @@ export interface TrainingState {
 }
 
 const CHECKPOINT = 'checkpoint';
+const OLD = `${CHECKPOINT}.old`;
+const STAGING_PREFIX = `${CHECKPOINT}.tmp-`;
+const STATE_FILE = 'state.json';
+const RECORDS_FILE = 'training.json';
+const TOP_LEVEL_FILES = ['model.safetensors', 'config.json'];
+
+/** Weights or moments that are NaN or infinite: never written, since a checkpoint must be a safe place to return to. */
+export class NonFiniteState extends Error {
+  override name = 'NonFiniteState';
+  constructor(readonly tensors: { name: string; count: number }[]) {
+    const shown = tensors.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
+    super(`non-finite values in ${tensors.length} tensor${tensors.length === 1 ? '' : 's'} (${shown}${tensors.length > 3 ? ', …' : ''})`);
+  }
+}
 
 async function hostStateDict(model: GPT2): Promise<StateDict> {
   const out: StateDict = new Map();
@@ -36,53 +54,156 @@ async function hostStateDict(model: GPT2): Promise<StateDict> {
   return out;
 }
 
+async function stagingFolders(outDir: string): Promise<string[]> {
+  const names = existsSync(outDir) ? await readdir(outDir) : [];
+  return names.filter((n) => n.startsWith(STAGING_PREFIX)).map((n) => join(outDir, n));
+}
+
+const writeJson = (path: string, value: unknown) => atomicWrite(path, (fh) => fh.writeFile(JSON.stringify(value, null, 1)));
+
+/** Points the model files at the top of the run folder at the live checkpoint's (hard links, swapped by rename). */
+async function linkTopLevel(outDir: string): Promise<void> {
+  for (const file of TOP_LEVEL_FILES) {
+    const tmp = join(outDir, `${file}.tmp-${process.pid}`);
+    await rm(tmp, { force: true });
+    await link(join(outDir, CHECKPOINT, file), tmp);
+    await rename(tmp, join(outDir, file));
+  }
+}
+
+/**
+ * Writes a checkpoint of the model, the optimizer and the records so far, replacing the previous one
+ * only once it is complete. Throws NonFiniteState, writing nothing, if a weight or moment is not finite.
+ * The caller holds the run folder's lock, so leftover staging folders are no other process's.
+ */
 export async function saveCheckpoint(
   outDir: string,
   model: GPT2,
   config: GPT2Config,
   optimizer: AdamW,
   state: TrainingState,
+  records: readonly StepRecord[] = [],
 ): Promise<void> {
-  const staging = join(outDir, `${CHECKPOINT}.tmp-${process.pid}`);
-  await rm(staging, { recursive: true, force: true });
-  await mkdir(staging, { recursive: true });
-  await saveGpt2Weights(staging, config, await hostStateDict(model));
+  const weights = await hostStateDict(model);
   const moments: StateDict = new Map();
   for (const [name, { m, v }] of optimizer.moments) {
     moments.set(`m.${name}`, { shape: [...m.shape], data: await m.toFloat32() });
     moments.set(`v.${name}`, { shape: [...v.shape], data: await v.toFloat32() });
   }
+  const broken = [...nonFiniteTensors(weights), ...nonFiniteTensors(moments)];
+  if (broken.length > 0) throw new NonFiniteState(broken);
+
+  // Earlier crashes' staging folders are older than the live checkpoint (promoteCheckpoint saw to it).
+  for (const leftover of await stagingFolders(outDir)) await rm(leftover, { recursive: true, force: true });
+  const staging = join(outDir, `${STAGING_PREFIX}${process.pid}`);
+  await mkdir(staging, { recursive: true });
+  await saveGpt2Weights(staging, config, weights);
   await writeSafetensors(join(staging, 'optimizer.safetensors'), moments);
-  await writeFile(join(staging, 'state.json'), JSON.stringify({ ...state, optimizerStep: optimizer.step }, null, 2));
+  await writeJson(join(staging, RECORDS_FILE), records);
+  await writeJson(join(staging, STATE_FILE), { ...state, optimizerStep: optimizer.step });
 
   const current = join(outDir, CHECKPOINT);
-  const old = join(outDir, `${CHECKPOINT}.old`);
+  const old = join(outDir, OLD);
   await rm(old, { recursive: true, force: true });
   if (existsSync(current)) await rename(current, old);
   await rename(staging, current);
   await rm(old, { recursive: true, force: true });
-  for (const file of ['model.safetensors', 'config.json']) {
-    const tmp = join(outDir, `${file}.tmp-${process.pid}`);
-    await rm(tmp, { force: true });
-    await link(join(current, file), tmp);
-    await rename(tmp, join(outDir, file));
-  }
+  await linkTopLevel(outDir);
 }
 
 export interface LoadedCheckpoint {
   folder: string;
   state: TrainingState;
   moments: StateDict;
+  /** The step records up to the checkpoint; null for a checkpoint written before they were kept in it. */
+  records: StepRecord[] | null;
 }
 
-/** The newest complete checkpoint of a run folder, or a clear error. */
-export async function loadCheckpoint(outDir: string): Promise<LoadedCheckpoint> {
-  const candidates = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)];
-  const folder = candidates.find((c) => existsSync(join(c, 'state.json')));
-  if (folder === undefined) throw new Error(`${outDir} holds no checkpoint to resume (expected ${candidates[0]}/state.json)`);
-  const state = JSON.parse(await readFile(join(folder, 'state.json'), 'utf8')) as TrainingState;
+const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+
+/** A state.json's contents, checked field by field; `file` names it in the error. */
+export function parseTrainingState(text: string, file: string): TrainingState {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const fail = (what: string): never => {
+    throw new Error(`${file}: ${what}`);
+  };
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('expected a JSON object');
+  const state = json as Record<string, unknown>;
+  const position = state.position as Record<string, unknown> | null | undefined;
+  if (typeof position !== 'object' || position === null) return fail('"position" is missing or not an object');
+  for (const key of ['step', 'epoch', 'batchInEpoch']) {
+    if (!isCount(position[key])) fail(`position.${key} must be an integer ≥ 0, got ${JSON.stringify(position[key])}`);
+  }
+  for (const key of ['optimizerStep', 'seed']) {
+    if (!isCount(state[key])) fail(`"${key}" must be an integer ≥ 0, got ${JSON.stringify(state[key])}`);
+  }
+  if (typeof state.flags !== 'object' || state.flags === null || Array.isArray(state.flags)) fail('"flags" is missing or not an object');
+  return state as unknown as TrainingState;
+}
+
+async function readCandidate(folder: string): Promise<LoadedCheckpoint> {
+  const stateFile = join(folder, STATE_FILE);
+  if (!existsSync(stateFile)) throw new Error(`${folder}: incomplete (no ${STATE_FILE})`);
+  const state = parseTrainingState(await readFile(stateFile, 'utf8'), stateFile);
+  for (const file of [...TOP_LEVEL_FILES, 'optimizer.safetensors']) {
+    if (!existsSync(join(folder, file))) throw new Error(`${folder}: lacks ${file}`);
+  }
   const moments = await readSafetensors(join(folder, 'optimizer.safetensors'));
-  return { folder, state, moments };
+  let records: StepRecord[] | null = null;
+  try {
+    const parsed: unknown = JSON.parse(await readFile(join(folder, RECORDS_FILE), 'utf8'));
+    if (Array.isArray(parsed)) records = parsed as StepRecord[];
+  } catch {
+    // Older checkpoints kept no records: the run folder's training.json stands in.
+  }
+  return { folder, state, moments, records };
+}
+
+/**
+ * The newest complete checkpoint of a run folder (the live one, the previous one, or one left in
+ * staging by a crash), or an error listing why each candidate cannot be used.
+ */
+export async function loadCheckpoint(outDir: string): Promise<LoadedCheckpoint> {
+  const candidates = [join(outDir, CHECKPOINT), join(outDir, OLD), ...(await stagingFolders(outDir))].filter((c) => existsSync(c));
+  let best: LoadedCheckpoint | null = null;
+  const problems: string[] = [];
+  for (const folder of candidates) {
+    try {
+      const loaded = await readCandidate(folder);
+      if (best === null || loaded.state.optimizerStep > best.state.optimizerStep) best = loaded;
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  if (best !== null) return best;
+  const why = problems.length > 0 ? `:\n  ${problems.join('\n  ')}` : ` (expected ${join(outDir, CHECKPOINT, STATE_FILE)})`;
+  throw new Error(`${outDir} holds no complete checkpoint to resume${why}`);
+}
+
+/**
+ * Makes `loaded` the live checkpoint (if a crash left it as checkpoint.old or in staging) and removes
+ * every other copy, each step keeping `loaded` whole: afterwards saveCheckpoint's swap is safe again.
+ */
+export async function promoteCheckpoint(outDir: string, loaded: LoadedCheckpoint): Promise<LoadedCheckpoint> {
+  const current = join(outDir, CHECKPOINT);
+  const old = join(outDir, OLD);
+  if (loaded.folder !== current) {
+    if (loaded.folder !== old) {
+      await rm(old, { recursive: true, force: true });
+      if (existsSync(current)) await rename(current, old);
+    } else {
+      await rm(current, { recursive: true, force: true });
+    }
+    await rename(loaded.folder, current);
+  }
+  for (const other of [old, ...(await stagingFolders(outDir))]) await rm(other, { recursive: true, force: true });
+  await linkTopLevel(outDir);
+  return { ...loaded, folder: current };
 }
 
 /** Puts saved moments back into the optimizer (shapes checked against the model's parameters). */
@@ -102,8 +223,12 @@ export function restoreOptimizer(optimizer: AdamW, moments: StateDict, step: num
   optimizer.step = step;
 }
 
+/**
+ * The run folder's training.json: the log a user reads while the run goes on, replaced by a rename
+ * but not synced (it is rewritten every step; the checkpoint keeps its own synced copy).
+ */
 export async function writeRecords(outDir: string, records: readonly StepRecord[]): Promise<void> {
-  const tmp = join(outDir, `training.json.tmp-${process.pid}`);
+  const tmp = join(outDir, `${RECORDS_FILE}.tmp-${process.pid}`);
   await writeFile(tmp, JSON.stringify(records, null, 1));
-  await rename(tmp, join(outDir, 'training.json'));
+  await rename(tmp, join(outDir, RECORDS_FILE));
 }

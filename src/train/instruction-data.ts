@@ -6,7 +6,7 @@
  * string, or absent or null (both meaning "no input", as Alpaca-style files written by pandas have);
  * other keys are ignored. Every violation is a DataError naming the file, the entry and the field.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { EOS_ID, type Tokenizer } from '../gpt/tokenizer.js';
 
 export interface InstructionEntry {
@@ -64,11 +64,20 @@ function entryFrom(value: unknown, index: number, path: string): InstructionEntr
   return { instruction: required('instruction'), input, output: required('output') };
 }
 
+/** JSON.parse holds the text and the parsed entries at once: beyond this a data set is better split. */
+const MAX_DATA_BYTES = 512 * 2 ** 20;
+
 export function loadInstructionFile(path: string): InstructionEntry[] {
   let text: string;
   try {
+    // Checked before reading: a FIFO or a device would be waited on, or read without end.
+    const info = statSync(path);
+    if (info.isDirectory()) throw new DataError(`${path}: is a folder, not a data file`);
+    if (!info.isFile()) throw new DataError(`${path}: not a regular file`);
+    if (info.size > MAX_DATA_BYTES) throw new DataError(`${path}: ${(info.size / 2 ** 20).toFixed(0)} MiB, more than the ${MAX_DATA_BYTES / 2 ** 20} MiB a data file may have`);
     text = readFileSync(path, 'utf8').replace(/^\uFEFF/, ''); // editors on Windows may start the file with a BOM
   } catch (e) {
+    if (e instanceof DataError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new DataError(code === 'ENOENT' ? `${path}: no such file` : `${path}: cannot be read (${(e as Error).message})`);
   }

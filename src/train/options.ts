@@ -2,9 +2,9 @@
  * The training command's flags: parsed strictly (an unknown flag is an error), each value checked,
  * with defaults that run the complete demo when no flag is given.
  */
-import { parseArgs } from 'node:util';
+import { decimal, parseFlags, UsageError } from '../cli/flags.js';
 
-export class UsageError extends Error {}
+export { UsageError };
 
 export interface TrainOptions {
   model: string;
@@ -73,12 +73,12 @@ on the project's own data set (data/instructions.json).
   --max-length <n>           context of the training inputs, in tokens (default: the model's)
   --device <d>               webgpu, cpu or auto (default: auto)
   --resume <folder>          continue a run from its checkpoint, with the flags it was started with
-  --help                     this text`;
+  -h, --help                 this text`;
 
 function number(name: string, raw: string | undefined, fallback: number, check: (x: number) => boolean, rule: string): number {
   if (raw === undefined) return fallback;
-  const x = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${rule}, got "${raw}"`);
+  const x = decimal(raw);
+  if (!Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${rule}, got "${raw}"`);
   return x;
 }
 
@@ -86,39 +86,29 @@ const positiveInt = (x: number) => Number.isInteger(x) && x > 0;
 const nonNegativeInt = (x: number) => Number.isInteger(x) && x >= 0;
 
 export function parseTrainOptions(argv: string[]): TrainOptions | 'help' {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: 'string' },
-        data: { type: 'string' },
-        out: { type: 'string' },
-        epochs: { type: 'string' },
-        'batch-size': { type: 'string' },
-        lr: { type: 'string' },
-        'weight-decay': { type: 'string' },
-        'lr-schedule': { type: 'string' },
-        'warmup-steps': { type: 'string' },
-        'max-steps': { type: 'string' },
-        'grad-accum': { type: 'string' },
-        clip: { type: 'string' },
-        seed: { type: 'string' },
-        'no-shuffle': { type: 'boolean' },
-        'val-fraction': { type: 'string' },
-        'eval-every': { type: 'string' },
-        'mask-prompt': { type: 'boolean' },
-        'max-length': { type: 'string' },
-        device: { type: 'string' },
-        resume: { type: 'string' },
-        help: { type: 'boolean' },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(argv, {
+    model: { type: 'string' },
+    data: { type: 'string' },
+    out: { type: 'string' },
+    epochs: { type: 'string' },
+    'batch-size': { type: 'string' },
+    lr: { type: 'string' },
+    'weight-decay': { type: 'string' },
+    'lr-schedule': { type: 'string' },
+    'warmup-steps': { type: 'string' },
+    'max-steps': { type: 'string' },
+    'grad-accum': { type: 'string' },
+    clip: { type: 'string' },
+    seed: { type: 'string' },
+    'no-shuffle': { type: 'boolean' },
+    'val-fraction': { type: 'string' },
+    'eval-every': { type: 'string' },
+    'mask-prompt': { type: 'boolean' },
+    'max-length': { type: 'string' },
+    device: { type: 'string' },
+    resume: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   if (values.help) return 'help';
   if (values.resume !== undefined) {
     const others = Object.keys(values).filter((name) => name !== 'resume' && name !== 'device');

@@ -49,6 +49,12 @@ export class Progress {
     }
   }
 
+  /** A transient status (validation progress, say) in place of the progress line; on a pipe, only when `plain`. */
+  status(text: string, plain: boolean): void {
+    if (this.tty) this.stream.write(`\r${text}\x1b[K`);
+    else if (plain) this.stream.write(text + '\n');
+  }
+
   /** Prints a message on its own line without breaking the progress line. */
   log(message: string): void {
     this.stream.write(this.tty ? `\r\x1b[K${message}\n` : message + '\n');

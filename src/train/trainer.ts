@@ -57,6 +57,8 @@ export interface TrainingPosition {
 export interface TrainerHooks {
   /** Called after each step's loss is known (in step order). */
   onStep?(record: StepRecord, position: TrainingPosition): void | Promise<void>;
+  /** Called after each batch of a validation pass (a large held-out set takes minutes). */
+  onValidationProgress?(batchesDone: number, batches: number): void;
   /** Called after each validation with the mean validation loss. */
   onValidation?(valLoss: number, position: TrainingPosition): void | Promise<void>;
   /** Called when a checkpoint is due: at each epoch's end, at the end, and when stopped. */
@@ -66,8 +68,9 @@ export interface TrainerHooks {
 }
 
 export class TrainingDiverged extends Error {
-  constructor(readonly step: number, readonly loss: number, checkpointNote?: string) {
-    super(`the loss became ${loss} at step ${step}: training stopped${checkpointNote ? `; ${checkpointNote}` : ''} (try a lower --lr, or --clip 1)`);
+  override name = 'TrainingDiverged';
+  constructor(readonly step: number, readonly loss: number, message = `the loss became ${loss} at step ${step}`) {
+    super(message);
   }
 }
 
@@ -131,12 +134,11 @@ export class Trainer {
         const lr = this.lrAt(this.position.step);
         const { loss, tokens } = this.step(micro.map((b) => collate(b.map((i) => this.train[i]), config.contextLength, { maskPrompt: config.maskPrompt })), lr);
         this.position = { step: this.position.step + 1, epoch, batchInEpoch: this.position.batchInEpoch + micro.length };
-        const current: PendingStep = {
-          record: { step: this.position.step, epoch, lr, tokens },
-          position: { ...this.position },
-          loss,
-          value: loss.item(),
-        };
+        const value = loss.item();
+        // If the previous step's loss stops the run, nobody awaits this one: its rejection (the
+        // device released meanwhile) must not surface as an unhandled error.
+        value.catch(() => {});
+        const current: PendingStep = { record: { step: this.position.step, epoch, lr, tokens }, position: { ...this.position }, loss, value };
         if (pending) await this.finish(pending);
         pending = current;
         const evalDue = config.evalEvery > 0 && this.position.step % config.evalEvery === 0;
@@ -220,7 +222,9 @@ export class Trainer {
     this.model.eval();
     let weighted = 0;
     let count = 0;
-    for (const indices of batchesOf(this.val.map((_, i) => i), this.config.batchSize)) {
+    const batches = batchesOf(this.val.map((_, i) => i), this.config.batchSize);
+    for (const [done, indices] of batches.entries()) {
+      this.hooks.onValidationProgress?.(done, batches.length);
       const batch = collate(indices.map((i) => this.val[i]), this.config.contextLength, { maskPrompt: this.config.maskPrompt });
       const counted = batch.mask.reduce((n, m) => n + m, 0);
       if (counted === 0) continue;
@@ -231,6 +235,8 @@ export class Trainer {
     }
     this.model.train();
     const valLoss = weighted / count;
+    // These weights give NaN on held-out data: they must not become a checkpoint.
+    if (!Number.isFinite(valLoss)) throw new TrainingDiverged(this.position.step, valLoss, `the validation loss became ${valLoss} after step ${this.position.step}`);
     const last = this.records.at(-1);
     if (last) last.val_loss = valLoss;
     await this.hooks.onValidation?.(valLoss, this.position);
