@@ -13,6 +13,8 @@ import { constants } from 'node:os';
 
 const WORKER_MARK = 'GPT2_WEBGPU_WORKER';
 const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** Copies of one signal closer together than this are one press (a person's second Ctrl-C comes later). */
+const REPEAT_MS = 300;
 
 /** True in the worker that `superviseSelf` started. */
 export const isWorker = (): boolean => process.env[WORKER_MARK] === '1';
@@ -28,7 +30,15 @@ export function superviseSelf(): Promise<number> {
     detached: true,
     env: { ...process.env, [WORKER_MARK]: '1' },
   });
-  const relay = (signal: NodeJS.Signals) => child.kill(signal);
+  // tsx's CLI sends a signal again when its first copy seems unanswered (30 ms, a busy host): one
+  // press is one signal to the worker, whose second would mean "quit at once".
+  const lastRelayed = new Map<NodeJS.Signals, number>();
+  const relay = (signal: NodeJS.Signals) => {
+    const now = performance.now();
+    if (now - (lastRelayed.get(signal) ?? -Infinity) < REPEAT_MS) return;
+    lastRelayed.set(signal, now);
+    child.kill(signal);
+  };
   for (const signal of RELAYED) process.on(signal, relay);
   return new Promise((resolve, reject) => {
     child.on('error', reject);
