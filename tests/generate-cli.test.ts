@@ -4,7 +4,7 @@
  * folder as written by saveGpt2Weights with an Alpaca instruction, a prompt piped on stdin, and exit
  * code 2 with a message for bad flags, bad values and missing model folders.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { GPT2 } from '../src/gpt/model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { formatInput } from '../src/train/instruction-data.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
+import { randomGpt2Weights } from './helpers/weights-fixtures.js';
 
 const gpu = await webgpuOrSkip();
 const tokenizer = new Tokenizer();
@@ -106,6 +107,30 @@ describe('streaming to stdout', () => {
   });
 });
 
+describe('a closed stdout (| head)', () => {
+  it('ends generation quietly with exit 0', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/generate.ts', '--model', 'tiny', '--prompt', 'Hello', '--max-tokens', '400', '--device', 'cpu', '--seed', '1', '--temperature', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.once('data', () => child.stdout.destroy()); // what head does after its first bytes
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).not.toMatch(/EPIPE|Error/);
+    expect(code).toBe(0);
+  });
+});
+
+describe('non-finite weights', () => {
+  it('generate warns, naming the tensor and the count, and goes on', async () => {
+    const dir = join(scratch, 'nan-model');
+    const weights = randomGpt2Weights(PRESETS.tiny, 5);
+    weights.get('h.1.mlp.c_fc.weight')!.data.fill(NaN, 0, 3);
+    await saveGpt2Weights(dir, PRESETS.tiny, weights);
+    const run = cli(['--model', dir, '--prompt', 'x', '--max-tokens', '2', '--device', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/warning: the weights hold non-finite values \(h\.1\.mlp\.c_fc\.weight: 3\)/);
+  });
+});
+
 describe('errors: exit code 2 and a message', () => {
   it.each([
     [['--bogus'], /Unknown option '--bogus'/],
@@ -117,6 +142,9 @@ describe('errors: exit code 2 and a message', () => {
     [['--model', 'tiny', '--prompt', 'x', '--device', 'tpu'], /--device must be auto, webgpu or cpu/],
     [['--model', 'tiny', '--prompt', 'x', '--instruction', 'y'], /--prompt or --instruction, not both/],
     [['--model', 'tiny', '--input', 'y'], /--input goes with --instruction/],
+    [['--model', 'tiny', '--prompt', 'x', '--max-tokens', '1e21'], /--max-tokens must be an integer in \[0, 1048576\], got "1e21"/],
+    [['--model', 'tiny', '--prompt', 'x', '--max-tokens', '0x10'], /--max-tokens must be an integer in \[0, 1048576\], got "0x10"/],
+    [['--model', 'tiny', '--prompt', 'x', '--seed', '1', '--seed', '2'], /--seed is given twice/],
   ])('%j', (args, message) => {
     const run = cli(args);
     expect(run.code).toBe(2);
@@ -134,6 +162,13 @@ describe('errors: exit code 2 and a message', () => {
     const run = cli(['--model', scratch, '--prompt', 'x', '--device', 'cpu']);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/lacks config\.json and model\.safetensors/);
+  });
+
+  it('an empty stdin, before the model is looked for', () => {
+    // gpt2 is not in the (offline) cache: had the model been loaded first, that would be the error.
+    const run = cli(['--model', 'gpt2', '--device', 'cpu'], '');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/no prompt: .*stdin was empty/);
   });
 
   it('a spec that is no preset, folder or repo', () => {
