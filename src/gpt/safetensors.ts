@@ -216,9 +216,9 @@ let tempCounter = 0;
  */
 export async function atomicWrite(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
   const temp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${tempCounter++}`);
-  const fh = await open(temp, 'w');
   let renamed = false;
   try {
+    const fh = await open(temp, 'w');
     try {
       await write(fh);
       await fh.sync();
@@ -227,6 +227,9 @@ export async function atomicWrite(path: string, write: (fh: FileHandle) => Promi
     }
     await rename(temp, path);
     renamed = true;
+  } catch (e) {
+    // Node names no file for a failed write (ENOSPC, EIO): the user needs to know which one.
+    throw new Error(`${path}: cannot be written (${(e as Error).message})`, { cause: e });
   } finally {
     if (!renamed) await rm(temp, { force: true });
   }

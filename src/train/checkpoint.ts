@@ -96,11 +96,17 @@ export async function saveCheckpoint(
   // Earlier crashes' staging folders are older than the live checkpoint (promoteCheckpoint saw to it).
   for (const leftover of await stagingFolders(outDir)) await rm(leftover, { recursive: true, force: true });
   const staging = join(outDir, `${STAGING_PREFIX}${process.pid}`);
-  await mkdir(staging, { recursive: true });
-  await saveGpt2Weights(staging, config, weights);
-  await writeSafetensors(join(staging, 'optimizer.safetensors'), moments);
-  await writeJson(join(staging, RECORDS_FILE), records);
-  await writeJson(join(staging, STATE_FILE), { ...state, optimizerStep: optimizer.step });
+  try {
+    await mkdir(staging, { recursive: true });
+    await saveGpt2Weights(staging, config, weights);
+    await writeSafetensors(join(staging, 'optimizer.safetensors'), moments);
+    await writeJson(join(staging, RECORDS_FILE), records);
+    await writeJson(join(staging, STATE_FILE), { ...state, optimizerStep: optimizer.step });
+  } catch (e) {
+    // A full disk: the half-written copy must not take the space the next try needs.
+    await rm(staging, { recursive: true, force: true });
+    throw e;
+  }
 
   const current = join(outDir, CHECKPOINT);
   const old = join(outDir, OLD);
@@ -228,7 +234,13 @@ export function restoreOptimizer(optimizer: AdamW, moments: StateDict, step: num
  * but not synced (it is rewritten every step; the checkpoint keeps its own synced copy).
  */
 export async function writeRecords(outDir: string, records: readonly StepRecord[]): Promise<void> {
-  const tmp = join(outDir, `${RECORDS_FILE}.tmp-${process.pid}`);
-  await writeFile(tmp, JSON.stringify(records, null, 1));
-  await rename(tmp, join(outDir, RECORDS_FILE));
+  const path = join(outDir, RECORDS_FILE);
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, JSON.stringify(records, null, 1));
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw new Error(`${path}: cannot be written (${(e as Error).message})`, { cause: e });
+  }
 }

@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, readFile, rmdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { generate } from '../gpt/generate.js';
 import { checkModelSpec, loadModel, ModelLoadError } from '../gpt/load-model.js';
 import type { GPT2 } from '../gpt/model.js';
@@ -116,8 +116,11 @@ function outFolderProblem(out: string): string | null {
 /** Creates the run folder (and its parents) or says why it cannot be: a file in the way, no permission, a read-only disk. */
 async function createRunFolder(out: string): Promise<boolean> {
   const existed = existsSync(out);
+  // One level at a time: a recursive mkdir reports a read-only disk as ENOENT.
+  const missing: string[] = [];
+  for (let dir = resolve(out); !existsSync(dir) && dirname(dir) !== dir; dir = dirname(dir)) missing.unshift(dir);
   try {
-    await mkdir(out, { recursive: true });
+    for (const dir of missing) await mkdir(dir);
   } catch (e) {
     const { code, message } = e as NodeJS.ErrnoException;
     const why = code === 'EROFS' ? 'the file system is read-only' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : message;
@@ -280,7 +283,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
         const entry = entries[index];
         samples.push({ split, instruction: entry.instruction, input: entry.input, reference: entry.output, generated: await answer(model, data.tokenizer, entry, contextLength) });
       }
-      await writeFile(join(out, 'samples.json'), JSON.stringify(samples, null, 2));
+      await atomicWrite(join(out, 'samples.json'), (fh) => fh.writeFile(JSON.stringify(samples, null, 2)));
     }
     model.dispose();
     optimizer.dispose();
