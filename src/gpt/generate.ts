@@ -187,6 +187,9 @@ export async function* generateBatchStream(
     let fed = 0; // positions fed so far (absolute)
     let next = Math.min(...sequences.map((s) => s.promptLength)); // positions to feed this step
     while (true) {
+      // On the CPU backend every await resolves at once: without a turn of the event loop, the
+      // keypress or closed pipe that aborts would never be seen.
+      if (options.signal) await nextTurn();
       if (options.signal?.aborted) {
         for (const s of sequences) {
           if (s.done !== null) continue;
@@ -233,6 +236,8 @@ export async function* generateBatchStream(
   }
   return finish();
 }
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
 
 async function readAndDispose(t: Tensor): Promise<Float32Array> {
   try {
