@@ -62,6 +62,20 @@ describe('the training loop', () => {
     onCpu.model.dispose();
   });
 
+  it('a validation pass reports its progress batch by batch', async () => {
+    const model = new GPT2(PRESETS.tiny, gpu ?? cpu);
+    initializeWeights(model, 1);
+    const optimizer = new AdamW(model);
+    const seen: [number, number][] = [];
+    const trainer = new Trainer(model, optimizer, examples(0, 2), examples(2, 7), { ...baseConfig, maxSteps: 1 }, {
+      onValidationProgress: (done, total) => seen.push([done, total]),
+    });
+    await trainer.validate();
+    expect(seen).toEqual([[0, 4], [1, 4], [2, 4], [3, 4]]); // 7 entries in batches of 2
+    optimizer.dispose();
+    model.dispose();
+  });
+
   it('the loss falls over 30 steps on a few entries', async () => {
     const seed = freshSeed();
     const { losses, model } = await train(gpu ?? cpu, seed, examples(10, 4), { maxSteps: 30, lr: 1e-2 });
