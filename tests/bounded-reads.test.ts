@@ -15,18 +15,10 @@ import { ModelLoadError } from '../src/gpt/load-model.js';
 import { DataError, loadInstructionFile } from '../src/train/instruction-data.js';
 import { parseTrainOptions, type TrainOptions } from '../src/train/options.js';
 import { runTraining } from '../src/train/run.js';
+import { rejectionOf } from './helpers/rejection.js';
 import { freshDir, randomGpt2Weights, writeRawSafetensors } from './helpers/weights-fixtures.js';
 
 const GIB = 2 ** 30;
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected an error');
-}
 
 describe('model files', () => {
   it('a header naming a 4 GiB tensor the config does not have is refused before any data is read', async () => {
@@ -39,7 +31,7 @@ describe('model files', () => {
     closeSync(fd);
     const rss = process.memoryUsage().rss;
     const started = performance.now();
-    const error = await errorOf(loadGpt2Weights(dir));
+    const error = await rejectionOf(loadGpt2Weights(dir));
     expect(error.message).toMatch(/does not match config\.json \(nothing was read\):\n {2}wte\.weight has shape \[1048576, 1024\], expected \[50257, 32\]/);
     expect(performance.now() - started).toBeLessThan(2000);
     expect(process.memoryUsage().rss - rss).toBeLessThan(256 * 2 ** 20);
@@ -49,14 +41,14 @@ describe('model files', () => {
     const dir = await freshDir();
     await writeFile(join(dir, 'config.json'), JSON.stringify({ ...configToJson(PRESETS.tiny), n_embd: 2 ** 30, n_head: 2 }));
     await writeRawSafetensors(join(dir, 'model.safetensors'), {});
-    expect((await errorOf(loadGpt2Weights(dir))).message).toMatch(/"n_embd" is 1073741824, more than any GPT-2 could use/);
+    expect((await rejectionOf(loadGpt2Weights(dir))).message).toMatch(/"n_embd" is 1073741824, more than any GPT-2 could use/);
   });
 
   it('a FIFO as the weights file is refused, not waited on', async () => {
     const dir = await freshDir();
     await writeFile(join(dir, 'config.json'), JSON.stringify(configToJson(PRESETS.tiny)));
     execFileSync('mkfifo', [join(dir, 'model.safetensors')]);
-    expect((await errorOf(loadGpt2Weights(dir))).message).toMatch(/model\.safetensors is not a regular file/);
+    expect((await rejectionOf(loadGpt2Weights(dir))).message).toMatch(/model\.safetensors is not a regular file/);
   }, 10_000);
 
   it('NaN weights: training refuses them, naming the tensor and the count', async () => {
@@ -69,7 +61,7 @@ describe('model files', () => {
     expect(loaded.nonFinite).toEqual([{ name: 'wpe.weight', count: 1 }, { name: 'h.0.ln_1.bias', count: 32 }]);
     await writeFile(join(dir, 'data.json'), JSON.stringify(loadInstructionFile('data/instructions.json').slice(0, 4)));
     const options = parseTrainOptions(['--model', join(dir, 'model'), '--data', join(dir, 'data.json'), '--out', join(dir, 'run'), '--device', 'cpu']) as TrainOptions;
-    const error = await errorOf(runTraining(options, { shouldStop: () => false, stream: { write: () => true } as unknown as NodeJS.WriteStream }));
+    const error = await rejectionOf(runTraining(options, { shouldStop: () => false, stream: { write: () => true } as unknown as NodeJS.WriteStream }));
     expect(error).toBeInstanceOf(ModelLoadError);
     expect(error.message).toMatch(/non-finite values \(wpe\.weight: 1, h\.0\.ln_1\.bias: 32\)/);
   }, 120_000);

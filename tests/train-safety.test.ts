@@ -17,6 +17,7 @@ import { parseTrainOptions, UsageError, type TrainOptions } from '../src/train/o
 import { runTraining } from '../src/train/run.js';
 import { TrainingDiverged } from '../src/train/trainer.js';
 import { webgpuOrSkip } from './helpers/backends.js';
+import { rejectionOf } from './helpers/rejection.js';
 import { freshDir, randomGpt2Weights } from './helpers/weights-fixtures.js';
 
 await webgpuOrSkip();
@@ -37,22 +38,13 @@ async function tinyRun(dir: string, out: string, stopAfter?: number, data?: stri
   return runTraining(options(flags), { shouldStop: () => stopAfter !== undefined && ++polls >= stopAfter, stream: quiet });
 }
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected a rejection');
-}
-
 describe('the divergence guard', () => {
   it('keeps only a checkpoint with finite weights and moments, and says which step it holds', async () => {
     const dir = await freshDir();
     const out = join(dir, 'run');
     // One step an epoch, so a checkpoint follows every update: at lr 1e6 the weights blow up within two.
     const flags = ['--model', 'tiny', '--data', await dataFile(dir), '--out', out, '--lr', '1e6', '--warmup-steps', '0', '--epochs', '6', '--batch-size', '8', '--val-fraction', '0.125'];
-    const error = await rejection(runTraining(options(flags), { shouldStop: () => false, stream: quiet }));
+    const error = await rejectionOf(runTraining(options(flags), { shouldStop: () => false, stream: quiet }));
     expect(error).toBeInstanceOf(TrainingDiverged);
     const match = /the checkpoint of step (\d+), whose weights are finite, is kept/.exec(error.message);
     expect(match, error.message).not.toBeNull();
@@ -67,7 +59,7 @@ describe('the divergence guard', () => {
   it('suggests clipping only when it is off', async () => {
     const dir = await freshDir();
     const flags = ['--model', 'tiny', '--data', await dataFile(dir), '--out', join(dir, 'run'), '--lr', '1e6', '--warmup-steps', '0', '--epochs', '6', '--batch-size', '8', '--clip', '0'];
-    expect((await rejection(runTraining(options(flags), { shouldStop: () => false, stream: quiet }))).message).toMatch(/--clip 1/);
+    expect((await rejectionOf(runTraining(options(flags), { shouldStop: () => false, stream: quiet }))).message).toMatch(/--clip 1/);
   }, 300_000);
 });
 
@@ -79,7 +71,7 @@ describe('the output folder', () => {
     writeFileSync(join(model, 'training.json'), '"not ours"');
     const before = readdirSync(model).map((f) => [f, readFileSync(join(model, f)).toString('base64')]);
     const flags = ['--model', model, '--data', await dataFile(dir), '--out', model, '--max-steps', '1'];
-    const error = await rejection(runTraining(options(flags), { shouldStop: () => false, stream: quiet }));
+    const error = await rejectionOf(runTraining(options(flags), { shouldStop: () => false, stream: quiet }));
     expect(error).toBeInstanceOf(UsageError);
     expect(error.message).toMatch(/is not empty \(it holds .*model\.safetensors/);
     expect(readdirSync(model).map((f) => [f, readFileSync(join(model, f)).toString('base64')])).toEqual(before);
@@ -91,7 +83,7 @@ describe('the output folder', () => {
     writeFileSync(file, 'mine');
     const data = await dataFile(dir);
     for (const [out, message] of [[file, /is a file, not a folder/], [join(file, 'run'), /cannot create the folder \(a file is in the way\)/]] as const) {
-      const error = await rejection(runTraining(options(['--model', 'tiny', '--data', data, '--out', out]), { shouldStop: () => false, stream: quiet }));
+      const error = await rejectionOf(runTraining(options(['--model', 'tiny', '--data', data, '--out', out]), { shouldStop: () => false, stream: quiet }));
       expect(error.message).toMatch(message);
     }
     expect(readFileSync(file, 'utf8')).toBe('mine');
@@ -111,7 +103,7 @@ describe('the output folder', () => {
       stream: quiet,
     });
     while (second === null) await new Promise((r) => setTimeout(r, 20));
-    second = await rejection(runTraining(options(['--model', 'tiny', '--data', data, '--out', out, '--max-steps', '3']), { shouldStop: () => false, stream: quiet }));
+    second = await rejectionOf(runTraining(options(['--model', 'tiny', '--data', data, '--out', out, '--max-steps', '3']), { shouldStop: () => false, stream: quiet }));
     expect(second.message).toMatch(new RegExp(`${basename(out)} is in use by another run \\(process ${process.pid}`));
     expect((await first).records.length).toBe(3);
     expect(existsSync(join(out, 'run.lock'))).toBe(false);
@@ -178,7 +170,7 @@ describe('resume', () => {
     ];
     for (const [state, message] of cases) {
       writeFileSync(stateFile, JSON.stringify(state));
-      const error = await rejection(runTraining(options(['--resume', out]), { shouldStop: () => false, stream: quiet }));
+      const error = await rejectionOf(runTraining(options(['--resume', out]), { shouldStop: () => false, stream: quiet }));
       expect(error, String(error)).toBeInstanceOf(UsageError);
       expect(error.message).toMatch(message);
       expect(error.message).toContain('state.json');
