@@ -3,11 +3,13 @@
  * NaN or infinite weights and moments (a Ctrl-C right after the update that broke them takes no
  * validation pass that would notice), resume takes the newest of several complete checkpoints (a
  * crash after the staging copy was complete but before its swap), and a diverged run on the command
- * line ends with its one message, no trace of the device released under a pending step.
+ * line ends with its one message, no trace of the device released under a pending step; and a
+ * resume of a folder a live run holds is told so, not that its checkpoint is missing.
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, renameSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../src/gpt/config.js';
@@ -17,7 +19,7 @@ import { full } from '../src/tensor/create.js';
 import { AdamW } from '../src/train/adamw.js';
 import { loadCheckpoint, NonFiniteState, saveCheckpoint } from '../src/train/checkpoint.js';
 import { loadInstructionFile } from '../src/train/instruction-data.js';
-import { parseTrainOptions, type TrainOptions } from '../src/train/options.js';
+import { parseTrainOptions, UsageError, type TrainOptions } from '../src/train/options.js';
 import { runTraining } from '../src/train/run.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
 import { rejectionOf } from './helpers/rejection.js';
@@ -101,6 +103,17 @@ describe('resume', () => {
     expect(resumed.records).toEqual(whole.records);
     expect(readdirSync(out).filter((f) => f.startsWith('checkpoint'))).toEqual(['checkpoint']);
   }, 300_000);
+});
+
+describe('--resume of a folder a live run holds', () => {
+  it('says the folder is in use, even before the run has written its first checkpoint', async () => {
+    const out = join(await freshDir(), 'run');
+    mkdirSync(out);
+    writeFileSync(join(out, 'run.lock'), JSON.stringify({ pid: process.pid, host: hostname(), started: 'now' }));
+    const error = await rejectionOf(runTraining(options(['--resume', out]), { shouldStop: () => false, stream: capture().stream }));
+    expect(error).toBeInstanceOf(UsageError);
+    expect(error.message).toMatch(`${out} is in use by another run (process ${process.pid}`);
+  });
 });
 
 describe('a diverged run on the command line', () => {
