@@ -84,6 +84,9 @@ function checkRunFlags(flags: Record<string, unknown>, file: string): RunFlags {
 
 async function resumeState(folder: string): Promise<{ state: RunState; checkpoint: LoadedCheckpoint }> {
   if (!existsSync(folder)) throw new UsageError(`--resume ${folder}: no such folder`);
+  // Before its first checkpoint a live run's folder has none: "in use" is the news, not "no checkpoint".
+  const inUse = liveLockProblem(folder);
+  if (inUse !== null) throw new UsageError(inUse);
   let checkpoint;
   try {
     checkpoint = await loadCheckpoint(folder);
