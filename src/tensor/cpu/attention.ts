@@ -108,7 +108,7 @@ function selfLayout({ batch, heads, seqLen, headSize }: AttentionShape): AttendL
   return { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize };
 }
 
-export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: Storage; logSumExp: Storage } {
+export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: CpuStorage; logSumExp: CpuStorage } {
   const layout = selfLayout(shape);
   const out = new Float32Array(q.size);
   const lse = new Float32Array(layout.pairs * layout.qLen);
@@ -118,7 +118,7 @@ export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionSh
 
 export function attentionBackward(
   dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
-): { dq: Storage; dk: Storage; dv: Storage } {
+): { dq: CpuStorage; dk: CpuStorage; dv: CpuStorage } {
   const size = q.size;
   const dq = new Float64Array(size);
   const dk = new Float64Array(size);
@@ -154,7 +154,7 @@ function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: Cache
 }
 
 /** Appends qkv's keys and values to the caches at shape.position, then attends its queries to them. */
-export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
+export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): CpuStorage {
   writeCache(kCache, vCache, qkv, shape);
   const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   const heads = new Float32Array(B * H * n * hs);
