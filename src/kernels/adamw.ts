@@ -14,7 +14,7 @@
 import type { AdamWHyper } from '../tensor/backend.js';
 import { adamwConstants } from '../tensor/cpu/adamw.js';
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachChunk } from './elementwise.js';
+import { forEachChunk } from './binding-windows.js';
 import { f32, grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;

@@ -56,7 +56,7 @@
  * workgroups of 8 or 16 threads within noise of each other, 16 keys 20% slower.
  */
 import type { AttentionShape, CachedAttentionShape } from '../tensor/backend.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { f32, flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
 import { permute, slice } from './layout.js';

@@ -24,7 +24,7 @@
  * they read a clamped logit and never match the one-hot, so they cannot read out of bounds.
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;

@@ -11,11 +11,12 @@
  */
 import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
 import { broadcastStrides, sizeOf } from '../tensor/shape.js';
-import { GpuStorage, type Gpu } from './gpu.js';
-import { flatIndexWgsl, grid1d, type BufferView, type Kernel } from './kernel.js';
+import { forEachChunk } from './binding-windows.js';
+import type { Gpu, GpuStorage } from './gpu.js';
+import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { MAX_RANK, padToMaxRank, RANK_ARRAY_WGSL, stridedOffsetsWgsl } from './strided-index.js';
 
 const WG = 256;
-const MAX_RANK = 8;
 
 const unaryExpr: Record<UnaryOp, string> = {
   neg: '-x0',
@@ -107,10 +108,10 @@ ${inputDeclarations(3)}
 struct Params {
   count: u32,
   rank: u32,
-  shape: array<vec4u, 2>,
-  strides0: array<vec4u, 2>,
-  strides1: array<vec4u, 2>,
-  strides2: array<vec4u, 2>,
+  shape: ${RANK_ARRAY_WGSL},
+  strides0: ${RANK_ARRAY_WGSL},
+  strides1: ${RANK_ARRAY_WGSL},
+  strides2: ${RANK_ARRAY_WGSL},
 }
 @group(0) @binding(4) var<uniform> params: Params;
 ${POW_WGSL}
@@ -119,16 +120,7 @@ ${flatIndexWgsl(WG)}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flatIndex(gid, nwg);
   if (i >= params.count) { return; }
-  var rest = i;
-  var o0 = 0u; var o1 = 0u; var o2 = 0u;
-  for (var d = i32(params.rank) - 1; d >= 0; d--) {
-    let size = params.shape[d / 4][d % 4];
-    let index = rest % size;
-    rest = rest / size;
-    o0 += index * params.strides0[d / 4][d % 4];
-    o1 += index * params.strides1[d / 4][d % 4];
-    o2 += index * params.strides2[d / 4][d % 4];
-  }
+${stridedOffsetsWgsl([0, 1, 2].map((k) => ({ name: `o${k}`, start: '0u', strides: `strides${k}` })))}
   let x0 = in0[o0];
   let x1 = in1[o1];
   let x2 = in2[o2];
@@ -136,65 +128,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   out[i] = ${expr};
 }`,
 };
-
-function padTo(values: readonly number[], length: number): number[] {
-  return [...values, ...new Array<number>(length - values.length).fill(0)];
-}
-
-/** Elements per chunk: as many as one binding holds, keeping chunk offsets aligned. */
-export function chunkElements(gpu: Gpu): number {
-  const alignElements = gpu.bindingAlignment / 4;
-  return Math.floor(gpu.maxBindingBytes / 4 / alignElements) * alignElements;
-}
-
-/** Runs fn over [start, start + count) chunks that each fit one binding. */
-export function forEachChunk(gpu: Gpu, size: number, fn: (start: number, count: number) => void): void {
-  const step = chunkElements(gpu);
-  for (let start = 0; start < size; start += step) fn(start, Math.min(step, size - start));
-}
-
-/** A binding over whole units of a tensor: `view` starts at an aligned element at or below the first unit, which begins `offset` elements into it. */
-export interface UnitWindow {
-  view: BufferView;
-  offset: number;
-}
-
-/**
- * A binding of `count` elements of `storage` from element `start`: bound from the aligned element at or
- * below `start` (never past the storage's end), with `start`'s offset inside it.
- */
-export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, count: number): UnitWindow {
-  const aligned = start - (start % (gpu.bindingAlignment / 4));
-  const offset = start - aligned;
-  return { view: gpu.view(storage, aligned, Math.min(count + offset, storage.size - aligned)), offset };
-}
-
-/**
- * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
- * tensor's window fits one binding. Each tensor holds `perUnit` elements per unit; its window starts at
- * the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
- * With tensors that fit one binding this is a single group of offset 0.
- */
-export function forEachUnitWindow(
-  gpu: Gpu,
-  units: number,
-  tensors: readonly { storage: GpuStorage; perUnit: number }[],
-  fn: (first: number, count: number, windows: UnitWindow[]) => void,
-): void {
-  const alignElements = gpu.bindingAlignment / 4;
-  const maxElements = Math.floor(gpu.maxBindingBytes / 4);
-  let group = units;
-  for (const { perUnit } of tensors) {
-    if (perUnit * units <= maxElements) continue;
-    group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));
-  }
-  if (group < 1) throw new Error(`one unit of ${Math.max(...tensors.map((t) => t.perUnit))} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
-  for (let first = 0; first < units; first += group) {
-    const count = Math.min(group, units - first);
-    const windows = tensors.map(({ storage, perUnit }) => alignedWindow(gpu, storage, first * perUnit, count * perUnit));
-    fn(first, count, windows);
-  }
-}
 
 /** out = expr(x0, x1, x2) over operands of the output's size or of size 1. */
 function mapFlat(gpu: Gpu, expr: string, inputs: GpuStorage[], size: number): GpuStorage {
@@ -221,8 +154,8 @@ function mapStrided(gpu: Gpu, expr: string, inputs: { x: GpuStorage; shape: read
     size,
     outShape.length,
     0, 0, // pads the header to the 16-byte alignment of the arrays that follow
-    ...padTo(outShape, MAX_RANK),
-    ...operands.flatMap(({ shape }) => padTo(broadcastStrides(shape, outShape), MAX_RANK)),
+    ...padToMaxRank(outShape),
+    ...operands.flatMap(({ shape }) => padToMaxRank(broadcastStrides(shape, outShape))),
   ];
   gpu.dispatch(stridedKernel, { expr }, [...operands.map(({ x }) => x), out], uniforms, grid1d(size, WG, gpu.maxWorkgroupsPerDimension));
   return out;

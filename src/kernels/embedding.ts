@@ -32,7 +32,7 @@
  * out-of-bounds read).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow, type UnitWindow } from './elementwise.js';
+import { forEachUnitWindow, type UnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 /** Threads per token row (gather) and per vocabulary row (backward). */

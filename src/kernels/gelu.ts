@@ -14,7 +14,7 @@
  * 768 workgroups at this size).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachChunk } from './elementwise.js';
+import { forEachChunk } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;

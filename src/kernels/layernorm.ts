@@ -37,7 +37,7 @@
  * 2·rows·dim/R) are dim and R/2 times smaller and are bound whole.
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { f32, grid1d, type Kernel } from './kernel.js';
 
 /** Threads per row and rows per workgroup of the forward. */

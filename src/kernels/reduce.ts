@@ -15,7 +15,7 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import type { Gpu, GpuStorage } from './gpu.js';
-import { alignedWindow, forEachUnitWindow } from './elementwise.js';
+import { alignedWindow, forEachUnitWindow } from './binding-windows.js';
 import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
 
 const WG = 64;

@@ -22,7 +22,7 @@
  * few wide rows of a logits tensor still spread over many threads.
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 const LOWEST = '-3.0e38';
