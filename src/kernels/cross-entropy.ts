@@ -26,40 +26,27 @@
 import type { Gpu, GpuStorage } from './gpu.js';
 import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
+import { LOWEST_FINITE, mergeMaxSumWgsl } from './row-reduction.js';
 
 const WG = 256;
 /** Elements each thread folds into its running (max, sum) per rescale. */
 const UNROLL = 4;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const SUM_WG = 256;
-/** Below every logit and finite: -inf literals may be folded away by compilers that assume no Inf. */
-const LOWEST = '-3.0e38';
 
 /** Statistics by an online (max, sum) pass, then a pass that writes exp(x − max)·w/sum. */
 function onlineWgsl(unroll: number): string {
   return /* wgsl */ `
   // Online max and sum, one rescale per ${unroll} elements: exp runs 1 + 1/${unroll} times an element.
-  var m = ${LOWEST};
+  var m = ${LOWEST_FINITE};
   var s = 0.0;
   for (var i0 = lid; i0 < V; i0 += ${WG * unroll}u) {
-${range(unroll).map((u) => `    let x${u} = select(${LOWEST}, logits[src + min(i0 + ${u * WG}u, V - 1u)], i0 + ${u * WG}u < V);`).join('\n')}
+${range(unroll).map((u) => `    let x${u} = select(${LOWEST_FINITE}, logits[src + min(i0 + ${u * WG}u, V - 1u)], i0 + ${u * WG}u < V);`).join('\n')}
     let mNew = max(m, ${range(unroll).map((u) => `x${u}`).reduce((a, b) => `max(${a}, ${b})`)});
     s = s * exp(m - mNew) + ${range(unroll).map((u) => `exp(x${u} - mNew)`).join(' + ')};
     m = mNew;
   }
-  maxs[lid] = m;
-  sums[lid] = s;
-  workgroupBarrier();
-  for (var stride = ${WG / 2}u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      let m1 = maxs[lid];
-      let m2 = maxs[lid + stride];
-      let mm = max(m1, m2);
-      sums[lid] = sums[lid] * exp(m1 - mm) + sums[lid + stride] * exp(m2 - mm);
-      maxs[lid] = mm;
-    }
-    workgroupBarrier();
-  }
+${mergeMaxSumWgsl('lid', 'lid', WG)}
   let rowMax = maxs[0];
   let sum = sums[0];
   let tgt = u32(clamp(targets[r], 0, i32(V) - 1));

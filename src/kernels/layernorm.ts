@@ -39,16 +39,7 @@
 import type { Gpu, GpuStorage } from './gpu.js';
 import { forEachUnitWindow } from './binding-windows.js';
 import { f32, grid1d, type Kernel } from './kernel.js';
-
-/** Threads per row and rows per workgroup of the forward. */
-export interface RowShape {
-  tpr: number;
-  rpg: number;
-}
-
-export function layerNormShape(dim: number): RowShape {
-  return dim <= 2048 ? { tpr: 16, rpg: 4 } : { tpr: 256, rpg: 1 };
-}
+import { rowShape, type RowShape } from './row-reduction.js';
 
 /** Rows per backward block at most (their statistics live in workgroup memory). */
 const MAX_BLOCK_ROWS = 64;
@@ -229,7 +220,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 };
 
 export function layerNorm(
-  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number, shape = layerNormShape(dim),
+  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number, shape = rowShape(dim),
 ): { y: GpuStorage; mean: GpuStorage; rstd: GpuStorage } {
   const y = gpu.alloc(rows * dim);
   const mean = gpu.alloc(rows);
@@ -252,7 +243,7 @@ export function layerNormBlockRows(rows: number): number {
 
 export function layerNormBackward(
   gpu: Gpu, dy: GpuStorage, x: GpuStorage, weight: GpuStorage, mean: GpuStorage, rstd: GpuStorage, rows: number, dim: number,
-  shape = layerNormShape(dim), blockRows = layerNormBlockRows(rows),
+  shape = rowShape(dim), blockRows = layerNormBlockRows(rows),
 ): { dx: GpuStorage; dWeight: GpuStorage; dBias: GpuStorage } {
   if (!(blockRows >= 1 && blockRows <= MAX_BLOCK_ROWS)) throw new Error(`layerNormBackward: ${blockRows} rows per block, expected 1..${MAX_BLOCK_ROWS}`);
   const dx = gpu.alloc(rows * dim);

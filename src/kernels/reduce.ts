@@ -17,6 +17,7 @@ import type { ReduceOp } from '../tensor/backend.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { alignedWindow, forEachUnitWindow } from './binding-windows.js';
 import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { LOWEST_FINITE } from './row-reduction.js';
 
 const WG = 64;
 /**
@@ -30,9 +31,7 @@ const MAX_PARTS = 64;
 /** Axes this short are reduced one thread per output (reduceShortKernel). */
 const SHORT_AXIS = 32;
 
-// max starts at the lowest finite f32, -FLT_MAX, written as bits: WGSL rejects a decimal literal
-// that rounds to it (-3.4028235e38 is just past it) and must not see -inf.
-const IDENTITY: Record<ReduceOp, string> = { sum: '0.0', max: 'bitcast<f32>(0xff7fffffu)' };
+const IDENTITY: Record<ReduceOp, string> = { sum: '0.0', max: LOWEST_FINITE };
 const COMBINE: Record<ReduceOp, string> = { sum: 'a + b', max: 'max(a, b)' };
 
 /** `accumulate`: combine into what `out` holds (a later chunk of an axis cut to fit a binding). */

@@ -24,19 +24,7 @@
 import type { Gpu, GpuStorage } from './gpu.js';
 import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
-
-const LOWEST = '-3.0e38';
-
-/** Threads per row and rows per workgroup. */
-export interface RowShape {
-  tpr: number;
-  rpg: number;
-}
-
-/** (TPR, RPG) for a row of `dim` elements. */
-export function softmaxShape(dim: number): RowShape {
-  return dim <= 2048 ? { tpr: 16, rpg: 4 } : { tpr: 256, rpg: 1 };
-}
+import { LOWEST_FINITE, mergeMaxSumWgsl, rowShape, type RowShape } from './row-reduction.js';
 
 /** WGSL prelude: the row this thread works on, its lane `t` in the row, and `valid`. */
 function rowPrelude({ tpr, rpg }: RowShape): string {
@@ -71,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 ${rowPrelude(shape)}
   let src = params.xOffset + row * dim;
   let dst = params.yOffset + row * dim;
-  var m = ${LOWEST};
+  var m = ${LOWEST_FINITE};
   var s = 0.0;
   for (var i = t; i < len; i += ${shape.tpr}u) {
     let v = x[src + i];
@@ -79,19 +67,7 @@ ${rowPrelude(shape)}
     s = s * exp(m - mNew) + exp(v - mNew);
     m = mNew;
   }
-  maxs[lid] = m;
-  sums[lid] = s;
-  workgroupBarrier();
-  for (var stride = ${shape.tpr / 2}u; stride > 0u; stride /= 2u) {
-    if (t < stride) {
-      let m1 = maxs[lid];
-      let m2 = maxs[lid + stride];
-      let mm = max(m1, m2);
-      sums[lid] = sums[lid] * exp(m1 - mm) + sums[lid + stride] * exp(m2 - mm);
-      maxs[lid] = mm;
-    }
-    workgroupBarrier();
-  }
+${mergeMaxSumWgsl('t', 'lid', shape.tpr)}
   let rowMax = maxs[base];
   let scale = 1.0 / sums[base];
   for (var i = t; i < len; i += ${shape.tpr}u) {
@@ -138,7 +114,7 @@ ${rowPrelude(shape)}
 }`,
 };
 
-export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shape = softmaxShape(dim)): GpuStorage {
+export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shape = rowShape(dim)): GpuStorage {
   const y = gpu.alloc(rows * dim);
   if (rows * dim === 0) return y;
   forEachUnitWindow(gpu, rows, [{ storage: x, perUnit: dim }, { storage: y, perUnit: dim }], (_first, count, [wx, wy]) => {
@@ -147,7 +123,7 @@ export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shap
   return y;
 }
 
-export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number, shape = softmaxShape(dim)): GpuStorage {
+export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number, shape = rowShape(dim)): GpuStorage {
   const dx = gpu.alloc(rows * dim);
   if (rows * dim === 0) return dx;
   const tensors = [y, dy, dx].map((storage) => ({ storage, perUnit: dim }));
