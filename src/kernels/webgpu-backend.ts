@@ -1,7 +1,8 @@
 /** The WebGPU backend: storage is pooled GPU buffers; every op records dispatches on one Gpu. */
 import type { Backend } from '../tensor/backend.js';
 import { adamw } from './adamw.js';
-import { attention, attentionBackward, cachedAttention } from './attention.js';
+import { attention, attentionBackward } from './attention.js';
+import { cachedAttention } from './attention-cache.js';
 import { crossEntropy } from './cross-entropy.js';
 import { binary, cast, fill, random, unary, where } from './elementwise.js';
 import { embedding, embeddingBackward } from './embedding.js';
