@@ -24,7 +24,7 @@ import { medianMs, printTable } from './harness.js';
 import { benchShapes } from './shapes.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
-import { autotuneMatmul } from '../src/kernels/matmul.js';
+import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
 import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';

@@ -21,7 +21,8 @@ import {
   currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported, type MatmulVariantName,
 } from '../src/kernels/autotune.js';
 import type { GpuStorage } from '../src/kernels/gpu.js';
-import { adapterTraits, autotuneMatmul, matmulPlan, matmulVariant, matmulWith } from '../src/kernels/matmul.js';
+import { adapterTraits, matmulPlan, matmulVariant, matmulWith } from '../src/kernels/matmul.js';
+import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits } from '../src/kernels/matmul-plan.js';
 import { backward } from '../src/tensor/autograd.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';

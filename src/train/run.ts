@@ -13,7 +13,7 @@ import { checkModelSpec, loadModel, ModelLoadError } from '../gpt/load-model.js'
 import type { GPT2 } from '../gpt/model.js';
 import { atomicWrite } from '../gpt/safetensors.js';
 import { Tokenizer } from '../gpt/tokenizer.js';
-import { autotuneMatmul } from '../kernels/matmul.js';
+import { autotuneMatmul } from '../kernels/matmul-tune.js';
 import { initBackend } from '../kernels/select-backend.js';
 import type { WebGpuBackend } from '../kernels/webgpu-backend.js';
 import type { Backend } from '../tensor/backend.js';
