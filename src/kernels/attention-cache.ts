@@ -43,7 +43,6 @@ const WRITE_WG = 256;
 const writeCacheKernel: Kernel = {
   name: 'attention_write_cache',
   bindings: ['read', 'write', 'write'],
-  workgroupSize: () => [WRITE_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> kCache: array<f32>;
@@ -114,7 +113,6 @@ function rowAccess(name: string, vec4: boolean, store = false): string {
 const decodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode',
   bindings: ['read', 'write', 'write', 'write', 'write'],
-  workgroupSize: () => [DECODE_WG, 1, 1],
   wgsl: ({ d4, vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(1) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
@@ -202,7 +200,6 @@ const COMBINE_WG = 64;
 const combineKernel: Kernel<DecodeParams> = {
   name: 'attention_decode_combine',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [COMBINE_WG, 1, 1],
   wgsl: ({ d4, vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> stats: array<f32>;
 @group(0) @binding(1) var<storage, read> partial: array<vec4f>;

@@ -97,7 +97,6 @@ ${tiles.map(([, tile], i) => `      ${tile}[e] = staged${i};`).join('\n')}
 const forwardKernel: Kernel<TileParams> = {
   name: 'attention_forward',
   bindings: ['read', 'read', 'read', 'write', 'write'],
-  workgroupSize: ({ br }) => [br, 1, 1],
   wgsl: ({ d4, br, bc }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
@@ -232,7 +231,6 @@ const DELTA_WG = 64;
 const deltaKernel: Kernel<{ d4: number }> = {
   name: 'attention_delta',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [DELTA_WG, 1, 1],
   wgsl: ({ d4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> dOut: array<f32>;
 @group(0) @binding(1) var<storage, read> out: array<f32>;
@@ -256,7 +254,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 const dqKernel: Kernel<TileParams> = {
   name: 'attention_backward_dq',
   bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write'],
-  workgroupSize: ({ br }) => [br, 1, 1],
   wgsl: ({ d4, br, bc }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> dOut: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -324,7 +321,6 @@ ${stageTilesWgsl('kb', 'kvEnd', 'kvBase', [['k', 'kTile'], ['v', 'vTile']])}
 const dkdvKernel: Kernel<TileParams> = {
   name: 'attention_backward_dkdv',
   bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write'],
-  workgroupSize: ({ br }) => [br, 1, 1],
   wgsl: ({ d4, br, bc }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> dOut: array<f32>;
 @group(0) @binding(1) var<storage, read> q: array<f32>;

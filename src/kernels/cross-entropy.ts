@@ -35,7 +35,8 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const SUM_WG = 256;
 
 /** Statistics by an online (max, sum) pass, then a pass that writes exp(x − max)·w/sum. */
-function onlineWgsl(unroll: number): string {
+function onlineWgsl(): string {
+  const unroll = UNROLL;
   return /* wgsl */ `
   // Online max and sum, one rescale per ${unroll} elements: exp runs 1 + 1/${unroll} times an element.
   var m = ${LOWEST_FINITE};
@@ -58,11 +59,10 @@ ${mergeMaxSumWgsl('lid', 'lid', WG)}
   }`;
 }
 
-const rowsKernel: Kernel<{ unroll: number }> = {
+const rowsKernel: Kernel = {
   name: 'cross_entropy_rows',
   bindings: ['read', 'read', 'read', 'write', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ unroll }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> weights: array<f32>;
@@ -94,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     if (lid == 0u) { rowLoss[r] = 0.0; }
     return;
   }
-${onlineWgsl(unroll)}
+${onlineWgsl()}
   if (lid == 0u) { rowLoss[r] = w * ((rowMax - logits[src + tgt]) + log(sum)); }
 }`,
 };
@@ -102,7 +102,6 @@ ${onlineWgsl(unroll)}
 const sumKernel: Kernel = {
   name: 'cross_entropy_sum',
   bindings: ['read', 'write'],
-  workgroupSize: () => [SUM_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> rowLoss: array<f32>;
 @group(0) @binding(1) var<storage, read_write> loss: array<f32>;
@@ -124,7 +123,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 };
 
 export function crossEntropy(
-  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, vocab: number, unroll = UNROLL,
+  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, vocab: number,
 ): { loss: GpuStorage; dLogits: GpuStorage } {
   const dLogits = gpu.alloc(rows * vocab);
   const rowLoss = gpu.alloc(rows);
@@ -132,7 +131,7 @@ export function crossEntropy(
   const windows = [{ storage: logits, perUnit: vocab }, { storage: dLogits, perUnit: vocab }];
   forEachUnitWindow(gpu, rows, windows, (first, count, [wl, wd]) => {
     gpu.dispatch(
-      rowsKernel, { unroll }, [wl.view, targets, weights, wd.view, rowLoss],
+      rowsKernel, undefined, [wl.view, targets, weights, wd.view, rowLoss],
       [count, vocab, first, wl.offset, wd.offset],
       grid1d(count, 1, gpu.maxWorkgroupsPerDimension),
     );

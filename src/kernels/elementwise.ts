@@ -70,7 +70,6 @@ interface FlatParams {
 const flatKernel: Kernel<FlatParams> = {
   name: 'elementwise_flat',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ expr, scalar }) => {
     const declarations = scalar.map((sc, k) => `@group(0) @binding(${k}) var<storage, read> in${k}: array<${sc ? 'f32' : 'vec4f'}>;`);
     const loads = scalar.map((sc, k) => `  let v${k} = ${sc ? `vec4f(in${k}[0])` : `in${k}[i]`};`);
@@ -101,7 +100,6 @@ interface StridedParams {
 const stridedKernel: Kernel<StridedParams> = {
   name: 'elementwise_strided',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ expr }) => /* wgsl */ `
 ${inputDeclarations(3)}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
@@ -195,7 +193,6 @@ export function where(
 const fillKernel: Kernel = {
   name: 'fill',
   bindings: ['write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<u32>;
 struct Params { count: u32, bits: u32 }
@@ -268,7 +265,6 @@ fn normalAt(seed: u32, i: u32) -> f32 {
 const randomKernel: Kernel<{ distribution: RandomDistribution }> = {
   name: 'random',
   bindings: ['write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ distribution }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 struct Params { count: u32, seed: u32, start: u32 }
@@ -293,7 +289,6 @@ export function random(gpu: Gpu, size: number, seed: number, distribution: Rando
 const castKernel: Kernel<{ to: DType }> = {
   name: 'cast',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ to }) => {
     const from = to === 'i32' ? 'f32' : 'i32';
     return /* wgsl */ `

@@ -48,7 +48,6 @@ const SORT_WG = 256;
 const gatherKernel: Kernel = {
   name: 'embedding_gather',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [ROW_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read> table: array<f32>;
@@ -79,7 +78,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const sortKernel: Kernel = {
   name: 'embedding_sort',
   bindings: ['read', 'write', 'write', 'write'],
-  workgroupSize: () => [SORT_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read_write> start: array<u32>; // [vocab + 1]: counts, then starts
@@ -153,7 +151,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 const backwardRowsKernel: Kernel<{ vec4: boolean }> = {
   name: 'embedding_backward_rows',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [ROW_WG, 1, 1],
   wgsl: ({ vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> start: array<u32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;

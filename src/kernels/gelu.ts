@@ -36,11 +36,10 @@ fn gelu(x: f32) -> f32 {
 /** Elements per thread: thread t of workgroup w takes elements w·WG·PER + k·WG + t, k < PER. */
 const PER = 16;
 
-const forwardKernel: Kernel<{ per: number }> = {
+const forwardKernel: Kernel = {
   name: 'gelu_forward',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 struct Params { count: u32 }
@@ -48,19 +47,18 @@ struct Params { count: u32 }
 ${GELU_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
-  for (var k = 0u; k < ${per}u; k++) {
+  let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
+  for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i < params.count) { y[i] = gelu(x[i]); }
   }
 }`,
 };
 
-const backwardKernel: Kernel<{ per: number }> = {
+const backwardKernel: Kernel = {
   name: 'gelu_backward',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
@@ -69,8 +67,8 @@ struct Params { count: u32 }
 ${GELU_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
-  for (var k = 0u; k < ${per}u; k++) {
+  let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
+  for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i < params.count) {
       let xc = clamp(x[i], -10.0, 10.0);
@@ -81,21 +79,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
 };
 
-export function gelu(gpu: Gpu, x: GpuStorage, per = PER): GpuStorage {
+export function gelu(gpu: Gpu, x: GpuStorage): GpuStorage {
   const y = gpu.alloc(x.size);
   forEachChunk(gpu, x.size, (start, count) => {
-    gpu.dispatch(forwardKernel, { per }, [gpu.view(x, start, count), gpu.view(y, start, count)], [count], grid1d(count, WG * per, gpu.maxWorkgroupsPerDimension));
+    gpu.dispatch(forwardKernel, undefined, [gpu.view(x, start, count), gpu.view(y, start, count)], [count], grid1d(count, WG * PER, gpu.maxWorkgroupsPerDimension));
   });
   return y;
 }
 
-export function geluBackward(gpu: Gpu, x: GpuStorage, dy: GpuStorage, per = PER): GpuStorage {
+export function geluBackward(gpu: Gpu, x: GpuStorage, dy: GpuStorage): GpuStorage {
   if (dy.size !== x.size) throw new Error(`geluBackward: x has ${x.size} elements, dy ${dy.size}`);
   const dx = gpu.alloc(x.size);
   forEachChunk(gpu, x.size, (start, count) => {
     gpu.dispatch(
-      backwardKernel, { per }, [gpu.view(x, start, count), gpu.view(dy, start, count), gpu.view(dx, start, count)],
-      [count], grid1d(count, WG * per, gpu.maxWorkgroupsPerDimension),
+      backwardKernel, undefined, [gpu.view(x, start, count), gpu.view(dy, start, count), gpu.view(dx, start, count)],
+      [count], grid1d(count, WG * PER, gpu.maxWorkgroupsPerDimension),
     );
   });
   return dx;

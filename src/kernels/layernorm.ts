@@ -49,7 +49,6 @@ const TARGET_BLOCKS = 256;
 const forwardKernel: Kernel<RowShape> = {
   name: 'layernorm_forward',
   bindings: ['read', 'read', 'read', 'write', 'write', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: ({ tpr, rpg }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
@@ -116,7 +115,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const backwardBlocksKernel: Kernel<RowShape> = {
   name: 'layernorm_backward_blocks',
   bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: ({ tpr, rpg }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -201,7 +199,6 @@ const SUM_WG = 64;
 const backwardSumKernel: Kernel = {
   name: 'layernorm_backward_sum',
   bindings: ['read', 'write', 'write'],
-  workgroupSize: () => [SUM_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dWeight: array<f32>;
@@ -220,8 +217,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 };
 
 export function layerNorm(
-  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number, shape = rowShape(dim),
+  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number,
 ): { y: GpuStorage; mean: GpuStorage; rstd: GpuStorage } {
+  const shape = rowShape(dim);
   const y = gpu.alloc(rows * dim);
   const mean = gpu.alloc(rows);
   const rstd = gpu.alloc(rows);
@@ -237,15 +235,15 @@ export function layerNorm(
 }
 
 /** Rows per backward block for a call over `rows` rows. */
-export function layerNormBlockRows(rows: number): number {
+function layerNormBlockRows(rows: number): number {
   return Math.min(MAX_BLOCK_ROWS, Math.max(1, Math.ceil(rows / TARGET_BLOCKS)));
 }
 
 export function layerNormBackward(
   gpu: Gpu, dy: GpuStorage, x: GpuStorage, weight: GpuStorage, mean: GpuStorage, rstd: GpuStorage, rows: number, dim: number,
-  shape = rowShape(dim), blockRows = layerNormBlockRows(rows),
 ): { dx: GpuStorage; dWeight: GpuStorage; dBias: GpuStorage } {
-  if (!(blockRows >= 1 && blockRows <= MAX_BLOCK_ROWS)) throw new Error(`layerNormBackward: ${blockRows} rows per block, expected 1..${MAX_BLOCK_ROWS}`);
+  const shape = rowShape(dim);
+  const blockRows = layerNormBlockRows(rows);
   const dx = gpu.alloc(rows * dim);
   const dWeight = gpu.alloc(dim);
   const dBias = gpu.alloc(dim);

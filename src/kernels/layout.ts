@@ -14,7 +14,6 @@ const WG = 256;
 const stridedCopyKernel: Kernel = {
   name: 'strided_copy',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;

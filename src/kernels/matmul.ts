@@ -335,7 +335,6 @@ ${storeWgsl(p, row, col)}
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
   bindings: ['read', 'read', 'read', 'read', 'write'],
-  workgroupSize: (p) => [p.wgx, p.wgy, 1],
   wgsl: (p) => (p.kind === 'block' ? blockWgsl(p) : tiledWgsl(p)),
 };
 

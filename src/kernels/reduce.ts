@@ -38,7 +38,6 @@ const COMBINE: Record<ReduceOp, string> = { sum: 'a + b', max: 'max(a, b)' };
 const reduceKernel: Kernel<{ op: ReduceOp; accumulate: boolean }> = {
   name: 'reduce',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ op, accumulate }) => {
     const identity = IDENTITY[op];
     const combine = COMBINE[op];
@@ -86,7 +85,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const reduceShortKernel: Kernel<{ op: ReduceOp }> = {
   name: 'reduce_short',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ op }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;

@@ -41,7 +41,6 @@ function rowPrelude({ tpr, rpg }: RowShape): string {
 const forwardKernel: Kernel<RowShape> = {
   name: 'softmax_forward',
   bindings: ['read', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: (shape) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -79,7 +78,6 @@ ${mergeMaxSumWgsl('t', 'lid', shape.tpr)}
 const backwardKernel: Kernel<RowShape> = {
   name: 'softmax_backward',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: (shape) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -114,7 +112,8 @@ ${rowPrelude(shape)}
 }`,
 };
 
-export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shape = rowShape(dim)): GpuStorage {
+export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number): GpuStorage {
+  const shape = rowShape(dim);
   const y = gpu.alloc(rows * dim);
   if (rows * dim === 0) return y;
   forEachUnitWindow(gpu, rows, [{ storage: x, perUnit: dim }, { storage: y, perUnit: dim }], (_first, count, [wx, wy]) => {
@@ -123,7 +122,8 @@ export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shap
   return y;
 }
 
-export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number, shape = rowShape(dim)): GpuStorage {
+export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number): GpuStorage {
+  const shape = rowShape(dim);
   const dx = gpu.alloc(rows * dim);
   if (rows * dim === 0) return dx;
   const tensors = [y, dy, dx].map((storage) => ({ storage, perUnit: dim }));
