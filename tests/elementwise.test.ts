@@ -333,14 +333,14 @@ describe.runIf(gpu !== null)('element-wise ops on WebGPU equal the CPU reference
     const size = 10007;
     const a = withOutliers(randomArray(size, seed, 1), seed, 2);
     const b = randomArray(size, seed, 3, 0.5, 2);
-    const results = await withBindingLimits(webgpu, 4096, 256, async () => ({
-      add: await runBinary(webgpu, 'add', a, [size], b, [size]),
-      scalar: await runBinary(webgpu, 'mul', a, [size], Float32Array.of(-3.5), []),
-      exp: await runUnary(webgpu, 'exp', b),
-      uniform: await readAndRelease(webgpu, webgpu.random(size, seed, 'uniform')),
-      normal: await readAndRelease(webgpu, webgpu.random(size, seed, 'normal')),
-      fill: await readAndRelease(webgpu, webgpu.fill(size, 7, 'f32')),
-      cast: await webgpu.read(webgpu.cast(webgpu.upload(a), 'i32')),
+    const results = await withBindingLimits(webgpu, 4096, 256, async (limited) => ({
+      add: await runBinary(limited, 'add', a, [size], b, [size]),
+      scalar: await runBinary(limited, 'mul', a, [size], Float32Array.of(-3.5), []),
+      exp: await runUnary(limited, 'exp', b),
+      uniform: await readAndRelease(limited, limited.random(size, seed, 'uniform')),
+      normal: await readAndRelease(limited, limited.random(size, seed, 'normal')),
+      fill: await readAndRelease(limited, limited.fill(size, 7, 'f32')),
+      cast: await limited.read(limited.cast(limited.upload(a), 'i32')),
     }));
     expectClose(results.add, await runBinary(cpu, 'add', a, [size], b, [size]), { seed });
     expectClose(results.scalar, await runBinary(cpu, 'mul', a, [size], Float32Array.of(-3.5), []), { seed });
