@@ -6,10 +6,10 @@
  * minimum traffic (28 B per element). The bias corrections 1 − β^t, 1 − β1, 1 − β2 and the decay
  * factor 1 − lr·wd are computed on the host in float64 and passed as f32 uniforms with lr, β1, β2 and
  * eps: the kernel never raises to a power, and never computes 1 − β2 in f32 (β2 = 0.999 rounds to
- * 0.99900001, so 1 − β2 would be off by 1.3e-5 relative, measured as 1.2e-4 error in p over 2 steps). Tensors larger than one binding (GPT-2's wte is 154 MB) are walked in chunks
- * (forEachChunk) of four aligned views. Each thread takes PER = 8 elements, WG apart; measured on
- * lavapipe (2 cores, shared, best of 3 medians) over 8 M elements, ms: PER = 1: 192, 4: 118,
- * 8: 116, 16: 139.
+ * 0.99900001, so 1 − β2 would be off by 1.3e-5 relative, an error that grows in p step by step).
+ * Tensors larger than one binding (GPT-2's wte is 154 MB) are walked in chunks (forEachChunk) of
+ * four aligned views. Each thread takes PER = 8 elements, WG apart: fewer workgroups, which a
+ * software rasterizer pays for one by one, while a GPU still gets thousands (docs/kernels.md, adamw).
  */
 import type { AdamWHyper } from '../tensor/backend.js';
 import { adamwConstants } from '../tensor/cpu/adamw.js';
@@ -24,7 +24,7 @@ const PER = 8;
 
 /**
  * `vec4`: four elements at a time (count a multiple of 4): a quarter of the per-lane loads, which
- * llvmpipe runs as gathers (the demo's [50257, 64] wte: 21 → 18 ms).
+ * llvmpipe runs as gathers.
  */
 const adamwKernel: Kernel<{ vec4: boolean }> = {
   name: 'adamw',

@@ -22,8 +22,8 @@
  * parameter is D4 = ceil(hs / 4) (the register tile), never a length or a position. Sequence length,
  * cache position and cache length all travel in uniforms. Tensors larger than one binding are split
  * into groups of whole (batch, head) pairs (forEachUnitWindow). f32 only (no subgroup or f16 path).
- * The loops run over private arrays rather than named registers, which compile in seconds where
- * unrolled registers took minutes; the tile sizes and the variants tried are in docs/kernels.md.
+ * The loops run over private arrays rather than unrolled named registers, which compile for
+ * minutes and run no faster; the tile sizes and the variants tried are in docs/kernels.md.
  */
 import type { AttentionShape } from '../tensor/backend.js';
 import { forEachUnitWindow } from './binding-windows.js';

@@ -14,12 +14,9 @@
  * whole rows that fit (forEachUnitWindow), each bound from the aligned element at or below its first
  * row with the remainder passed as an element offset (a row of 50257 f32 is not a multiple of 16 B).
  *
- * Measured on lavapipe (2 shared cores, ±30%) at [1024, 50257]: 304 ms, 1.35 GB/s of logits read and
- * dLogits written, 0.12 of the copy bandwidth; the engine's own unary neg over the same elements runs
- * at 80% of that time here, so the per-element cost is lavapipe's, not the exps'. Variants: the
- * rescale every 1 / 2 / 4 / 8 elements took 602 / 536 / 512 / 511 ms (a busier moment): 4 kept; a
- * max pass, then exp(x − max) stashed in dLogits while summing, then an in-place rescale (one exp an
- * element, one more pass) took 772 ms against 501 for the online pass.
+ * The online pass rescales once per UNROLL = 4 elements, which is where folding more elements per
+ * rescale stops paying; a separate max pass with one exp an element costs a whole extra pass over
+ * the row, more than the online pass's extra exps (docs/kernels.md, cross_entropy).
  * Targets outside [0, V) in a row of non-zero weight are an error the CPU reference reports; here
  * they read a clamped logit and never match the one-hot, so they cannot read out of bounds.
  */

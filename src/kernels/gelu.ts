@@ -1,17 +1,17 @@
 /**
  * GELU, tanh approximation as GPT-2, forward and backward. CPU reference: src/tensor/cpu/gelu.ts.
  *
- * Flat element-wise kernels, walked over tensors larger than one binding in chunks (forEachChunk). 0.5·(1 + tanh(u)) is written as the logistic s = 1/(1 + exp(−2u)), the
+ * Flat element-wise kernels, walked over tensors larger than one binding in chunks (forEachChunk).
+ * 0.5·(1 + tanh(u)) is written as the logistic s = 1/(1 + exp(−2u)), the
  * same function without the cancellation of 1 + tanh(u) for negative x. The tanh argument
  * u = √(2/π)·(x + 0.044715·x³) is clamped by computing it from x clamped to ±10: x³ cannot overflow,
  * |u| ≤ 43.6 keeps exp(2|u|) finite, and past ±10 the gate is 1 or below 2e-38 in f32 anyway.
  * Forward y = x·s (with x floored at −10, so x = −1e30 gives ~0, not −1e30·2e-38). Backward:
  * gelu'(x) = s + 2·x·s·(1 − s)·√(2/π)·(1 + 3·0.044715·x²), with the clamped x.
  *
- * Each thread takes PER = 16 elements, WG apart (coalesced on a GPU, whole SIMD rows on a CPU).
- * Measured on lavapipe (2 cores, shared, best of 4 medians) at [8·128, 3072], forward/backward ms:
- * PER = 1: 52/56, 4: 27/32, 8: 23/30, 16: 16/24 (lavapipe pays per workgroup; a GPU still gets
- * 768 workgroups at this size).
+ * Each thread takes PER = 16 elements, WG apart (coalesced on a GPU, whole SIMD rows on a CPU): a
+ * software rasterizer pays per workgroup, and a GPU still gets hundreds of workgroups at GPT-2's
+ * sizes (docs/kernels.md, gelu_fwd / gelu_bwd).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
 import { forEachChunk } from './binding-windows.js';

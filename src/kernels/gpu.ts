@@ -251,9 +251,9 @@ export class Gpu {
   /**
    * Awaits a device promise. Dawn's Node bindings poll for its completion with setImmediate, a busy
    * loop on the JS thread; on a software adapter (llvmpipe) that loop takes a core from the threads
-   * running the kernels. There the wait sleeps POLL_SLEEP_MS between polls instead: measured on
-   * lavapipe (2 cores), four output-head matmuls took 111–124 ms behind the busy loop and 74–93 ms
-   * when the JS thread slept until they were done. A GPU runs beside the CPU: there the loop stays.
+   * running the kernels, which then run markedly slower. There the wait sleeps POLL_SLEEP_MS between
+   * polls instead (docs/kernels.md, "Waiting for the device"). A GPU runs beside the CPU: there the
+   * loop stays.
    */
   private async settle<T>(promise: Promise<T>): Promise<T> {
     if (!this.politeWait) return promise;

@@ -8,7 +8,7 @@
  * Σd²/dim − c² (c is tiny: no cancellation) and y = (d − c)·rstd·w + b. A row of mean 1e4 and
  * spread 1 keeps its digits (an f32 mean of 1e4 alone is off by up to 5e-4, half its ulp, which
  * would be 5e-4 of y), and so does a row of one outlier 1e4 among values ~1 (shifting the row by
- * one of its elements instead, as this kernel once did, loses ulp(1e4)/std when that one is the outlier).
+ * one of its elements instead would lose ulp(1e4)/std when that one is the outlier).
  * The row is re-read from memory each pass (a GPT-2 row is 3–6 KB, so the re-reads hit cache),
  * which keeps the kernel valid for any dim.
  *
@@ -24,13 +24,9 @@
  *  and the result, depend only on (rows, dim) and the adapter's binding limit: bitwise reproducible.
  *
  * Shapes: the forward runs TPR = 16 threads per row, RPG = 4 rows per 64-thread workgroup (rows
- * past 2048 elements: 256 threads, one row); the backward's phase 1 the same, phase 2 all 64 threads
- * over columns. Measured on lavapipe (2 cores, shared, best of 3 medians) at [1024, 768], ms:
- * forward one row per workgroup of 256 / 128 / 64 / 32 threads 29.5 / 21.0 / 14.9 / 13.2, and
- * (TPR, RPG) = (64, 1) 32, (32, 2) 12.9, (16, 1) 9.7, (16, 4) 9.3, (8, 8) 8.1; backward with one
- * row at a time over the whole workgroup of 128 / 64 / 32 / 16 threads 26 / 21 / 22 / 11, and with
- * (16, 4) 14.3 (R = 4) — a CPU wants few threads per row (fewer barriers), a GPU wide workgroups:
- * (16, 4) serves both.
+ * past 2048 elements: 256 threads, one row; rowShape in row-reduction.ts); the backward's phase 1
+ * the same, phase 2 all 64 threads over columns. A CPU wants few threads per row (fewer barriers),
+ * a GPU wide workgroups: (16, 4) serves both (docs/kernels.md, layernorm_fwd / layernorm_bwd).
  *
  * x, y, dy and dx larger than one binding are split into windows of whole rows (forEachUnitWindow);
  * the backward's blocks never straddle a window. mean, rstd ([rows]) and the partial sums (about

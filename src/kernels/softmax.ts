@@ -6,20 +6,13 @@
  * (max, sum of exp) over its strided elements of the row, the row's threads merge the pairs by a tree
  * in workgroup memory, then a second pass writes exp(x − max)/sum: two reads of the row (the second
  * usually from cache) and one write. Backward: one tree reduction of dy·y, then the write. Threads
- * that own no element start from a large finite negative max (never -inf: compilers may assume no
- * Inf) and a zero sum, which merge as nothing.
+ * that own no element start from the lowest finite max and a zero sum, which merge as nothing.
  *
- * (TPR, RPG) follow the row length from a short fixed table, so the number of pipelines is bounded:
- * short rows (attention scores at T = 128) want few threads per row and several rows per workgroup,
- * the vocabulary (50257) wants a whole workgroup per row. Tensors larger than one binding (attention
- * scores at T = 1024 are 400 MB) are split into windows of whole rows (forEachUnitWindow).
- * Measured on lavapipe (2 cores, shared, best of 3 medians) forward/backward, ms:
- *   [12288, 128]: (TPR, RPG) = (64, 1) 60/–, (32, 2) 79/62, (16, 1) 36/31, (16, 4) 38/32, (8, 16) 32/31;
- *   [1024, 768]:  (128, 1) 24/20, (64, 1) 13/13, (32, 1) 11/12, (16, 4) 8.0/7.4;
- *   [64, 50257]:  (64, 1) 44/56, (128, 1) 45/35, (256, 1) 30/48.
- * On a CPU fewer threads per row win (fewer tree levels and barriers, longer sequential runs); (16, 4)
- * keeps a 64-thread workgroup for GPUs. Rows past 2048 take a whole workgroup of 256 per row, so the
- * few wide rows of a logits tensor still spread over many threads.
+ * (TPR, RPG) follow the row length from the short table of row-reduction.ts (rowShape), so the
+ * number of pipelines is bounded: short rows (attention scores) want few threads per row and
+ * several rows per workgroup, the vocabulary a whole workgroup per row (docs/kernels.md,
+ * softmax_fwd / softmax_bwd). Tensors larger than one binding (attention scores at T = 1024 are
+ * 400 MB) are split into windows of whole rows (forEachUnitWindow).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
 import { forEachUnitWindow } from './binding-windows.js';
