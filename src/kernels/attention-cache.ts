@@ -66,16 +66,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 };
 
 function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
-  const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
-  const C = heads * hs;
-  const cachePerSequence = heads * maxLen * hs;
-  const tensors = [{ storage: qkv, perUnit: newLen * 3 * C }, { storage: kCache, perUnit: cachePerSequence }, { storage: vCache, perUnit: cachePerSequence }];
-  forEachUnitWindow(gpu, batch, tensors, (_first, count, [wq, wk, wv]) => {
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const C = H * hs;
+  const cachePerSequence = H * maxLen * hs;
+  const tensors = [{ storage: qkv, perUnit: n * 3 * C }, { storage: kCache, perUnit: cachePerSequence }, { storage: vCache, perUnit: cachePerSequence }];
+  forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv]) => {
     // k and v share a layout and a size: their windows have the same offset.
-    const elements = count * newLen * C;
+    const elements = count * n * C;
     gpu.dispatch(
       writeCacheKernel, undefined, [wq.view, wk.view, wv.view],
-      [elements, newLen, heads, hs, maxLen, position, wq.offset, wk.offset],
+      [elements, n, H, hs, maxLen, position, wq.offset, wk.offset],
       grid1d(elements, WRITE_WG, gpu.maxWorkgroupsPerDimension),
     );
   });
@@ -229,23 +229,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 };
 
 function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
-  const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
-  const C = heads * hs;
-  const out = gpu.alloc(batch * newLen * C);
-  const chunks = Math.ceil((position + newLen) / CK);
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const C = H * hs;
+  const out = gpu.alloc(B * n * C);
+  const chunks = Math.ceil((position + n) / CK);
   const d4 = Math.ceil(hs / 4);
   const params = { d4, vec4: hs % 4 === 0 };
   const tensors = [
-    { storage: qkv, perUnit: newLen * 3 * C },
-    { storage: kCache, perUnit: heads * maxLen * hs },
-    { storage: vCache, perUnit: heads * maxLen * hs },
-    { storage: out, perUnit: newLen * C },
+    { storage: qkv, perUnit: n * 3 * C },
+    { storage: kCache, perUnit: H * maxLen * hs },
+    { storage: vCache, perUnit: H * maxLen * hs },
+    { storage: out, perUnit: n * C },
   ];
-  forEachUnitWindow(gpu, batch, tensors, (_first, count, [wq, wk, wv, wo]) => {
-    const rows = count * newLen * heads;
+  forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv, wo]) => {
+    const rows = count * n * H;
     const stats = gpu.alloc(rows * chunks * 2);
     const partial = gpu.alloc(rows * chunks * d4 * 4);
-    const uniforms = [rows, newLen, heads, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), wq.offset, wk.offset, wo.offset];
+    const uniforms = [rows, n, H, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), wq.offset, wk.offset, wo.offset];
     gpu.dispatch(decodeKernel, params, [wq.view, wk.view, wv.view, stats, partial], uniforms, grid1d(rows * chunks, DECODE_WG, gpu.maxWorkgroupsPerDimension));
     gpu.dispatch(combineKernel, params, [stats, partial, wo.view], uniforms, grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
     gpu.release(stats);

@@ -207,8 +207,8 @@ export function flashForward(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStora
 }
 
 export function attention(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStorage, shape: AttentionShape): { out: GpuStorage; logSumExp: GpuStorage } {
-  const { batch, heads, seqLen, headSize } = shape;
-  const { out, lse } = flashForward(gpu, q, k, v, { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize });
+  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
+  const { out, lse } = flashForward(gpu, q, k, v, { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs });
   return { out, logSumExp: lse };
 }
 
@@ -403,8 +403,8 @@ ${stageTilesWgsl('qb', 'T', 'base', [['q', 'qTile'], ['dOut', 'doTile']])}
 export function attentionBackward(
   gpu: Gpu, dOut: GpuStorage, q: GpuStorage, k: GpuStorage, v: GpuStorage, out: GpuStorage, logSumExp: GpuStorage, shape: AttentionShape,
 ): { dq: GpuStorage; dk: GpuStorage; dv: GpuStorage } {
-  const { batch, heads, seqLen: T, headSize: hs } = shape;
-  const pairs = batch * heads;
+  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
+  const pairs = B * H;
   const size = pairs * T * hs;
   const dq = gpu.alloc(size);
   const dk = gpu.alloc(size);

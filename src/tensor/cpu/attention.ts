@@ -71,10 +71,10 @@ export function attendCausalBackward(
   dOut: Values, q: Values, k: Values, v: Values, out: Values, lse: Values,
   shape: AttentionShape, dq: Out, dk: Out, dv: Out,
 ): void {
-  const { batch, heads, seqLen: T, headSize: hs } = shape;
+  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
   const scale = 1 / Math.sqrt(hs);
   const dqRow = new Float64Array(hs);
-  for (let pair = 0; pair < batch * heads; pair++) {
+  for (let pair = 0; pair < B * H; pair++) {
     const base = pair * T * hs;
     for (let i = 0; i < T; i++) {
       const iRow = base + i * hs;
@@ -104,8 +104,8 @@ export function attendCausalBackward(
 }
 
 /** Full causal self-attention over [B, H, T, hs] as an AttendLayout. */
-function selfLayout({ batch, heads, seqLen, headSize }: AttentionShape): AttendLayout {
-  return { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize };
+function selfLayout({ batch: B, heads: H, seqLen: T, headSize: hs }: AttentionShape): AttendLayout {
+  return { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs };
 }
 
 export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: CpuStorage; logSumExp: CpuStorage } {
@@ -143,12 +143,12 @@ function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: 
 }
 
 function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
-  const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
     const rows = headsOf(f32(qkv), part, shape);
     const dst = f32(cache);
-    for (let pair = 0; pair < batch * heads; pair++) {
-      dst.set(rows.subarray(pair * newLen * hs, (pair + 1) * newLen * hs), (pair * maxLen + position) * hs);
+    for (let pair = 0; pair < B * H; pair++) {
+      dst.set(rows.subarray(pair * n * hs, (pair + 1) * n * hs), (pair * maxLen + position) * hs);
     }
   }
 }
