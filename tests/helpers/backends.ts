@@ -33,7 +33,11 @@ export async function withBindingLimits<T>(
   // The device belongs to `backend`: destroying this Gpu must not release it.
   const shared = { ...gpu.acquired, release: () => {} };
   const limited = new Gpu(shared, { immediate: gpu.immediate, validate: true, maxBindingBytes, bindingAlignment });
-  return fn(createWebGpuBackend(limited));
+  try {
+    return await fn(createWebGpuBackend(limited));
+  } finally {
+    limited.trimPool(); // the buffers fn released; those it kept stay with the device until teardown
+  }
 }
 
 afterAll(() => releaseWebGpu());
