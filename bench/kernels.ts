@@ -22,7 +22,7 @@ import { layerNormRows } from './kernel-rows/layernorm.js';
 import { matmulRows } from './kernel-rows/matmul.js';
 import { softmaxRows } from './kernel-rows/softmax.js';
 import type { BenchRow } from './kernel-rows/types.js';
-import { autotuneMatmul } from '../src/kernels/matmul.js';
+import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import type { Backend } from '../src/tensor/backend.js';

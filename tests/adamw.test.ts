@@ -125,7 +125,7 @@ describe.runIf(gpu !== null)('AdamW on WebGPU equals the CPU reference', () => {
     const size = 10007;
     const p0 = randomArray(size, seed, 1, -1, 1);
     const grads = [randomArray(size, seed, 2, -1, 1), randomArray(size, seed, 3, -1, 1)];
-    const actual = await withBindingLimits(webgpu, 4096, 256, () => run(webgpu, p0, grads, 0.1, 1e-2));
+    const actual = await withBindingLimits(webgpu, 4096, 256, (limited) => run(limited, p0, grads, 0.1, 1e-2));
     const expected = await run(cpu, p0, grads, 0.1, 1e-2);
     expectClose(actual.p, expected.p, { seed });
     expectClose(actual.m, expected.m, { seed });

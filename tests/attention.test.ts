@@ -213,7 +213,7 @@ describe.runIf(gpu !== null)('attention on WebGPU equals the CPU reference', () 
     const seed = freshSeed();
     const shape: Shape4 = [2, 3, 33, 24]; // 3168 B per pair: two pairs a window, windows at unaligned pairs
     const x = randomInputs(shape, seed);
-    const actual = await withBindingLimits(webgpu, 8192, 256, () => forwardBackward(webgpu, shape, x));
+    const actual = await withBindingLimits(webgpu, 8192, 256, (limited) => forwardBackward(limited, shape, x));
     const expected = await forwardBackward(cpu, shape, x);
     expectForwardClose(actual, expected, seed);
     expectGradientsClose(actual, expected, seed);
@@ -265,7 +265,7 @@ describe('attention through the KV cache equals full causal attention', () => {
         if (windows) {
           const sequence = Math.max(H * maxLen * hs, Math.max(prefill, ...steps) * 3 * H * hs) * 4;
           const limit = Math.ceil((1.5 * sequence) / 256) * 256;
-          await withBindingLimits(b as WebGpuBackend, limit, 256, () => cacheSteps(b, B, H, hs, maxLen, prefill, steps));
+          await withBindingLimits(b as WebGpuBackend, limit, 256, (limited) => cacheSteps(limited, B, H, hs, maxLen, prefill, steps));
         } else {
           await cacheSteps(b, B, H, hs, maxLen, prefill, steps);
         }

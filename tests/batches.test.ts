@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { batchesOf, epochOrder, splitTrainVal } from '../src/train/batches.js';
-import { Rng } from '../src/train/rng.js';
+import { Rng } from '../src/tensor/rng.js';
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 

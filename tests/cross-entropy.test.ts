@@ -154,7 +154,7 @@ describe.runIf(gpu !== null)('cross-entropy on WebGPU equals the CPU reference',
   it('rows split into binding windows (limit lowered to 40 KiB, offsets aligned to 256 B)', async () => {
     const seed = freshSeed();
     const c = randomCase(37, 1001, seed); // 9 rows a window, none of them starting on an aligned element
-    const actual = await withBindingLimits(webgpu, 40 * 1024, 256, () => run(webgpu, c));
+    const actual = await withBindingLimits(webgpu, 40 * 1024, 256, (limited) => run(limited, c));
     expectMatches(actual, await run(cpu, c), c, seed);
   });
 

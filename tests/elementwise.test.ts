@@ -166,7 +166,7 @@ describe('the CPU reference at values worked out by hand', () => {
 describe('random numbers: statistics of 1e5 draws, on every backend', () => {
   for (const [name, backend] of [['cpu', cpu], ['webgpu', gpu]] as const) {
     it.runIf(backend !== null)(`${name}: uniform in [0, 1) with mean 1/2 and std 1/√12; normal with mean 0, std 1, 68.3% within ±1`, async () => {
-      const b = backend!;
+      const b: Backend = backend!;
       const seed = freshSeed();
       const n = 100_000;
       const stats = (x: Float32Array) => {
@@ -195,7 +195,7 @@ describe('random numbers: statistics of 1e5 draws, on every backend', () => {
     });
 
     it.runIf(backend !== null)(`${name}: different seeds give different numbers, the same seed the same`, async () => {
-      const b = backend!;
+      const b: Backend = backend!;
       const seed = freshSeed();
       for (const distribution of ['uniform', 'normal'] as const) {
         const x = await readAndRelease(b, b.random(10_000, seed, distribution));
@@ -333,14 +333,14 @@ describe.runIf(gpu !== null)('element-wise ops on WebGPU equal the CPU reference
     const size = 10007;
     const a = withOutliers(randomArray(size, seed, 1), seed, 2);
     const b = randomArray(size, seed, 3, 0.5, 2);
-    const results = await withBindingLimits(webgpu, 4096, 256, async () => ({
-      add: await runBinary(webgpu, 'add', a, [size], b, [size]),
-      scalar: await runBinary(webgpu, 'mul', a, [size], Float32Array.of(-3.5), []),
-      exp: await runUnary(webgpu, 'exp', b),
-      uniform: await readAndRelease(webgpu, webgpu.random(size, seed, 'uniform')),
-      normal: await readAndRelease(webgpu, webgpu.random(size, seed, 'normal')),
-      fill: await readAndRelease(webgpu, webgpu.fill(size, 7, 'f32')),
-      cast: await webgpu.read(webgpu.cast(webgpu.upload(a), 'i32')),
+    const results = await withBindingLimits(webgpu, 4096, 256, async (limited) => ({
+      add: await runBinary(limited, 'add', a, [size], b, [size]),
+      scalar: await runBinary(limited, 'mul', a, [size], Float32Array.of(-3.5), []),
+      exp: await runUnary(limited, 'exp', b),
+      uniform: await readAndRelease(limited, limited.random(size, seed, 'uniform')),
+      normal: await readAndRelease(limited, limited.random(size, seed, 'normal')),
+      fill: await readAndRelease(limited, limited.fill(size, 7, 'f32')),
+      cast: await limited.read(limited.cast(limited.upload(a), 'i32')),
     }));
     expectClose(results.add, await runBinary(cpu, 'add', a, [size], b, [size]), { seed });
     expectClose(results.scalar, await runBinary(cpu, 'mul', a, [size], Float32Array.of(-3.5), []), { seed });
@@ -387,7 +387,7 @@ describe.runIf(gpu !== null)('element-wise ops on WebGPU equal the CPU reference
 describe('i32 data', () => {
   for (const [name, backend] of [['cpu', cpu], ['webgpu', gpu]] as const) {
     it.runIf(backend !== null)(`${name}: upload and read keep the dtype; fill of ${'i32' satisfies DType} holds integers past 2^24`, async () => {
-      const b = backend!;
+      const b: Backend = backend!;
       const ids = Int32Array.of(0, 50256, -1, 2 ** 31 - 1);
       const s = b.upload(ids);
       expect(s.dtype).toBe('i32');

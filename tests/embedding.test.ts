@@ -129,7 +129,7 @@ describe.runIf(gpu !== null)('embedding on WebGPU equals the CPU reference', () 
       ids[n - 1] = vocab - 1;
       const table = randomArray(vocab * dim, seed, 2, -1, 1);
       const dOut = randomArray(n * dim, seed, 3, -1, 1);
-      const actual = await withBindingLimits(webgpu, 2048, 256, () => run(webgpu, ids, table, dOut, vocab, dim));
+      const actual = await withBindingLimits(webgpu, 2048, 256, (limited) => run(limited, ids, table, dOut, vocab, dim));
       expectEmbeddingClose(actual, await run(cpu, ids, table, dOut, vocab, dim), ids, seed);
     });
   }

@@ -101,7 +101,7 @@ describe.runIf(gpu !== null)('GELU on WebGPU equals the CPU reference', () => {
     const seed = freshSeed();
     const x = randomInput(10007, seed);
     const dy = randomArray(10007, seed, 4, -1, 1);
-    const actual = await withBindingLimits(webgpu, 4096, 256, () => run(webgpu, x, dy));
+    const actual = await withBindingLimits(webgpu, 4096, 256, (limited) => run(limited, x, dy));
     expectGeluClose(actual, await run(cpu, x, dy), seed);
   });
 

@@ -204,7 +204,7 @@ describe.runIf(gpu !== null)('layerNorm on WebGPU equals the CPU reference', () 
     it(`[${rows}, ${dim}] split into binding windows (limit lowered to ${limit} B, 256 B alignment)`, async () => {
       const seed = freshSeed();
       const inp = randomInputs(rows, dim, seed, true);
-      const actual = await withBindingLimits(webgpu, limit, 256, () => run(webgpu, inp, rows, dim));
+      const actual = await withBindingLimits(webgpu, limit, 256, (limited) => run(limited, inp, rows, dim));
       expectLayerNormClose(actual, await run(cpu, inp, rows, dim), inp.x, rows, seed);
     });
   }

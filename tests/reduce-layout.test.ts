@@ -303,7 +303,7 @@ describe.runIf(gpu !== null)('reductions and layout on WebGPU equal the CPU refe
         const seed = freshSeed();
         const xh = values(sizeOf(shape), seed);
         for (const axis of axes) {
-          const actual = await withBindingLimits(webgpu, 16384, 256, () => reduceOn(webgpu, op, xh, shape, axis));
+          const actual = await withBindingLimits(webgpu, 16384, 256, (limited) => reduceOn(limited, op, xh, shape, axis));
           expectReduced(op, actual, reference(op, xh, shape, axis), `axis ${axis}, TEST_SEED=${seed}`);
         }
       });

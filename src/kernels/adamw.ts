@@ -6,15 +6,15 @@
  * minimum traffic (28 B per element). The bias corrections 1 − β^t, 1 − β1, 1 − β2 and the decay
  * factor 1 − lr·wd are computed on the host in float64 and passed as f32 uniforms with lr, β1, β2 and
  * eps: the kernel never raises to a power, and never computes 1 − β2 in f32 (β2 = 0.999 rounds to
- * 0.99900001, so 1 − β2 would be off by 1.3e-5 relative, measured as 1.2e-4 error in p over 2 steps). Tensors larger than one binding (GPT-2's wte is 154 MB) are walked in chunks
- * (forEachChunk) of four aligned views. Each thread takes PER = 8 elements, WG apart; measured on
- * lavapipe (2 cores, shared, best of 3 medians) over 8 M elements, ms: PER = 1: 192, 4: 118,
- * 8: 116, 16: 139.
+ * 0.99900001, so 1 − β2 would be off by 1.3e-5 relative, an error that grows in p step by step).
+ * Tensors larger than one binding (GPT-2's wte is 154 MB) are walked in chunks (forEachChunk) of
+ * four aligned views. Each thread takes PER = 8 elements, WG apart: fewer workgroups, which a
+ * software rasterizer pays for one by one, while a GPU still gets thousands (docs/kernels.md, adamw).
  */
 import type { AdamWHyper } from '../tensor/backend.js';
 import { adamwConstants } from '../tensor/cpu/adamw.js';
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachChunk } from './elementwise.js';
+import { forEachChunk } from './binding-windows.js';
 import { f32, grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;
@@ -24,13 +24,12 @@ const PER = 8;
 
 /**
  * `vec4`: four elements at a time (count a multiple of 4): a quarter of the per-lane loads, which
- * llvmpipe runs as gathers (the demo's [50257, 64] wte: 21 → 18 ms).
+ * llvmpipe runs as gathers.
  */
-const adamwKernel: Kernel<{ per: number; vec4: boolean }> = {
+const adamwKernel: Kernel<{ vec4: boolean }> = {
   name: 'adamw',
   bindings: ['write', 'read', 'write', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per, vec4 }) => /* wgsl */ `
+  wgsl: ({ vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> p: array<${vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(1) var<storage, read> g: array<${vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(2) var<storage, read_write> m: array<${vec4 ? 'vec4f' : 'f32'}>;
@@ -50,8 +49,8 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
-  for (var k = 0u; k < ${per}u; k++) {
+  let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
+  for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i >= params.count) { break; }
     let gi = g[i];
@@ -66,7 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
 };
 
-export function adamw(gpu: Gpu, param: GpuStorage, grad: GpuStorage, m: GpuStorage, v: GpuStorage, hyper: AdamWHyper, per = PER): void {
+export function adamw(gpu: Gpu, param: GpuStorage, grad: GpuStorage, m: GpuStorage, v: GpuStorage, hyper: AdamWHyper): void {
   for (const [name, s] of [['grad', grad], ['m', m], ['v', v]] as const) {
     if (s.size !== param.size) throw new Error(`adamw: ${name} has ${s.size} elements, the parameter ${param.size}`);
   }
@@ -75,12 +74,12 @@ export function adamw(gpu: Gpu, param: GpuStorage, grad: GpuStorage, m: GpuStora
     const vec4 = count % 4 === 0;
     const threads = vec4 ? count / 4 : count;
     gpu.dispatch(
-      adamwKernel, { per, vec4 }, [param, grad, m, v].map((s) => gpu.view(s, start, count)),
+      adamwKernel, { vec4 }, [param, grad, m, v].map((s) => gpu.view(s, start, count)),
       [
         threads, f32(hyper.lr), f32(decay), f32(hyper.beta1), f32(hyper.beta2), f32(1 - hyper.beta1), f32(1 - hyper.beta2),
         f32(hyper.eps), f32(biasCorrection1), f32(biasCorrection2),
       ],
-      grid1d(threads, WG * per, gpu.maxWorkgroupsPerDimension),
+      grid1d(threads, WG * PER, gpu.maxWorkgroupsPerDimension),
     );
   });
 }

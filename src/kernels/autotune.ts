@@ -154,11 +154,6 @@ export function isTuned(t: AdapterTraits): boolean {
   return settledVariant(t) !== null;
 }
 
-/** Sets the variant for this process (tests, or a caller that measured by itself). */
-export function setVariant(description: string, name: MatmulVariantName): void {
-  chosen.set(description, name);
-}
-
 /** Forgets the in-process choice, so the next look reads the store again (tests). */
 export function forgetVariant(description: string): void {
   chosen.delete(description);

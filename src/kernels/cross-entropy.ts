@@ -14,52 +14,37 @@
  * whole rows that fit (forEachUnitWindow), each bound from the aligned element at or below its first
  * row with the remainder passed as an element offset (a row of 50257 f32 is not a multiple of 16 B).
  *
- * Measured on lavapipe (2 shared cores, ±30%) at [1024, 50257]: 304 ms, 1.35 GB/s of logits read and
- * dLogits written, 0.12 of the copy bandwidth; the engine's own unary neg over the same elements runs
- * at 80% of that time here, so the per-element cost is lavapipe's, not the exps'. Variants: the
- * rescale every 1 / 2 / 4 / 8 elements took 602 / 536 / 512 / 511 ms (a busier moment): 4 kept; a
- * max pass, then exp(x − max) stashed in dLogits while summing, then an in-place rescale (one exp an
- * element, one more pass) took 772 ms against 501 for the online pass.
+ * The online pass rescales once per UNROLL = 4 elements, which is where folding more elements per
+ * rescale stops paying; a separate max pass with one exp an element costs a whole extra pass over
+ * the row, more than the online pass's extra exps (docs/kernels.md, cross_entropy).
  * Targets outside [0, V) in a row of non-zero weight are an error the CPU reference reports; here
  * they read a clamped logit and never match the one-hot, so they cannot read out of bounds.
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
+import { LOWEST_FINITE, mergeMaxSumWgsl } from './row-reduction.js';
 
 const WG = 256;
 /** Elements each thread folds into its running (max, sum) per rescale. */
 const UNROLL = 4;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const SUM_WG = 256;
-/** Below every logit and finite: -inf literals may be folded away by compilers that assume no Inf. */
-const LOWEST = '-3.0e38';
 
 /** Statistics by an online (max, sum) pass, then a pass that writes exp(x − max)·w/sum. */
-function onlineWgsl(unroll: number): string {
+function onlineWgsl(): string {
+  const unroll = UNROLL;
   return /* wgsl */ `
   // Online max and sum, one rescale per ${unroll} elements: exp runs 1 + 1/${unroll} times an element.
-  var m = ${LOWEST};
+  var m = ${LOWEST_FINITE};
   var s = 0.0;
   for (var i0 = lid; i0 < V; i0 += ${WG * unroll}u) {
-${range(unroll).map((u) => `    let x${u} = select(${LOWEST}, logits[src + min(i0 + ${u * WG}u, V - 1u)], i0 + ${u * WG}u < V);`).join('\n')}
+${range(unroll).map((u) => `    let x${u} = select(${LOWEST_FINITE}, logits[src + min(i0 + ${u * WG}u, V - 1u)], i0 + ${u * WG}u < V);`).join('\n')}
     let mNew = max(m, ${range(unroll).map((u) => `x${u}`).reduce((a, b) => `max(${a}, ${b})`)});
     s = s * exp(m - mNew) + ${range(unroll).map((u) => `exp(x${u} - mNew)`).join(' + ')};
     m = mNew;
   }
-  maxs[lid] = m;
-  sums[lid] = s;
-  workgroupBarrier();
-  for (var stride = ${WG / 2}u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      let m1 = maxs[lid];
-      let m2 = maxs[lid + stride];
-      let mm = max(m1, m2);
-      sums[lid] = sums[lid] * exp(m1 - mm) + sums[lid + stride] * exp(m2 - mm);
-      maxs[lid] = mm;
-    }
-    workgroupBarrier();
-  }
+${mergeMaxSumWgsl('lid', 'lid', WG)}
   let rowMax = maxs[0];
   let sum = sums[0];
   let tgt = u32(clamp(targets[r], 0, i32(V) - 1));
@@ -71,11 +56,10 @@ ${range(unroll).map((u) => `    let x${u} = select(${LOWEST}, logits[src + min(i
   }`;
 }
 
-const rowsKernel: Kernel<{ unroll: number }> = {
+const rowsKernel: Kernel = {
   name: 'cross_entropy_rows',
   bindings: ['read', 'read', 'read', 'write', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ unroll }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> weights: array<f32>;
@@ -107,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     if (lid == 0u) { rowLoss[r] = 0.0; }
     return;
   }
-${onlineWgsl(unroll)}
+${onlineWgsl()}
   if (lid == 0u) { rowLoss[r] = w * ((rowMax - logits[src + tgt]) + log(sum)); }
 }`,
 };
@@ -115,7 +99,6 @@ ${onlineWgsl(unroll)}
 const sumKernel: Kernel = {
   name: 'cross_entropy_sum',
   bindings: ['read', 'write'],
-  workgroupSize: () => [SUM_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> rowLoss: array<f32>;
 @group(0) @binding(1) var<storage, read_write> loss: array<f32>;
@@ -137,7 +120,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 };
 
 export function crossEntropy(
-  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, vocab: number, unroll = UNROLL,
+  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, vocab: number,
 ): { loss: GpuStorage; dLogits: GpuStorage } {
   const dLogits = gpu.alloc(rows * vocab);
   const rowLoss = gpu.alloc(rows);
@@ -145,7 +128,7 @@ export function crossEntropy(
   const windows = [{ storage: logits, perUnit: vocab }, { storage: dLogits, perUnit: vocab }];
   forEachUnitWindow(gpu, rows, windows, (first, count, [wl, wd]) => {
     gpu.dispatch(
-      rowsKernel, { unroll }, [wl.view, targets, weights, wd.view, rowLoss],
+      rowsKernel, undefined, [wl.view, targets, weights, wd.view, rowLoss],
       [count, vocab, first, wl.offset, wd.offset],
       grid1d(count, 1, gpu.maxWorkgroupsPerDimension),
     );

@@ -5,17 +5,18 @@
  * Two variants. `flat`: every operand is either the output's size (read at i) or a scalar (read at 0);
  * it walks tensors larger than one binding in chunks, so a 200 MB gradient scales like a small one.
  * Its threads take four elements each, read and written as vec4: on llvmpipe every per-lane load and
- * store is a gather or scatter, and in the demo's training step a + b over [50257, 64] took 11.7 ms
- * one element a thread and 6.1 four at a time, a · scalar over its [69, 50257] logits 15 ms and 5.
+ * store is a gather or scatter, so a vec4 does the work of four for the price of one
+ * (docs/kernels.md, element-wise).
  * `strided`: general NumPy broadcasting up to rank 8, each operand read through its own strides.
  */
 import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
 import { broadcastStrides, sizeOf } from '../tensor/shape.js';
-import { GpuStorage, type Gpu } from './gpu.js';
-import { flatIndexWgsl, grid1d, type BufferView, type Kernel } from './kernel.js';
+import { forEachChunk } from './binding-windows.js';
+import type { Gpu, GpuStorage } from './gpu.js';
+import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { MAX_RANK, padToMaxRank, RANK_ARRAY_WGSL, stridedOffsetsWgsl } from './strided-index.js';
 
 const WG = 256;
-const MAX_RANK = 8;
 
 const unaryExpr: Record<UnaryOp, string> = {
   neg: '-x0',
@@ -69,7 +70,6 @@ interface FlatParams {
 const flatKernel: Kernel<FlatParams> = {
   name: 'elementwise_flat',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ expr, scalar }) => {
     const declarations = scalar.map((sc, k) => `@group(0) @binding(${k}) var<storage, read> in${k}: array<${sc ? 'f32' : 'vec4f'}>;`);
     const loads = scalar.map((sc, k) => `  let v${k} = ${sc ? `vec4f(in${k}[0])` : `in${k}[i]`};`);
@@ -100,17 +100,16 @@ interface StridedParams {
 const stridedKernel: Kernel<StridedParams> = {
   name: 'elementwise_strided',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ expr }) => /* wgsl */ `
 ${inputDeclarations(3)}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 struct Params {
   count: u32,
   rank: u32,
-  shape: array<vec4u, 2>,
-  strides0: array<vec4u, 2>,
-  strides1: array<vec4u, 2>,
-  strides2: array<vec4u, 2>,
+  shape: ${RANK_ARRAY_WGSL},
+  strides0: ${RANK_ARRAY_WGSL},
+  strides1: ${RANK_ARRAY_WGSL},
+  strides2: ${RANK_ARRAY_WGSL},
 }
 @group(0) @binding(4) var<uniform> params: Params;
 ${POW_WGSL}
@@ -119,16 +118,7 @@ ${flatIndexWgsl(WG)}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flatIndex(gid, nwg);
   if (i >= params.count) { return; }
-  var rest = i;
-  var o0 = 0u; var o1 = 0u; var o2 = 0u;
-  for (var d = i32(params.rank) - 1; d >= 0; d--) {
-    let size = params.shape[d / 4][d % 4];
-    let index = rest % size;
-    rest = rest / size;
-    o0 += index * params.strides0[d / 4][d % 4];
-    o1 += index * params.strides1[d / 4][d % 4];
-    o2 += index * params.strides2[d / 4][d % 4];
-  }
+${stridedOffsetsWgsl([0, 1, 2].map((k) => ({ name: `o${k}`, start: '0u', strides: `strides${k}` })))}
   let x0 = in0[o0];
   let x1 = in1[o1];
   let x2 = in2[o2];
@@ -136,65 +126,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   out[i] = ${expr};
 }`,
 };
-
-function padTo(values: readonly number[], length: number): number[] {
-  return [...values, ...new Array<number>(length - values.length).fill(0)];
-}
-
-/** Elements per chunk: as many as one binding holds, keeping chunk offsets aligned. */
-export function chunkElements(gpu: Gpu): number {
-  const alignElements = gpu.bindingAlignment / 4;
-  return Math.floor(gpu.maxBindingBytes / 4 / alignElements) * alignElements;
-}
-
-/** Runs fn over [start, start + count) chunks that each fit one binding. */
-export function forEachChunk(gpu: Gpu, size: number, fn: (start: number, count: number) => void): void {
-  const step = chunkElements(gpu);
-  for (let start = 0; start < size; start += step) fn(start, Math.min(step, size - start));
-}
-
-/** A binding over whole units of a tensor: `view` starts at an aligned element at or below the first unit, which begins `offset` elements into it. */
-export interface UnitWindow {
-  view: BufferView;
-  offset: number;
-}
-
-/**
- * A binding of `count` elements of `storage` from element `start`: bound from the aligned element at or
- * below `start` (never past the storage's end), with `start`'s offset inside it.
- */
-export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, count: number): UnitWindow {
-  const aligned = start - (start % (gpu.bindingAlignment / 4));
-  const offset = start - aligned;
-  return { view: gpu.view(storage, aligned, Math.min(count + offset, storage.size - aligned)), offset };
-}
-
-/**
- * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
- * tensor's window fits one binding. Each tensor holds `perUnit` elements per unit; its window starts at
- * the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
- * With tensors that fit one binding this is a single group of offset 0.
- */
-export function forEachUnitWindow(
-  gpu: Gpu,
-  units: number,
-  tensors: readonly { storage: GpuStorage; perUnit: number }[],
-  fn: (first: number, count: number, windows: UnitWindow[]) => void,
-): void {
-  const alignElements = gpu.bindingAlignment / 4;
-  const maxElements = Math.floor(gpu.maxBindingBytes / 4);
-  let group = units;
-  for (const { perUnit } of tensors) {
-    if (perUnit * units <= maxElements) continue;
-    group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));
-  }
-  if (group < 1) throw new Error(`one unit of ${Math.max(...tensors.map((t) => t.perUnit))} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
-  for (let first = 0; first < units; first += group) {
-    const count = Math.min(group, units - first);
-    const windows = tensors.map(({ storage, perUnit }) => alignedWindow(gpu, storage, first * perUnit, count * perUnit));
-    fn(first, count, windows);
-  }
-}
 
 /** out = expr(x0, x1, x2) over operands of the output's size or of size 1. */
 function mapFlat(gpu: Gpu, expr: string, inputs: GpuStorage[], size: number): GpuStorage {
@@ -221,8 +152,8 @@ function mapStrided(gpu: Gpu, expr: string, inputs: { x: GpuStorage; shape: read
     size,
     outShape.length,
     0, 0, // pads the header to the 16-byte alignment of the arrays that follow
-    ...padTo(outShape, MAX_RANK),
-    ...operands.flatMap(({ shape }) => padTo(broadcastStrides(shape, outShape), MAX_RANK)),
+    ...padToMaxRank(outShape),
+    ...operands.flatMap(({ shape }) => padToMaxRank(broadcastStrides(shape, outShape))),
   ];
   gpu.dispatch(stridedKernel, { expr }, [...operands.map(({ x }) => x), out], uniforms, grid1d(size, WG, gpu.maxWorkgroupsPerDimension));
   return out;
@@ -262,7 +193,6 @@ export function where(
 const fillKernel: Kernel = {
   name: 'fill',
   bindings: ['write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<u32>;
 struct Params { count: u32, bits: u32 }
@@ -305,7 +235,7 @@ const SIN_2PI_HORNER = SIN_2PI_COEFFICIENTS.reduceRight((inner, c, k) =>
  *    [−1/3, 0), by its odd series (7 terms: |s|^15/15 < 1e-8);
  *  - cos(2π·u2) = sin(2π·b) with b = 1/4 − |u2 − round(u2)| in [−1/4, 1/4] (exact in f32), by the
  *    series above, accurate relative to itself near the cosine's zeros.
- * Measured against the float64 reference on lavapipe: worst 3.1e-7 relative over 3e6 draws.
+ * The result is within a few f32 ulps of the float64 reference (tests/elementwise.test.ts).
  */
 const RANDOM_WGSL = /* wgsl */ `
 fn pcgHash(x: u32) -> u32 {
@@ -335,7 +265,6 @@ fn normalAt(seed: u32, i: u32) -> f32 {
 const randomKernel: Kernel<{ distribution: RandomDistribution }> = {
   name: 'random',
   bindings: ['write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ distribution }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 struct Params { count: u32, seed: u32, start: u32 }
@@ -360,7 +289,6 @@ export function random(gpu: Gpu, size: number, seed: number, distribution: Rando
 const castKernel: Kernel<{ to: DType }> = {
   name: 'cast',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ to }) => {
     const from = to === 'i32' ? 'f32' : 'i32';
     return /* wgsl */ `

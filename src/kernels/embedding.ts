@@ -12,16 +12,12 @@
  *    listed in increasing position: the order is a function of the ids alone.
  *  - `embedding_backward_rows`: a workgroup per ROWS_PER_GROUP vocabulary rows sums, for each, the
  *    dOut rows listed for its id in that order (or writes zeros), one thread per column (per four
- *    columns when dim is a multiple of 4: on llvmpipe every per-lane store is a scatter, and the
- *    demo's [50257, 64] backward went 30 → 15 ms with them): every element of the gradient written
- *    once, dOut read once, bitwise reproducible.
- * Variant measured and dropped: one workgroup per vocabulary row scanning all n ids for its own
- * (ids staged 256 at a time in workgroup memory; O(vocab · n) id compares, no sort). On lavapipe
- * (2 cores) at [50257, 768]: n = 1024 ids, scan 9500 ms, sort 219 ms; n = 8192, scan 74600 ms, sort
- * 179 ms; a plain zero-fill of the 154 MB gradient takes ~200 ms, so the sorted backward runs at the
- * cost of writing its output. A long run of one id (padding) is summed by one workgroup: on a GPU
- * that serializes ~k·dim adds in one workgroup (k = 8192 is ~1 ms); splitting long runs is the
- * next step if it ever shows.
+ *    columns when dim is a multiple of 4: on llvmpipe every per-lane store is a scatter, so four
+ *    columns a store halve the stores): every element of the gradient written once, dOut read
+ *    once, bitwise reproducible. The sort makes the backward cost about what writing its output
+ *    costs, where a scan of all n ids per vocabulary row is O(vocab · n) (docs/kernels.md,
+ *    embedding_bwd). A long run of one id (padding) is summed by one workgroup, which serializes
+ *    its adds; splitting long runs would be the remedy if it ever showed.
  *
  * Tables larger than one binding (GPT-2 medium's wte is 206 MB, the [50257, 1024] test 196 MiB) are
  * split into windows of whole vocabulary rows (forEachUnitWindow: each window bound from an aligned
@@ -32,14 +28,14 @@
  * out-of-bounds read).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow, type UnitWindow } from './elementwise.js';
+import { forEachUnitWindow, type UnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 /** Threads per token row (gather) and per vocabulary row (backward). */
 const ROW_WG = 64;
 /**
- * Vocabulary rows one backward workgroup walks in turn: a workgroup per row left llvmpipe starting
- * 50257 of them, 30 ms of the demo's step at dim 64 (a row is one pass of its 64 threads).
+ * Vocabulary rows one backward workgroup walks in turn: at a small dim a row is one pass of the
+ * workgroup's threads, and starting a workgroup per row costs more than the row.
  */
 const ROWS_PER_GROUP = 8;
 /** Threads of the single sorting workgroup: also the chunk of ids ranked at a time. */
@@ -48,7 +44,6 @@ const SORT_WG = 256;
 const gatherKernel: Kernel = {
   name: 'embedding_gather',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [ROW_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read> table: array<f32>;
@@ -79,7 +74,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const sortKernel: Kernel = {
   name: 'embedding_sort',
   bindings: ['read', 'write', 'write', 'write'],
-  workgroupSize: () => [SORT_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read_write> start: array<u32>; // [vocab + 1]: counts, then starts
@@ -153,7 +147,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 const backwardRowsKernel: Kernel<{ vec4: boolean }> = {
   name: 'embedding_backward_rows',
   bindings: ['read', 'read', 'read', 'write'],
-  workgroupSize: () => [ROW_WG, 1, 1],
   wgsl: ({ vec4 }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> start: array<u32>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;

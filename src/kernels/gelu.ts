@@ -1,20 +1,20 @@
 /**
  * GELU, tanh approximation as GPT-2, forward and backward. CPU reference: src/tensor/cpu/gelu.ts.
  *
- * Flat element-wise kernels, walked over tensors larger than one binding in chunks (forEachChunk). 0.5·(1 + tanh(u)) is written as the logistic s = 1/(1 + exp(−2u)), the
+ * Flat element-wise kernels, walked over tensors larger than one binding in chunks (forEachChunk).
+ * 0.5·(1 + tanh(u)) is written as the logistic s = 1/(1 + exp(−2u)), the
  * same function without the cancellation of 1 + tanh(u) for negative x. The tanh argument
  * u = √(2/π)·(x + 0.044715·x³) is clamped by computing it from x clamped to ±10: x³ cannot overflow,
  * |u| ≤ 43.6 keeps exp(2|u|) finite, and past ±10 the gate is 1 or below 2e-38 in f32 anyway.
  * Forward y = x·s (with x floored at −10, so x = −1e30 gives ~0, not −1e30·2e-38). Backward:
  * gelu'(x) = s + 2·x·s·(1 − s)·√(2/π)·(1 + 3·0.044715·x²), with the clamped x.
  *
- * Each thread takes PER = 16 elements, WG apart (coalesced on a GPU, whole SIMD rows on a CPU).
- * Measured on lavapipe (2 cores, shared, best of 4 medians) at [8·128, 3072], forward/backward ms:
- * PER = 1: 52/56, 4: 27/32, 8: 23/30, 16: 16/24 (lavapipe pays per workgroup; a GPU still gets
- * 768 workgroups at this size).
+ * Each thread takes PER = 16 elements, WG apart (coalesced on a GPU, whole SIMD rows on a CPU): a
+ * software rasterizer pays per workgroup, and a GPU still gets hundreds of workgroups at GPT-2's
+ * sizes (docs/kernels.md, gelu_fwd / gelu_bwd).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachChunk } from './elementwise.js';
+import { forEachChunk } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
 
 const WG = 256;
@@ -36,11 +36,10 @@ fn gelu(x: f32) -> f32 {
 /** Elements per thread: thread t of workgroup w takes elements w·WG·PER + k·WG + t, k < PER. */
 const PER = 16;
 
-const forwardKernel: Kernel<{ per: number }> = {
+const forwardKernel: Kernel = {
   name: 'gelu_forward',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 struct Params { count: u32 }
@@ -48,19 +47,18 @@ struct Params { count: u32 }
 ${GELU_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
-  for (var k = 0u; k < ${per}u; k++) {
+  let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
+  for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i < params.count) { y[i] = gelu(x[i]); }
   }
 }`,
 };
 
-const backwardKernel: Kernel<{ per: number }> = {
+const backwardKernel: Kernel = {
   name: 'gelu_backward',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
-  wgsl: ({ per }) => /* wgsl */ `
+  wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;
@@ -69,8 +67,8 @@ struct Params { count: u32 }
 ${GELU_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let base = (wid.x + wid.y * nwg.x) * ${WG * per}u + lid;
-  for (var k = 0u; k < ${per}u; k++) {
+  let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
+  for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i < params.count) {
       let xc = clamp(x[i], -10.0, 10.0);
@@ -81,21 +79,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
 };
 
-export function gelu(gpu: Gpu, x: GpuStorage, per = PER): GpuStorage {
+export function gelu(gpu: Gpu, x: GpuStorage): GpuStorage {
   const y = gpu.alloc(x.size);
   forEachChunk(gpu, x.size, (start, count) => {
-    gpu.dispatch(forwardKernel, { per }, [gpu.view(x, start, count), gpu.view(y, start, count)], [count], grid1d(count, WG * per, gpu.maxWorkgroupsPerDimension));
+    gpu.dispatch(forwardKernel, undefined, [gpu.view(x, start, count), gpu.view(y, start, count)], [count], grid1d(count, WG * PER, gpu.maxWorkgroupsPerDimension));
   });
   return y;
 }
 
-export function geluBackward(gpu: Gpu, x: GpuStorage, dy: GpuStorage, per = PER): GpuStorage {
+export function geluBackward(gpu: Gpu, x: GpuStorage, dy: GpuStorage): GpuStorage {
   if (dy.size !== x.size) throw new Error(`geluBackward: x has ${x.size} elements, dy ${dy.size}`);
   const dx = gpu.alloc(x.size);
   forEachChunk(gpu, x.size, (start, count) => {
     gpu.dispatch(
-      backwardKernel, { per }, [gpu.view(x, start, count), gpu.view(dy, start, count), gpu.view(dx, start, count)],
-      [count], grid1d(count, WG * per, gpu.maxWorkgroupsPerDimension),
+      backwardKernel, undefined, [gpu.view(x, start, count), gpu.view(dy, start, count), gpu.view(dx, start, count)],
+      [count], grid1d(count, WG * PER, gpu.maxWorkgroupsPerDimension),
     );
   });
   return dx;

@@ -42,6 +42,13 @@ export interface GpuOptions {
   immediate?: boolean;
   /** Check every dispatch in its own error scope, so a validation error names its kernel exactly. */
   validate?: boolean;
+  /**
+   * Bind at most this many bytes per storage binding (never more than the device allows), so that
+   * tests run the code that splits tensors larger than one binding on small ones.
+   */
+  maxBindingBytes?: number;
+  /** Align binding offsets to this many bytes: a multiple of the device's alignment. */
+  bindingAlignment?: number;
 }
 
 export class Gpu {
@@ -76,13 +83,17 @@ export class Gpu {
   private pendingChecks: Promise<Error | null>[] = [];
   private failure: Error | null = null;
 
-  constructor(private readonly acquired: AcquiredDevice, options: GpuOptions = {}) {
+  /** The device this Gpu records on; another Gpu with other options may share it (tests). */
+  constructor(readonly acquired: AcquiredDevice, options: GpuOptions = {}) {
     const { device, limits } = acquired;
     this.device = device;
     this.description = acquired.description;
     this.features = acquired.features;
-    this.maxBindingBytes = limits.maxStorageBufferBindingSize;
-    this.bindingAlignment = limits.minStorageBufferOffsetAlignment;
+    this.maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+    this.bindingAlignment = options.bindingAlignment ?? limits.minStorageBufferOffsetAlignment;
+    if (this.bindingAlignment % limits.minStorageBufferOffsetAlignment !== 0) {
+      throw new Error(`binding alignment ${this.bindingAlignment} B is not a multiple of the adapter's ${limits.minStorageBufferOffsetAlignment} B`);
+    }
     this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
     this.immediate = options.immediate ?? false;
     this.validate = options.validate ?? false;
@@ -245,9 +256,9 @@ export class Gpu {
   /**
    * Awaits a device promise. Dawn's Node bindings poll for its completion with setImmediate, a busy
    * loop on the JS thread; on a software adapter (llvmpipe) that loop takes a core from the threads
-   * running the kernels. There the wait sleeps POLL_SLEEP_MS between polls instead: measured on
-   * lavapipe (2 cores), four output-head matmuls took 111–124 ms behind the busy loop and 74–93 ms
-   * when the JS thread slept until they were done. A GPU runs beside the CPU: there the loop stays.
+   * running the kernels, which then run markedly slower. There the wait sleeps POLL_SLEEP_MS between
+   * polls instead (docs/kernels.md, "Waiting for the device"). A GPU runs beside the CPU: there the
+   * loop stays.
    */
   private async settle<T>(promise: Promise<T>): Promise<T> {
     if (!this.politeWait) return promise;

@@ -10,8 +10,6 @@ export interface Kernel<P = void> {
   readonly name: string;
   /** One entry per storage binding, in binding order. */
   readonly bindings: readonly BindingAccess[];
-  /** Workgroup size as [x, y, z] for these params; the WGSL must declare the same. */
-  workgroupSize(params: P): readonly [number, number, number];
   wgsl(params: P): string;
 }
 

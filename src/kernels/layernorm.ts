@@ -8,7 +8,7 @@
  * Σd²/dim − c² (c is tiny: no cancellation) and y = (d − c)·rstd·w + b. A row of mean 1e4 and
  * spread 1 keeps its digits (an f32 mean of 1e4 alone is off by up to 5e-4, half its ulp, which
  * would be 5e-4 of y), and so does a row of one outlier 1e4 among values ~1 (shifting the row by
- * one of its elements instead, as this kernel once did, loses ulp(1e4)/std when that one is the outlier).
+ * one of its elements instead would lose ulp(1e4)/std when that one is the outlier).
  * The row is re-read from memory each pass (a GPT-2 row is 3–6 KB, so the re-reads hit cache),
  * which keeps the kernel valid for any dim.
  *
@@ -24,31 +24,18 @@
  *  and the result, depend only on (rows, dim) and the adapter's binding limit: bitwise reproducible.
  *
  * Shapes: the forward runs TPR = 16 threads per row, RPG = 4 rows per 64-thread workgroup (rows
- * past 2048 elements: 256 threads, one row); the backward's phase 1 the same, phase 2 all 64 threads
- * over columns. Measured on lavapipe (2 cores, shared, best of 3 medians) at [1024, 768], ms:
- * forward one row per workgroup of 256 / 128 / 64 / 32 threads 29.5 / 21.0 / 14.9 / 13.2, and
- * (TPR, RPG) = (64, 1) 32, (32, 2) 12.9, (16, 1) 9.7, (16, 4) 9.3, (8, 8) 8.1; backward with one
- * row at a time over the whole workgroup of 128 / 64 / 32 / 16 threads 26 / 21 / 22 / 11, and with
- * (16, 4) 14.3 (R = 4) — a CPU wants few threads per row (fewer barriers), a GPU wide workgroups:
- * (16, 4) serves both.
+ * past 2048 elements: 256 threads, one row; rowShape in row-reduction.ts); the backward's phase 1
+ * the same, phase 2 all 64 threads over columns. A CPU wants few threads per row (fewer barriers),
+ * a GPU wide workgroups: (16, 4) serves both (docs/kernels.md, layernorm_fwd / layernorm_bwd).
  *
  * x, y, dy and dx larger than one binding are split into windows of whole rows (forEachUnitWindow);
  * the backward's blocks never straddle a window. mean, rstd ([rows]) and the partial sums (about
  * 2·rows·dim/R) are dim and R/2 times smaller and are bound whole.
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { f32, grid1d, type Kernel } from './kernel.js';
-
-/** Threads per row and rows per workgroup of the forward. */
-export interface RowShape {
-  tpr: number;
-  rpg: number;
-}
-
-export function layerNormShape(dim: number): RowShape {
-  return dim <= 2048 ? { tpr: 16, rpg: 4 } : { tpr: 256, rpg: 1 };
-}
+import { rowShape, type RowShape } from './row-reduction.js';
 
 /** Rows per backward block at most (their statistics live in workgroup memory). */
 const MAX_BLOCK_ROWS = 64;
@@ -58,7 +45,6 @@ const TARGET_BLOCKS = 256;
 const forwardKernel: Kernel<RowShape> = {
   name: 'layernorm_forward',
   bindings: ['read', 'read', 'read', 'write', 'write', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: ({ tpr, rpg }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
@@ -125,7 +111,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 const backwardBlocksKernel: Kernel<RowShape> = {
   name: 'layernorm_backward_blocks',
   bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: ({ tpr, rpg }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -210,7 +195,6 @@ const SUM_WG = 64;
 const backwardSumKernel: Kernel = {
   name: 'layernorm_backward_sum',
   bindings: ['read', 'write', 'write'],
-  workgroupSize: () => [SUM_WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> partials: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dWeight: array<f32>;
@@ -229,8 +213,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 };
 
 export function layerNorm(
-  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number, shape = layerNormShape(dim),
+  gpu: Gpu, x: GpuStorage, weight: GpuStorage, bias: GpuStorage, rows: number, dim: number, eps: number,
 ): { y: GpuStorage; mean: GpuStorage; rstd: GpuStorage } {
+  const shape = rowShape(dim);
   const y = gpu.alloc(rows * dim);
   const mean = gpu.alloc(rows);
   const rstd = gpu.alloc(rows);
@@ -246,15 +231,15 @@ export function layerNorm(
 }
 
 /** Rows per backward block for a call over `rows` rows. */
-export function layerNormBlockRows(rows: number): number {
+function layerNormBlockRows(rows: number): number {
   return Math.min(MAX_BLOCK_ROWS, Math.max(1, Math.ceil(rows / TARGET_BLOCKS)));
 }
 
 export function layerNormBackward(
   gpu: Gpu, dy: GpuStorage, x: GpuStorage, weight: GpuStorage, mean: GpuStorage, rstd: GpuStorage, rows: number, dim: number,
-  shape = layerNormShape(dim), blockRows = layerNormBlockRows(rows),
 ): { dx: GpuStorage; dWeight: GpuStorage; dBias: GpuStorage } {
-  if (!(blockRows >= 1 && blockRows <= MAX_BLOCK_ROWS)) throw new Error(`layerNormBackward: ${blockRows} rows per block, expected 1..${MAX_BLOCK_ROWS}`);
+  const shape = rowShape(dim);
+  const blockRows = layerNormBlockRows(rows);
   const dx = gpu.alloc(rows * dim);
   const dWeight = gpu.alloc(dim);
   const dBias = gpu.alloc(dim);

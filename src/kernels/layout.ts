@@ -6,15 +6,14 @@ import { sizeOf, stridesOf } from '../tensor/shape.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { fill } from './elementwise.js';
 import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { MAX_RANK, padToMaxRank, RANK_ARRAY_WGSL, stridedOffsetsWgsl } from './strided-index.js';
 
 const WG = 256;
-const MAX_RANK = 8;
 
 /** dst[dstOffset + Σ index·dstStrides] = src[srcOffset + Σ index·srcStrides] over `shape`. */
 const stridedCopyKernel: Kernel = {
   name: 'strided_copy',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -23,9 +22,9 @@ struct Params {
   rank: u32,
   srcOffset: u32,
   dstOffset: u32,
-  shape: array<vec4u, 2>,
-  srcStrides: array<vec4u, 2>,
-  dstStrides: array<vec4u, 2>,
+  shape: ${RANK_ARRAY_WGSL},
+  srcStrides: ${RANK_ARRAY_WGSL},
+  dstStrides: ${RANK_ARRAY_WGSL},
 }
 @group(0) @binding(2) var<uniform> params: Params;
 ${flatIndexWgsl(WG)}
@@ -33,23 +32,13 @@ ${flatIndexWgsl(WG)}
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flatIndex(gid, nwg);
   if (i >= params.count) { return; }
-  var rest = i;
-  var s = params.srcOffset;
-  var d = params.dstOffset;
-  for (var k = i32(params.rank) - 1; k >= 0; k--) {
-    let size = params.shape[k / 4][k % 4];
-    let index = rest % size;
-    rest = rest / size;
-    s += index * params.srcStrides[k / 4][k % 4];
-    d += index * params.dstStrides[k / 4][k % 4];
-  }
+${stridedOffsetsWgsl([
+    { name: 's', start: 'params.srcOffset', strides: 'srcStrides' },
+    { name: 'd', start: 'params.dstOffset', strides: 'dstStrides' },
+  ])}
   dst[d] = src[s];
 }`,
 };
-
-function padTo(values: readonly number[]): number[] {
-  return [...values, ...new Array<number>(MAX_RANK - values.length).fill(0)];
-}
 
 function stridedCopy(
   gpu: Gpu,
@@ -60,7 +49,7 @@ function stridedCopy(
   if (shape.length > MAX_RANK) throw new Error(`strided copies support rank ≤ ${MAX_RANK}, got [${shape}]`);
   const count = sizeOf(shape);
   if (count === 0) return;
-  const uniforms = [count, shape.length, srcOffset, dstOffset, ...padTo(shape), ...padTo(srcStrides), ...padTo(dstStrides)];
+  const uniforms = [count, shape.length, srcOffset, dstOffset, ...padToMaxRank(shape), ...padToMaxRank(srcStrides), ...padToMaxRank(dstStrides)];
   gpu.dispatch(stridedCopyKernel, undefined, [src, dst], uniforms, grid1d(count, WG, gpu.maxWorkgroupsPerDimension));
 }
 

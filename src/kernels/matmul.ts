@@ -1,7 +1,8 @@
 /**
- * Batched matmul C = op(A) · op(B) (+ bias over the last axis), with transposes and a shared B.
- * CPU reference: src/tensor/cpu/matmul.ts. Splitting operands larger than one binding: matmul-plan.ts.
- * Variant choice and its memory: autotune.ts.
+ * Batched matmul C = op(A) · op(B) (+ bias over the last axis), with transposes and a shared B:
+ * WGSL generation and the chunked dispatch. CPU reference: src/tensor/cpu/matmul.ts. Splitting
+ * operands larger than one binding: matmul-plan.ts. The variant table and the remembered choice:
+ * autotune.ts; measuring it: matmul-tune.ts.
  *
  * Variants (compile-time parameters; MATMUL_VARIANTS in autotune.ts names the candidates):
  *  - `block`: each thread owns a tm × tn block of C in registers and reads A and B from global
@@ -13,45 +14,25 @@
  * The store adds the bias and applies the epilogue (MatmulEpilogue: GELU, then a residual add; the
  * chunk that completes a split K applies it), which spares decoding a dispatch per fused op.
  * Ragged M, N, K are handled by clamped loads and guarded stores, never by padding. Each slab's
- * products sum into their own partial before joining the accumulator, which halves f32 rounding
- * (relative error at K = 129: 5e-5 against 1.0e-4 for a plain running sum).
+ * products sum into their own partial before joining the accumulator, which halves f32 rounding.
  *
- * Measured on lavapipe (2 cores, llvmpipe 256-bit, Mesa 25.0.7), [1024, 768]·[768, 3072], GFLOP/s:
- *   share8-8x4 11.3 · share8-12x4 10.0–11.9 · block8x4-64x1 6.4 · block4x4-64x1 5.7 · block4x4-8x8 5.5 ·
- *   tiled8x8-16x16-k8 5.7 · tiled4x4-16x16-k16 2.4.
- * Why sharing wins there: llvmpipe runs 8 invocations per SIMD register, so an FMA is cheap and a
- * load is not. A load whose address differs per lane becomes a loop over the lanes (~190 cycles
- * per vec4 for the 8 lanes, measured by dropping loads from the kernel); a load with one address
- * for all lanes is a bounds-checked scalar load (~20 cycles per float). In block8x4 the uniform
- * loads of A and the per-lane vec4 loads of B each took ~45% of the time, the 128 FMAs a slab the
- * rest. Sharing turns 8 uniform loads of A into one per-lane load and 8 broadcasts (~2 cycles
- * each), leaving B's loads, which 8 rows a thread amortize (12 or 16 rows spill registers).
- * Workgroup-memory tiles lose on a CPU: a barrier is a coroutine switch and reading workgroup
- * memory at per-lane addresses is the same lane loop as reading a buffer, on top of staging it.
- * Workgroups walk down M first (x), so consecutive ones reuse the same panel of B from cache
- * (+15–20% over walking along N). A GPU is expected to prefer `tiled` (the default there until tuned).
- * N not a multiple of 4 (the vocabulary, 50257, with B untransposed) falls back to scalar B loads:
- * 8 GFLOP/s; reading two aligned vec4s and shifting them was slower still (5). GPT-2's own head
- * multiplies by wteᵀ, whose rows are along K = 768: vec4, 11 GFLOP/s.
+ * Why `share` wins on a CPU-backed driver (llvmpipe runs 8 invocations per SIMD register): an FMA is
+ * cheap there and a load is not. A load whose address differs per lane becomes a loop over the
+ * lanes; a load with one address for all lanes is a bounds-checked scalar load. Sharing turns 8
+ * uniform loads of A into one per-lane load and 8 broadcasts, leaving B's loads, which 8 rows a
+ * thread amortize (12 or 16 rows spill registers). Workgroup-memory tiles lose there: a barrier is
+ * a coroutine switch, and reading workgroup memory at per-lane addresses is the same lane loop as
+ * reading a buffer, on top of staging it. A GPU is expected to prefer `tiled` (the default there
+ * until tuned). Workgroups walk down M first (x), so consecutive ones reuse the same panel of B
+ * from cache. N not a multiple of 4 (the vocabulary, 50257, with B untransposed) falls back to
+ * scalar B loads; GPT-2's own head multiplies by wteᵀ, whose rows are along K: vec4.
  *
  * Decoding (M = batch size, usually 1) runs these kernels with tm shrunk to M (matmulVariant), which
- * makes them matrix-vector products that stream B once. A dedicated GEMV family was written and
- * dropped: a workgroup per 32 columns with K split over 8 lanes-groups for x·W, a thread per 4 rows of
- * a transposed B for x·wteᵀ. On lavapipe (2 shared cores, ±25%) it ran the head [1, 256]·wte[50257,
- * 256]ᵀ at 2.1–4.1 GB/s against 4.6 for share8 with tm = 1, the blocks' [1, 256…3072]·[…] 5–25%
- * slower, and a decode step of the d-256 model without its head in 12.6 ms against 10. Every load
- * whose address differs per lane is a gather there: a kernel that does nothing but stream 51 MB
- * with vec4 loads reads it at 4.8 GB/s, one with GPU-style coalescing (lanes on consecutive vec4s,
- * a grid stride) at 1.2, and the head reaches ~6.8 GB/s, the copy's read rate, once the JS thread
- * stops spinning while it waits (gpu.ts, settle). Other layouts tried for the head: x in workgroup
- * memory or a private array 2.1–2.8 GB/s, wte as an rgba32float texture 2.2, loads at one address
- * for all lanes (scalar) 0.95.
+ * makes them matrix-vector products that stream B once; a dedicated GEMV family was slower on
+ * llvmpipe. The measurements and the variants tried and dropped are in docs/kernels.md.
  */
 import type { MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
-import {
-  currentVariant, isTuned, MATMUL_KERNEL_VERSION, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, rememberTune, variantSupported,
-  type AdapterTraits, type MatmulVariant, type MatmulVariantName,
-} from './autotune.js';
+import { currentVariant, MATMUL_VARIANTS, variantSupported, type AdapterTraits, type MatmulVariant } from './autotune.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
@@ -123,121 +104,173 @@ function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number)
  * every lane loading every element of A itself.
  */
 function blockWgsl(p: MatmulParams): string {
+  const shared = p.share > 0;
+  const S = slabDepth(p);
+  return [
+    shared ? 'enable subgroups;' : '',
+    DECLARATIONS(p),
+    '',
+    `@compute @workgroup_size(${p.wgx}, ${p.wgy}, 1)`,
+    `fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u${shared ? ', @builtin(subgroup_invocation_id) lane: u32' : ''}) {`,
+    ...blockSetup(p),
+    '  var k = 0u;',
+    `  for (; k + ${S}u <= p.k; k += ${S}u) {`,
+    ...blockSlab(p),
+    '  }',
+    ...blockRemainder(p),
+    storeWgsl(p, (r) => `row0 + ${r}u`, (c) => `col0 + ${c}u`),
+    '}',
+  ].join('\n');
+}
+
+/** K per slab of the block kernel: one value per lane of a sharing subgroup, else one vec4. */
+const slabDepth = (p: MatmulParams): number => (p.share > 0 ? p.share : 4);
+
+/** The thread's clamped rows r<i> and columns c<j>, each operand's addressing, the accumulators. */
+function blockSetup(p: MatmulParams): string[] {
   const { tm, tn, wgx, wgy, share } = p;
-  const S = share > 0 ? share : 4; // K per slab
   const R = range(tm);
   const Cs = range(tn);
-  const out: string[] = [];
-  const emit = (...lines: string[]) => out.push(...lines);
-  emit(share > 0 ? 'enable subgroups;' : '', DECLARATIONS(p), '', `@compute @workgroup_size(${wgx}, ${wgy}, 1)`,
-    `fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u${share > 0 ? ', @builtin(subgroup_invocation_id) lane: u32' : ''}) {`,
+  return [
     `  let row0 = (wid.x * ${wgy}u + lid.y) * ${tm}u;`,
     `  let col0 = (wid.y * ${wgx}u + lid.x) * ${tn}u;`,
     // Subgroup operations need every lane present: those past the edge compute on clamped data.
     share > 0 ? '' : '  if (row0 >= p.m || col0 >= p.n) { return; }',
     '  let baseA = p.offA + wid.z * p.strideA;',
-    '  let baseB = p.offB + wid.z * p.strideB;');
-  for (const r of R) emit(`  let r${r} = min(row0 + ${r}u, p.m - 1u);`);
-  for (const c of Cs) emit(`  let c${c} = min(col0 + ${c}u, p.n - 1u);`);
-  // Per-operand addressing: a row start along K, or a clamped vec4 start along M / N.
-  if (!p.transA) for (const r of R) emit(`  let ra${r} = baseA + r${r} * p.lda;`);
-  if (p.transA && p.vecA && !share) for (const g of range(tm / 4)) emit(`  let va${g} = min(row0 + ${4 * g}u, p.m - 4u);`);
-  if (p.transB) for (const c of Cs) emit(`  let rb${c} = baseB + c${c} * p.ldb;`);
-  if (!p.transB && p.vecB) for (const g of range(tn / 4)) emit(`  let vb${g} = min(col0 + ${4 * g}u, p.n - 4u);`);
-  if (share > 0) emit(`  let slot = lane & ${share - 1}u;`);
-  for (const r of R) emit(`  var ${Cs.map((c) => `acc${r}_${c}`).join(' = 0.0; var ')} = 0.0;`);
+    '  let baseB = p.offB + wid.z * p.strideB;',
+    ...R.map((r) => `  let r${r} = min(row0 + ${r}u, p.m - 1u);`),
+    ...Cs.map((c) => `  let c${c} = min(col0 + ${c}u, p.n - 1u);`),
+    // Per-operand addressing: a row start along K, or a clamped vec4 start along M / N.
+    ...(!p.transA ? R.map((r) => `  let ra${r} = baseA + r${r} * p.lda;`) : []),
+    ...(p.transA && p.vecA && !share ? range(tm / 4).map((g) => `  let va${g} = min(row0 + ${4 * g}u, p.m - 4u);`) : []),
+    ...(p.transB ? Cs.map((c) => `  let rb${c} = baseB + c${c} * p.ldb;`) : []),
+    ...(!p.transB && p.vecB ? range(tn / 4).map((g) => `  let vb${g} = min(col0 + ${4 * g}u, p.n - 4u);`) : []),
+    ...(share > 0 ? [`  let slot = lane & ${share - 1}u;`] : []),
+    ...R.map((r) => `  var ${Cs.map((c) => `acc${r}_${c}`).join(' = 0.0; var ')} = 0.0;`),
+  ];
+}
 
-  emit('  var k = 0u;', `  for (; k + ${S}u <= p.k; k += ${S}u) {`);
-  // a(r, kk) / b(c, kk) name the value of A / B at row r / column c and depth k + kk.
-  let a: (r: number, kk: number) => string = () => '';
-  if (share > 0) {
-    // Broadcasts are emitted next to the FMAs that use them (see shareA), keeping few values live.
-    if (!p.transA) {
-      for (const r of R) emit(`    let s${r} = loadA(ra${r} + k + slot);`);
-      a = (r, kk) => `subgroupBroadcast(s${r}, ${kk}u)`;
-    } else {
-      const groups = Math.ceil(tm / share);
-      for (const kk of range(S)) {
-        for (const g of range(groups)) emit(`    let s${kk}_${g} = loadA(baseA + (k + ${kk}u) * p.lda + min(row0 + ${share * g}u + slot, p.m - 1u));`);
-      }
-      a = (r, kk) => `subgroupBroadcast(s${kk}_${Math.floor(r / share)}, ${r % share}u)`;
-    }
+/**
+ * One operand's loads for (part of) a slab, and `at(i, kk)`: the WGSL naming its value at row (A)
+ * or column (B) i and depth k + kk. `loads[kk]` go right before the products at depth kk, which
+ * keeps few values live.
+ */
+interface SlabOperand {
+  loads: string[][];
+  at: (i: number, kk: number) => string;
+}
+
+const K4 = range(4);
+
+/** A's slab loaded by the subgroup together: lane i reads depth k + i; values are broadcast where used. */
+function sharedA(p: MatmulParams): SlabOperand {
+  const { tm, share } = p;
+  if (!p.transA) {
+    return {
+      loads: [range(tm).map((r) => `    let s${r} = loadA(ra${r} + k + slot);`)],
+      at: (r, kk) => `subgroupBroadcast(s${r}, ${kk}u)`,
+    };
   }
-  for (const q of range(S / 4)) {
-    const k = q === 0 ? 'k' : `(k + ${4 * q}u)`;
-    const K4 = range(4);
-    if (share === 0) {
-      if (!p.transA) {
-        for (const r of R) {
-          emit(p.vecA
-            ? `    let a${r} = A[(ra${r} + k) >> 2u];`
-            : `    let a${r} = vec4f(${K4.map((kk) => `loadA(ra${r} + k + ${kk}u)`).join(', ')});`);
-        }
-        a = (r, kk) => `a${r}.${XYZW[kk]}`;
-      } else if (p.vecA) {
-        for (const kk of K4) {
-          emit(`    let rowA${kk} = baseA + (k + ${kk}u) * p.lda;`);
-          for (const g of range(tm / 4)) emit(`    let a${kk}_${g} = A[(rowA${kk} + va${g}) >> 2u];`);
-        }
-        a = (r, kk) => `a${kk}_${Math.floor(r / 4)}.${XYZW[r % 4]}`;
-      } else {
-        for (const kk of K4) {
-          emit(`    let rowA${kk} = baseA + (k + ${kk}u) * p.lda;`);
-          for (const r of R) emit(`    let a${kk}_${r} = loadA(rowA${kk} + r${r});`);
-        }
-        a = (r, kk) => `a${kk}_${r}`;
-      }
-    }
-    // B's loads for each kk, emitted right before the FMAs that use them (fewer values live at once).
-    const bLoads: string[][] = K4.map(() => []);
-    let b: (c: number, kk: number) => string;
-    if (p.transB) {
-      for (const c of Cs) {
-        bLoads[0].push(p.vecB
-          ? `    let b${c}_${q} = B[(rb${c} + ${k}) >> 2u];`
-          : `    let b${c}_${q} = vec4f(${K4.map((kk) => `loadB(rb${c} + ${k} + ${kk}u)`).join(', ')});`);
-      }
-      b = (c, kk) => `b${c}_${q}.${XYZW[kk]}`;
-    } else if (p.vecB) {
-      for (const kk of K4) {
-        bLoads[kk].push(`    let rowB${kk}_${q} = baseB + (${k} + ${kk}u) * p.ldb;`);
-        for (const g of range(tn / 4)) bLoads[kk].push(`    let b${kk}_${g}_${q} = B[(rowB${kk}_${q} + vb${g}) >> 2u];`);
-      }
-      b = (c, kk) => `b${kk}_${Math.floor(c / 4)}_${q}.${XYZW[c % 4]}`;
-    } else {
-      for (const kk of K4) {
-        bLoads[kk].push(`    let rowB${kk}_${q} = baseB + (${k} + ${kk}u) * p.ldb;`);
-        for (const c of Cs) bLoads[kk].push(`    let b${kk}_${c}_${q} = loadB(rowB${kk}_${q} + c${c});`);
-      }
-      b = (c, kk) => `b${kk}_${c}_${q}`;
-    }
+  const groups = Math.ceil(tm / share);
+  return {
+    loads: [range(share).flatMap((kk) => range(groups).map((g) => `    let s${kk}_${g} = loadA(baseA + (k + ${kk}u) * p.lda + min(row0 + ${share * g}u + slot, p.m - 1u));`))],
+    at: (r, kk) => `subgroupBroadcast(s${kk}_${Math.floor(r / share)}, ${r % share}u)`,
+  };
+}
+
+/** A's four-deep slab read by each thread itself: a vec4 along K per row, or rows along M (vec4 or scalar). */
+function ownA(p: MatmulParams): SlabOperand {
+  const R = range(p.tm);
+  if (!p.transA) {
+    return {
+      loads: [R.map((r) => (p.vecA ? `    let a${r} = A[(ra${r} + k) >> 2u];` : `    let a${r} = vec4f(${K4.map((kk) => `loadA(ra${r} + k + ${kk}u)`).join(', ')});`))],
+      at: (r, kk) => `a${r}.${XYZW[kk]}`,
+    };
+  }
+  const rowStarts = K4.map((kk) => `    let rowA${kk} = baseA + (k + ${kk}u) * p.lda;`);
+  if (p.vecA) {
+    return {
+      loads: [K4.flatMap((kk) => [rowStarts[kk], ...range(p.tm / 4).map((g) => `    let a${kk}_${g} = A[(rowA${kk} + va${g}) >> 2u];`)])],
+      at: (r, kk) => `a${kk}_${Math.floor(r / 4)}.${XYZW[r % 4]}`,
+    };
+  }
+  return {
+    loads: [K4.flatMap((kk) => [rowStarts[kk], ...R.map((r) => `    let a${kk}_${r} = loadA(rowA${kk} + r${r});`)])],
+    at: (r, kk) => `a${kk}_${r}`,
+  };
+}
+
+/** B's part q of a slab (depths 4q..4q+3): a vec4 along K per column, or columns along N (vec4 or scalar). */
+function slabB(p: MatmulParams, q: number): SlabOperand {
+  const k = q === 0 ? 'k' : `(k + ${4 * q}u)`;
+  const Cs = range(p.tn);
+  if (p.transB) {
+    return {
+      loads: [Cs.map((c) => (p.vecB ? `    let b${c}_${q} = B[(rb${c} + ${k}) >> 2u];` : `    let b${c}_${q} = vec4f(${K4.map((kk) => `loadB(rb${c} + ${k} + ${kk}u)`).join(', ')});`))],
+      at: (c, kk) => `b${c}_${q}.${XYZW[kk]}`,
+    };
+  }
+  const rowStart = (kk: number) => `    let rowB${kk}_${q} = baseB + (${k} + ${kk}u) * p.ldb;`;
+  if (p.vecB) {
+    return {
+      loads: K4.map((kk) => [rowStart(kk), ...range(p.tn / 4).map((g) => `    let b${kk}_${g}_${q} = B[(rowB${kk}_${q} + vb${g}) >> 2u];`)]),
+      at: (c, kk) => `b${kk}_${Math.floor(c / 4)}_${q}.${XYZW[c % 4]}`,
+    };
+  }
+  return {
+    loads: K4.map((kk) => [rowStart(kk), ...Cs.map((c) => `    let b${kk}_${c}_${q} = loadB(rowB${kk}_${q} + c${c});`)]),
+    at: (c, kk) => `b${kk}_${c}_${q}`,
+  };
+}
+
+/**
+ * One slab: its loads and the tm × tn products at each depth, summed into the slab's own partials
+ * t<r>_<c>, which then join the accumulators: K/slab additions into acc instead of K halve the
+ * rounding error.
+ */
+function blockSlab(p: MatmulParams): string[] {
+  const R = range(p.tm);
+  const Cs = range(p.tn);
+  const shared = p.share > 0;
+  const lines: string[] = [];
+  const sharedAOperand = shared ? sharedA(p) : null;
+  if (sharedAOperand) lines.push(...sharedAOperand.loads.flat());
+  for (const q of range(slabDepth(p) / 4)) {
+    const a = sharedAOperand ?? ownA(p);
+    if (!shared) lines.push(...a.loads.flat());
+    const b = slabB(p, q);
     for (const kk of K4) {
-      emit(...bLoads[kk]);
+      const depth = 4 * q + kk;
+      lines.push(...(b.loads[kk] ?? []));
       for (const r of R) {
-        let ar = a(r, 4 * q + kk);
-        if (share > 0) {
-          emit(`    let a${r}_${4 * q + kk} = ${ar};`);
-          ar = `a${r}_${4 * q + kk}`;
+        let ar = a.at(r, depth);
+        if (shared) {
+          // A broadcast lands next to the products that use it.
+          lines.push(`    let a${r}_${depth} = ${ar};`);
+          ar = `a${r}_${depth}`;
         }
         for (const c of Cs) {
           const t = `t${r}_${c}`;
-          emit(q === 0 && kk === 0 ? `    var ${t} = ${ar} * ${b(c, kk)};` : `    ${t} = fma(${ar}, ${b(c, kk)}, ${t});`);
+          lines.push(depth === 0 ? `    var ${t} = ${ar} * ${b.at(c, kk)};` : `    ${t} = fma(${ar}, ${b.at(c, kk)}, ${t});`);
         }
       }
     }
   }
-  // Each slab sums into its own partial first: K/slab additions into acc instead of K halve the rounding error.
-  for (const r of R) emit(`    ${Cs.map((c) => `acc${r}_${c} += t${r}_${c};`).join(' ')}`);
-  emit('  }');
+  lines.push(...R.map((r) => `    ${Cs.map((c) => `acc${r}_${c} += t${r}_${c};`).join(' ')}`));
+  return lines;
+}
 
-  // The last K % slab, one at a time.
-  emit('  for (; k < p.k; k++) {');
-  for (const r of R) emit(`    let a${r} = loadA(${p.transA ? `baseA + k * p.lda + r${r}` : `ra${r} + k`});`);
-  for (const c of Cs) emit(`    let b${c} = loadB(${p.transB ? `rb${c} + k` : `baseB + k * p.ldb + c${c}`});`);
-  for (const r of R) for (const c of Cs) emit(`    acc${r}_${c} = fma(a${r}, b${c}, acc${r}_${c});`);
-  emit('  }');
-  emit(storeWgsl(p, (r) => `row0 + ${r}u`, (c) => `col0 + ${c}u`), '}');
-  return out.join('\n');
+/** The last K % slab depths, one at a time. */
+function blockRemainder(p: MatmulParams): string[] {
+  const R = range(p.tm);
+  const Cs = range(p.tn);
+  return [
+    '  for (; k < p.k; k++) {',
+    ...R.map((r) => `    let a${r} = loadA(${p.transA ? `baseA + k * p.lda + r${r}` : `ra${r} + k`});`),
+    ...Cs.map((c) => `    let b${c} = loadB(${p.transB ? `rb${c} + k` : `baseB + k * p.ldb + c${c}`});`),
+    ...R.flatMap((r) => Cs.map((c) => `    acc${r}_${c} = fma(a${r}, b${c}, acc${r}_${c});`)),
+    '  }',
+  ];
 }
 
 /**
@@ -302,14 +335,8 @@ ${storeWgsl(p, row, col)}
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
   bindings: ['read', 'read', 'read', 'read', 'write'],
-  workgroupSize: (p) => [p.wgx, p.wgy, 1],
   wgsl: (p) => (p.kind === 'block' ? blockWgsl(p) : tiledWgsl(p)),
 };
-
-/** The WGSL of one configuration (for reading and for tests). */
-export function matmulWgsl(variant: MatmulVariant, flags: Omit<MatmulParams, keyof MatmulVariant>): string {
-  return matmulKernel.wgsl({ ...variant, ...flags });
-}
 
 export interface MatmulOptions {
   /** Plan as if a binding could hold at most this many bytes (tests exercise the splits with small operands). */
@@ -421,12 +448,10 @@ const MIN_WORKGROUPS = 32;
 /**
  * The variant this adapter runs (see autotune.ts for how it is chosen), fitted to a product of
  * m rows and n columns. Register blocks shrink to the shape: decoding multiplies one row at a time,
- * so tm drops to the next power of two of m and a thread does not compute copies of a clamped row
- * (measured at [1, 768]·[768, 3072] on lavapipe: 3 ms with one row a thread against 7 ms with
- * eight); a narrow C (n = 64 in a d-64 model's layers and its head's gradients) halves the lanes
- * along N while they would idle on clamped columns, then while the grid has too few workgroups to
- * keep every core busy (lavapipe, the demo's head backward: [95, 50257]·[50257, 64] 143 → 58 ms,
- * [50257, 95]·[95, 64] 184 → 47 ms). A subgroup that shares A keeps its full width.
+ * so tm drops to the next power of two of m and a thread does not compute copies of a clamped row;
+ * a narrow C (n = 64 in a d-64 model's layers and its head's gradients) halves the lanes along N
+ * while they would idle on clamped columns, then while the grid has too few workgroups to keep
+ * every core busy. A subgroup that shares A keeps its full width.
  */
 export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVariant {
   const v = MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))];
@@ -443,86 +468,4 @@ export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVaria
 /** The Backend's matmul, with the variant this adapter was tuned to. */
 export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
   return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
-}
-
-export interface TuneResult {
-  variant: MatmulVariantName;
-  /** Best GFLOP/s per candidate on the tuning shape (empty when the choice was already settled). */
-  gflops: Partial<Record<MatmulVariantName, number>>;
-  measured: boolean;
-}
-
-export interface TuneOptions {
-  /** Measure even when a choice is remembered. */
-  force?: boolean;
-  /** Defaults to every variant this adapter supports. */
-  candidates?: readonly MatmulVariantName[];
-  /** [m, k, n]; GPT-2's MLP input projection at 256 tokens by default. */
-  shape?: [number, number, number];
-  /** Timed runs per candidate, taken in turns so that a busy machine slows all of them alike. */
-  rounds?: number;
-  log?: (line: string) => void;
-}
-
-/**
- * Measures the candidates on a representative shape and remembers the fastest (in memory and in
- * the cache file), so later processes skip this. A candidate whose result disagrees with the first
- * one's is dropped (a guard on the subgroup assumptions of the sharing variants). A no-op when the
- * choice is already settled, unless `force`.
- */
-export async function autotuneMatmul(gpu: Gpu, options: TuneOptions = {}): Promise<TuneResult> {
-  const traits = adapterTraits(gpu);
-  if (!options.force && isTuned(traits)) return { variant: currentVariant(traits), gflops: {}, measured: false };
-  const { shape = [256, 768, 3072], rounds = 3, log } = options;
-  const candidates = (options.candidates ?? MATMUL_VARIANT_NAMES).filter((name) => variantSupported(MATMUL_VARIANTS[name], traits));
-  if (candidates.length === 0) throw new Error('autotuneMatmul: no candidate runs on this adapter');
-  const [m, k, n] = shape;
-  const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: false, broadcastB: true };
-  // Deterministic data: the tuner gives the same answer for the same timings.
-  const data = (size: number, salt: number) => Float32Array.from({ length: size }, (_, i) => (((i + salt) * 7919) % 1009) / 1009 - 0.5);
-  const a = gpu.upload(data(m * k, 1));
-  const b = gpu.upload(data(k * n, 2));
-  const best = new Map<MatmulVariantName, number>();
-  try {
-    let reference: Float32Array | null = null;
-    const valid: MatmulVariantName[] = [];
-    for (const name of candidates) {
-      const c = matmulWith(gpu, MATMUL_VARIANTS[name], a, b, null, s); // compiles, warms up
-      const out = (await gpu.read(c)) as Float32Array;
-      gpu.release(c);
-      reference ??= out;
-      if (maxRelativeDifference(out, reference) > 1e-3) log?.(`matmul tune: ${name} disagrees with ${candidates[0]}, dropped`);
-      else valid.push(name);
-    }
-    for (let round = 0; round < rounds; round++) {
-      for (const name of valid) {
-        const start = performance.now();
-        gpu.release(matmulWith(gpu, MATMUL_VARIANTS[name], a, b, null, s));
-        await gpu.sync();
-        const ms = performance.now() - start;
-        best.set(name, Math.min(best.get(name) ?? Infinity, ms));
-      }
-    }
-  } finally {
-    gpu.release(a);
-    gpu.release(b);
-  }
-  const gflops: Partial<Record<MatmulVariantName, number>> = {};
-  for (const [name, ms] of best) {
-    gflops[name] = (2 * m * k * n) / (ms * 1e6);
-    log?.(`matmul tune: ${name} ${gflops[name]!.toFixed(2)} GFLOP/s`);
-  }
-  const [variant] = [...best].reduce((x, y) => (y[1] < x[1] ? y : x));
-  rememberTune(gpu.description, {
-    variant, gflops: gflops as Record<string, number>, shape, version: MATMUL_KERNEL_VERSION, measuredAt: new Date().toISOString(),
-  });
-  return { variant, gflops, measured: true };
-}
-
-function maxRelativeDifference(x: Float32Array, y: Float32Array): number {
-  let scale = 0;
-  for (const v of y) scale = Math.max(scale, Math.abs(v));
-  let worst = 0;
-  for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]) / (Math.abs(y[i]) + 1e-3 * scale));
-  return Number.isNaN(worst) ? Infinity : worst;
 }

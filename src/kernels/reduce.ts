@@ -5,8 +5,8 @@
  * One workgroup per output element: its threads stride over the axis and combine in workgroup
  * memory. Output elements are independent, so the result does not depend on how many run at once.
  * With few outputs and a long axis, the axis is cut into parts, each its own workgroup, and the
- * partial results reduced in a second dispatch: the demo's clipping sums wte's squared gradient
- * ([50257 · 64] to one number) in 15 ms with one workgroup and 4–5 ms with 64.
+ * partial results reduced in a second dispatch, so that summing one large tensor to a number (the
+ * gradient clip's norm) keeps every core busy instead of one workgroup.
  *
  * Past one binding (clipping sums the square of GPT-2 medium's 206 MB wte gradient): whole [len, inner]
  * slabs are bound a group at a time (forEachUnitWindow) when one fits; when one slab alone is too
@@ -15,8 +15,9 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import type { Gpu, GpuStorage } from './gpu.js';
-import { alignedWindow, forEachUnitWindow } from './elementwise.js';
+import { alignedWindow, forEachUnitWindow } from './binding-windows.js';
 import { flatIndexWgsl, grid1d, type Kernel } from './kernel.js';
+import { LOWEST_FINITE } from './row-reduction.js';
 
 const WG = 64;
 /**
@@ -30,16 +31,13 @@ const MAX_PARTS = 64;
 /** Axes this short are reduced one thread per output (reduceShortKernel). */
 const SHORT_AXIS = 32;
 
-// max starts at the lowest finite f32, -FLT_MAX, written as bits: WGSL rejects a decimal literal
-// that rounds to it (-3.4028235e38 is just past it) and must not see -inf.
-const IDENTITY: Record<ReduceOp, string> = { sum: '0.0', max: 'bitcast<f32>(0xff7fffffu)' };
+const IDENTITY: Record<ReduceOp, string> = { sum: '0.0', max: LOWEST_FINITE };
 const COMBINE: Record<ReduceOp, string> = { sum: 'a + b', max: 'max(a, b)' };
 
 /** `accumulate`: combine into what `out` holds (a later chunk of an axis cut to fit a binding). */
 const reduceKernel: Kernel<{ op: ReduceOp; accumulate: boolean }> = {
   name: 'reduce',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ op, accumulate }) => {
     const identity = IDENTITY[op];
     const combine = COMBINE[op];
@@ -80,14 +78,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 };
 
 /**
- * A thread per output element walking its (short) axis alone: for [8, 69, 64] summed over the batch
- * (wpe's gradient), a workgroup per output spent 15 ms of the demo's step on 4416 workgroups of 64
- * lanes, most of them idle through six barriers; this takes 0.3 ms.
+ * A thread per output element walking its (short) axis alone: with a workgroup per output, a sum
+ * over the batch (wpe's gradient) would start thousands of workgroups whose lanes mostly idle
+ * through the tree's barriers.
  */
 const reduceShortKernel: Kernel<{ op: ReduceOp }> = {
   name: 'reduce_short',
   bindings: ['read', 'write'],
-  workgroupSize: () => [WG, 1, 1],
   wgsl: ({ op }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;

@@ -10,7 +10,7 @@ import { setDefaultBackend } from '../tensor/create.js';
 import { tuneStoreRemembers, useTuneStore, type TuneStore } from './autotune.js';
 import type { DeviceSource } from './device.js';
 import { Gpu, type GpuOptions } from './gpu.js';
-import { autotuneMatmul } from './matmul.js';
+import { autotuneMatmul } from './matmul-tune.js';
 import { createWebGpuBackend, type WebGpuBackend } from './webgpu-backend.js';
 
 export type BackendChoice = 'auto' | 'webgpu' | 'cpu';

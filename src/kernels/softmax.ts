@@ -6,37 +6,18 @@
  * (max, sum of exp) over its strided elements of the row, the row's threads merge the pairs by a tree
  * in workgroup memory, then a second pass writes exp(x − max)/sum: two reads of the row (the second
  * usually from cache) and one write. Backward: one tree reduction of dy·y, then the write. Threads
- * that own no element start from a large finite negative max (never -inf: compilers may assume no
- * Inf) and a zero sum, which merge as nothing.
+ * that own no element start from the lowest finite max and a zero sum, which merge as nothing.
  *
- * (TPR, RPG) follow the row length from a short fixed table, so the number of pipelines is bounded:
- * short rows (attention scores at T = 128) want few threads per row and several rows per workgroup,
- * the vocabulary (50257) wants a whole workgroup per row. Tensors larger than one binding (attention
- * scores at T = 1024 are 400 MB) are split into windows of whole rows (forEachUnitWindow).
- * Measured on lavapipe (2 cores, shared, best of 3 medians) forward/backward, ms:
- *   [12288, 128]: (TPR, RPG) = (64, 1) 60/–, (32, 2) 79/62, (16, 1) 36/31, (16, 4) 38/32, (8, 16) 32/31;
- *   [1024, 768]:  (128, 1) 24/20, (64, 1) 13/13, (32, 1) 11/12, (16, 4) 8.0/7.4;
- *   [64, 50257]:  (64, 1) 44/56, (128, 1) 45/35, (256, 1) 30/48.
- * On a CPU fewer threads per row win (fewer tree levels and barriers, longer sequential runs); (16, 4)
- * keeps a 64-thread workgroup for GPUs. Rows past 2048 take a whole workgroup of 256 per row, so the
- * few wide rows of a logits tensor still spread over many threads.
+ * (TPR, RPG) follow the row length from the short table of row-reduction.ts (rowShape), so the
+ * number of pipelines is bounded: short rows (attention scores) want few threads per row and
+ * several rows per workgroup, the vocabulary a whole workgroup per row (docs/kernels.md,
+ * softmax_fwd / softmax_bwd). Tensors larger than one binding (attention scores at T = 1024 are
+ * 400 MB) are split into windows of whole rows (forEachUnitWindow).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
-import { forEachUnitWindow } from './elementwise.js';
+import { forEachUnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
-
-const LOWEST = '-3.0e38';
-
-/** Threads per row and rows per workgroup. */
-export interface RowShape {
-  tpr: number;
-  rpg: number;
-}
-
-/** (TPR, RPG) for a row of `dim` elements. */
-export function softmaxShape(dim: number): RowShape {
-  return dim <= 2048 ? { tpr: 16, rpg: 4 } : { tpr: 256, rpg: 1 };
-}
+import { LOWEST_FINITE, mergeMaxSumWgsl, rowShape, type RowShape } from './row-reduction.js';
 
 /** WGSL prelude: the row this thread works on, its lane `t` in the row, and `valid`. */
 function rowPrelude({ tpr, rpg }: RowShape): string {
@@ -53,7 +34,6 @@ function rowPrelude({ tpr, rpg }: RowShape): string {
 const forwardKernel: Kernel<RowShape> = {
   name: 'softmax_forward',
   bindings: ['read', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: (shape) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -71,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 ${rowPrelude(shape)}
   let src = params.xOffset + row * dim;
   let dst = params.yOffset + row * dim;
-  var m = ${LOWEST};
+  var m = ${LOWEST_FINITE};
   var s = 0.0;
   for (var i = t; i < len; i += ${shape.tpr}u) {
     let v = x[src + i];
@@ -79,19 +59,7 @@ ${rowPrelude(shape)}
     s = s * exp(m - mNew) + exp(v - mNew);
     m = mNew;
   }
-  maxs[lid] = m;
-  sums[lid] = s;
-  workgroupBarrier();
-  for (var stride = ${shape.tpr / 2}u; stride > 0u; stride /= 2u) {
-    if (t < stride) {
-      let m1 = maxs[lid];
-      let m2 = maxs[lid + stride];
-      let mm = max(m1, m2);
-      sums[lid] = sums[lid] * exp(m1 - mm) + sums[lid + stride] * exp(m2 - mm);
-      maxs[lid] = mm;
-    }
-    workgroupBarrier();
-  }
+${mergeMaxSumWgsl('t', 'lid', shape.tpr)}
   let rowMax = maxs[base];
   let scale = 1.0 / sums[base];
   for (var i = t; i < len; i += ${shape.tpr}u) {
@@ -103,7 +71,6 @@ ${rowPrelude(shape)}
 const backwardKernel: Kernel<RowShape> = {
   name: 'softmax_backward',
   bindings: ['read', 'read', 'write'],
-  workgroupSize: ({ tpr, rpg }) => [tpr * rpg, 1, 1],
   wgsl: (shape) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> y: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -138,7 +105,8 @@ ${rowPrelude(shape)}
 }`,
 };
 
-export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shape = softmaxShape(dim)): GpuStorage {
+export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number): GpuStorage {
+  const shape = rowShape(dim);
   const y = gpu.alloc(rows * dim);
   if (rows * dim === 0) return y;
   forEachUnitWindow(gpu, rows, [{ storage: x, perUnit: dim }, { storage: y, perUnit: dim }], (_first, count, [wx, wy]) => {
@@ -147,7 +115,8 @@ export function softmax(gpu: Gpu, x: GpuStorage, rows: number, dim: number, shap
   return y;
 }
 
-export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number, shape = softmaxShape(dim)): GpuStorage {
+export function softmaxBackward(gpu: Gpu, y: GpuStorage, dy: GpuStorage, rows: number, dim: number): GpuStorage {
+  const shape = rowShape(dim);
   const dx = gpu.alloc(rows * dim);
   if (rows * dim === 0) return dx;
   const tensors = [y, dy, dx].map((storage) => ({ storage, perUnit: dim }));

@@ -1,30 +1,36 @@
 /** The WebGPU backend: storage is pooled GPU buffers; every op records dispatches on one Gpu. */
 import type { Backend } from '../tensor/backend.js';
 import { adamw } from './adamw.js';
-import { attention, attentionBackward, cachedAttention } from './attention.js';
+import { attention, attentionBackward } from './attention.js';
+import { cachedAttention } from './attention-cache.js';
 import { crossEntropy } from './cross-entropy.js';
 import { binary, cast, fill, random, unary, where } from './elementwise.js';
 import { embedding, embeddingBackward } from './embedding.js';
 import { gelu, geluBackward } from './gelu.js';
-import { Gpu, GpuStorage } from './gpu.js';
+import type { Gpu, GpuStorage } from './gpu.js';
 import { layerNorm, layerNormBackward } from './layernorm.js';
 import { pad, permute, slice } from './layout.js';
 import { matmul } from './matmul.js';
 import { reduce } from './reduce.js';
 import { softmax, softmaxBackward } from './softmax.js';
 
-export type WebGpuBackend = Backend & { readonly name: 'webgpu'; readonly gpu: Gpu };
+export type WebGpuBackend = Backend<GpuStorage> & { readonly name: 'webgpu'; readonly gpu: Gpu };
 
-/**
- * Binds a kernel family's function to one Gpu. The casts are sound: every storage this backend
- * hands out is a GpuStorage.
- */
+/** Binds a kernel family's function to one Gpu. */
 function on<A extends unknown[], R>(gpu: Gpu, fn: (gpu: Gpu, ...args: A) => R): (...args: A) => R {
   return (...args: A) => fn(gpu, ...args);
 }
 
 export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
-  const ops = {
+  return {
+    name: 'webgpu',
+    description: gpu.description,
+    gpu,
+    upload: (data) => gpu.upload(data),
+    read: (x) => gpu.read(x),
+    release: (x) => gpu.release(x),
+    flush: () => gpu.flush(),
+    sync: () => gpu.sync(),
     fill: on(gpu, fill),
     random: on(gpu, random),
     cast: on(gpu, cast),
@@ -49,16 +55,5 @@ export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
     embeddingBackward: on(gpu, embeddingBackward),
     crossEntropy: on(gpu, crossEntropy),
     adamw: on(gpu, adamw),
-  };
-  return {
-    name: 'webgpu',
-    description: gpu.description,
-    gpu,
-    upload: (data) => gpu.upload(data),
-    read: (x) => gpu.read(x as GpuStorage),
-    release: (x) => gpu.release(x as GpuStorage),
-    flush: () => gpu.flush(),
-    sync: () => gpu.sync(),
-    ...(ops as unknown as Omit<Backend, 'name' | 'description' | 'upload' | 'read' | 'release' | 'flush' | 'sync'>),
   };
 }

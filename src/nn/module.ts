@@ -40,10 +40,6 @@ export abstract class Module {
     return this.parameters().reduce((n, p) => n + p.size, 0);
   }
 
-  stateDict(): Map<string, Tensor> {
-    return new Map(this.namedParameters());
-  }
-
   /**
    * Replaces every parameter with the tensor of the same name, uploaded to the parameter's backend.
    * Every parameter must be present with its exact shape, and nothing else may be: a partial or

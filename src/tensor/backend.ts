@@ -39,11 +39,11 @@ export interface MatmulShape {
 }
 
 /** Work done in the matmul's own store, after the bias: C = gelu(op(A)·op(B) + bias) + residual. */
-export interface MatmulEpilogue {
+export interface MatmulEpilogue<S extends Storage = Storage> {
   /** GPT-2's tanh approximation. */
   gelu?: boolean;
   /** Added last; C's shape. */
-  residual?: Storage;
+  residual?: S;
 }
 
 /** Sizes of a `[B, H, T, hs]` attention problem. */
@@ -75,75 +75,80 @@ export interface AdamWHyper {
   step: number;
 }
 
-export interface Backend {
+/**
+ * Generic over the backend's storage type, so that each backend's op table is checked against this
+ * contract: a missing or mistyped op is a compile error. Code above the backends uses `Backend`
+ * (storage of any backend, never inspected).
+ */
+export interface Backend<S extends Storage = Storage> {
   readonly name: 'cpu' | 'webgpu';
   /** What a human would call the device, e.g. "llvmpipe (LLVM 19, 256 bits)". */
   readonly description: string;
 
   // --- storage ---
-  upload(data: Float32Array | Int32Array): Storage;
-  read(x: Storage): Promise<Float32Array | Int32Array>;
-  release(x: Storage): void;
+  upload(data: Float32Array | Int32Array): S;
+  read(x: S): Promise<Float32Array | Int32Array>;
+  release(x: S): void;
   /** Submit recorded work; a no-op for backends that compute eagerly. */
   flush(): void;
   /** Resolves when all submitted work has finished (for benchmarks). */
   sync(): Promise<void>;
 
   // --- primitives ---
-  fill(size: number, value: number, dtype: DType): Storage;
+  fill(size: number, value: number, dtype: DType): S;
   /** Counter-based: element i depends only on (seed, i), so every backend draws the same numbers. */
-  random(size: number, seed: number, distribution: RandomDistribution): Storage;
-  cast(x: Storage, dtype: DType): Storage;
-  unary(op: UnaryOp, x: Storage): Storage;
+  random(size: number, seed: number, distribution: RandomDistribution): S;
+  cast(x: S, dtype: DType): S;
+  unary(op: UnaryOp, x: S): S;
   /** Broadcasting as in NumPy; shapes are already padded to the output's rank. */
-  binary(op: BinaryOp, a: Storage, aShape: readonly number[], b: Storage, bShape: readonly number[], outShape: readonly number[]): Storage;
+  binary(op: BinaryOp, a: S, aShape: readonly number[], b: S, bShape: readonly number[], outShape: readonly number[]): S;
   /** out = cond != 0 ? a : b, all three broadcast to outShape (shapes padded to its rank). */
   where(
-    cond: Storage, condShape: readonly number[],
-    a: Storage, aShape: readonly number[],
-    b: Storage, bShape: readonly number[],
+    cond: S, condShape: readonly number[],
+    a: S, aShape: readonly number[],
+    b: S, bShape: readonly number[],
     outShape: readonly number[],
-  ): Storage;
+  ): S;
   /** Reduces one axis, keeping it with size 1. */
-  reduce(op: ReduceOp, x: Storage, shape: readonly number[], axis: number): Storage;
-  permute(x: Storage, shape: readonly number[], perm: readonly number[]): Storage;
-  slice(x: Storage, shape: readonly number[], begin: readonly number[], size: readonly number[]): Storage;
+  reduce(op: ReduceOp, x: S, shape: readonly number[], axis: number): S;
+  permute(x: S, shape: readonly number[], perm: readonly number[]): S;
+  slice(x: S, shape: readonly number[], begin: readonly number[], size: readonly number[]): S;
   /** The inverse of slice: x placed at `begin` inside zeros of `outShape`. */
-  pad(x: Storage, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): Storage;
+  pad(x: S, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): S;
 
   // --- fused ops ---
-  matmul(a: Storage, b: Storage, bias: Storage | null, shape: MatmulShape, epilogue?: MatmulEpilogue): Storage;
+  matmul(a: S, b: S, bias: S | null, shape: MatmulShape, epilogue?: MatmulEpilogue<S>): S;
 
   /** Over the last axis of [rows, dim]; also returns what backward needs. */
-  layerNorm(x: Storage, weight: Storage, bias: Storage, rows: number, dim: number, eps: number): { y: Storage; mean: Storage; rstd: Storage };
+  layerNorm(x: S, weight: S, bias: S, rows: number, dim: number, eps: number): { y: S; mean: S; rstd: S };
   layerNormBackward(
-    dy: Storage, x: Storage, weight: Storage, mean: Storage, rstd: Storage, rows: number, dim: number,
-  ): { dx: Storage; dWeight: Storage; dBias: Storage };
+    dy: S, x: S, weight: S, mean: S, rstd: S, rows: number, dim: number,
+  ): { dx: S; dWeight: S; dBias: S };
 
   /** GPT-2's tanh approximation. */
-  gelu(x: Storage): Storage;
-  geluBackward(x: Storage, dy: Storage): Storage;
+  gelu(x: S): S;
+  geluBackward(x: S, dy: S): S;
 
-  softmax(x: Storage, rows: number, dim: number): Storage;
-  softmaxBackward(y: Storage, dy: Storage, rows: number, dim: number): Storage;
+  softmax(x: S, rows: number, dim: number): S;
+  softmaxBackward(y: S, dy: S, rows: number, dim: number): S;
 
   /** Causal attention on q, k, v of [B, H, T, hs], scaled by 1/sqrt(hs); `logSumExp` [B, H, T] is kept for backward. */
-  attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: Storage; logSumExp: Storage };
+  attention(q: S, k: S, v: S, shape: AttentionShape): { out: S; logSumExp: S };
   attentionBackward(
-    dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
-  ): { dq: Storage; dk: Storage; dv: Storage };
+    dOut: S, q: S, k: S, v: S, out: S, logSumExp: S, shape: AttentionShape,
+  ): { dq: S; dk: S; dv: S };
   /**
    * Appends the keys and values of qkv [B, newLen, 3C] (c_attn's output, C = H·hs: q, then k, then
    * v, each [H, hs] per token) to the caches [B, H, maxLen, hs] at `position`, in place, then
    * attends its queries to the caches' first position + newLen rows, causally. Returns
    * [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
    */
-  cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage;
+  cachedAttention(qkv: S, kCache: S, vCache: S, shape: CachedAttentionShape): S;
 
   /** Gathers rows of table [vocab, dim] for i32 ids [n]. */
-  embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): Storage;
+  embedding(ids: S, table: S, n: number, vocab: number, dim: number): S;
   /** The table's gradient: rows of dOut [n, dim] summed into [vocab, dim] (deterministic order). */
-  embeddingBackward(ids: Storage, dOut: Storage, n: number, vocab: number, dim: number): Storage;
+  embeddingBackward(ids: S, dOut: S, n: number, vocab: number, dim: number): S;
 
   /**
    * Weighted cross-entropy over the rows of logits [rows, vocab] with its gradient in the same pass:
@@ -151,8 +156,8 @@ export interface Backend {
    * The caller passes weight = mask / count, so the loss is the mean over counted rows; rows of
    * weight 0 are skipped (their gradient is 0).
    */
-  crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number): { loss: Storage; dLogits: Storage };
+  crossEntropy(logits: S, targets: S, weights: S, rows: number, vocab: number): { loss: S; dLogits: S };
 
   /** One AdamW step in place on param, m and v (PyTorch semantics, decoupled weight decay). */
-  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void;
+  adamw(param: S, grad: S, m: S, v: S, hyper: AdamWHyper): void;
 }

@@ -2,7 +2,7 @@
  * The CPU reference backend: plain TypeScript over typed arrays. It is the oracle every WebGPU
  * kernel is tested against, and the fallback when no WebGPU adapter exists.
  */
-import type { Backend, Storage } from './backend.js';
+import type { Backend } from './backend.js';
 import { adamw } from './cpu/adamw.js';
 import { attention, attentionBackward, cachedAttention } from './cpu/attention.js';
 import { crossEntropy } from './cpu/cross-entropy.js';
@@ -16,16 +16,16 @@ import { reduce } from './cpu/reduce.js';
 import { softmax, softmaxBackward } from './cpu/softmax.js';
 import { CpuStorage } from './cpu/storage.js';
 
-export class CpuBackend implements Backend {
+export class CpuBackend implements Backend<CpuStorage> {
   readonly name = 'cpu';
   readonly description = 'CPU (TypeScript reference)';
 
-  upload(data: Float32Array | Int32Array): Storage {
+  upload(data: Float32Array | Int32Array): CpuStorage {
     return new CpuStorage(data.slice());
   }
 
-  async read(x: Storage): Promise<Float32Array | Int32Array> {
-    return (x as CpuStorage).data.slice();
+  async read(x: CpuStorage): Promise<Float32Array | Int32Array> {
+    return x.data.slice();
   }
 
   release(): void {}

@@ -14,8 +14,6 @@ export interface AdamWOptions {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
-  /** Decay only matrices (weights), not biases, LayerNorm parameters or other vectors. */
-  decayMatricesOnly?: boolean;
 }
 
 export class AdamW {
@@ -23,7 +21,6 @@ export class AdamW {
   readonly beta2: number;
   readonly eps: number;
   readonly weightDecay: number;
-  readonly decayMatricesOnly: boolean;
   /** Steps taken so far (the bias correction uses step + 1 for the next one). */
   step = 0;
   readonly moments: Map<string, { m: Tensor; v: Tensor }>;
@@ -33,7 +30,6 @@ export class AdamW {
     this.beta2 = options.beta2 ?? 0.999;
     this.eps = options.eps ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
-    this.decayMatricesOnly = options.decayMatricesOnly ?? false;
     this.moments = new Map(
       model.namedParameters().map(([name, p]) => [name, { m: keep(zeros(p.shape, { backend: p.backend })), v: keep(zeros(p.shape, { backend: p.backend })) }]),
     );
@@ -45,13 +41,12 @@ export class AdamW {
     for (const [name, p] of this.model.namedParameters()) {
       if (p.grad === null) continue;
       const { m, v } = this.moments.get(name)!;
-      const decays = !this.decayMatricesOnly || p.rank >= 2;
       adamwStep(p, p.grad, m, v, {
         lr,
         beta1: this.beta1,
         beta2: this.beta2,
         eps: this.eps,
-        weightDecay: decays ? this.weightDecay : 0,
+        weightDecay: this.weightDecay,
         step: this.step,
       });
     }

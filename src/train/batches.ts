@@ -3,7 +3,7 @@
  * the batches. Every order is a pure function of (seed, epoch), so a run resumed at epoch e, batch p
  * sees the very batches the uninterrupted run would have, without replaying any random draws.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../tensor/rng.js';
 
 /** Rng streams: the split uses its own, epoch e uses EPOCH_STREAM + e. */
 const SPLIT_STREAM = 0;

@@ -4,7 +4,8 @@
  */
 import { afterAll } from 'vitest';
 import { getWebGpuBackend, releaseBackend, webGpuRequired } from '../../src/node/backend.js';
-import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
+import { Gpu } from '../../src/kernels/gpu.js';
+import { createWebGpuBackend, type WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
 import { CpuBackend } from '../../src/tensor/cpu-backend.js';
 
 export const cpu = new CpuBackend();
@@ -21,19 +22,21 @@ export async function webgpuOrSkip(): Promise<WebGpuBackend | null> {
 }
 
 /**
- * Runs fn with the adapter's binding limit and offset alignment lowered, so the code that splits
- * tensors larger than one binding into windows runs on small tensors (an offset aligned to the
- * lowered alignment, a multiple of the real one, is valid on the device too).
+ * Runs fn on a second WebGPU backend on the same device whose bindings hold at most
+ * `maxBindingBytes` at offsets aligned to `bindingAlignment` (GpuOptions), so the code that splits
+ * tensors larger than one binding into windows runs on small tensors.
  */
-export async function withBindingLimits<T>(backend: WebGpuBackend, maxBindingBytes: number, bindingAlignment: number, fn: () => Promise<T>): Promise<T> {
-  const limits = backend.gpu as { maxBindingBytes: number; bindingAlignment: number };
-  const saved = { maxBindingBytes: limits.maxBindingBytes, bindingAlignment: limits.bindingAlignment };
-  if (bindingAlignment % saved.bindingAlignment !== 0) throw new Error(`alignment ${bindingAlignment} is not a multiple of the adapter's ${saved.bindingAlignment}`);
-  Object.assign(limits, { maxBindingBytes, bindingAlignment });
+export async function withBindingLimits<T>(
+  backend: WebGpuBackend, maxBindingBytes: number, bindingAlignment: number, fn: (limited: WebGpuBackend) => Promise<T>,
+): Promise<T> {
+  const { gpu } = backend;
+  // The device belongs to `backend`: destroying this Gpu must not release it.
+  const shared = { ...gpu.acquired, release: () => {} };
+  const limited = new Gpu(shared, { immediate: gpu.immediate, validate: true, maxBindingBytes, bindingAlignment });
   try {
-    return await fn();
+    return await fn(createWebGpuBackend(limited));
   } finally {
-    Object.assign(limits, saved);
+    limited.trimPool(); // the buffers fn released; those it kept stay with the device until teardown
   }
 }
 

@@ -5,7 +5,8 @@
  * matters (a plain sum's gradient can hide errors that cancel). The analytic gradient is the
  * engine's: backward() on the backend under test (the f32 CPU reference by default, or WebGPU).
  * The numeric gradient evaluates the same Tensor function on `Float64Backend` below, a float64 twin
- * of the primitive ops (and matmul) written here from their definitions: central differences with
+ * of the primitive ops (and matmul, and the fused ops' forwards through the CPU reference's float64
+ * cores) written here from their definitions: central differences with
  * h = 1e-6·max(1, |x|) have truncation ~h²·|f'''| ≈ 1e-12 and rounding ~2^-53·|L|/h ≈ 1e-10, so the
  * numeric side is exact for our purpose and the check measures the analytic gradient's own error:
  * a few f32 roundings per rule (~1e-6 relative, measured below 1e-5 on every case of
@@ -17,10 +18,17 @@
  * and the primitive ops are small enough to restate; a twin written from the definitions is also an
  * independent oracle for the forward of the primitives.
  */
-import type { Backend, BinaryOp, DType, MatmulEpilogue, MatmulShape, RandomDistribution, ReduceOp, Storage, UnaryOp } from '../../src/tensor/backend.js';
+import type {
+  AttentionShape, Backend, BinaryOp, DType, MatmulEpilogue, MatmulShape, RandomDistribution, ReduceOp, Storage, UnaryOp,
+} from '../../src/tensor/backend.js';
 import { backward } from '../../src/tensor/autograd.js';
 import { fromStorage, tensor } from '../../src/tensor/create.js';
+import { attendCausal } from '../../src/tensor/cpu/attention.js';
+import { crossEntropyRows } from '../../src/tensor/cpu/cross-entropy.js';
+import { geluAt } from '../../src/tensor/cpu/gelu.js';
+import { layerNormRows } from '../../src/tensor/cpu/layernorm.js';
 import { normalAt, uniformAt } from '../../src/tensor/cpu/random.js';
+import { softmaxRows } from '../../src/tensor/cpu/softmax.js';
 import { noGrad } from '../../src/tensor/graph.js';
 import { mul, sum } from '../../src/tensor/ops.js';
 import { tidy } from '../../src/tensor/scope.js';
@@ -66,7 +74,10 @@ const unsupported = (op: string) => (): never => {
   throw new Error(`${op} has no float64 twin in tests/helpers/gradcheck.ts`);
 };
 
-/** The primitive ops and matmul in float64 (i32 data stays i32). Storage is never released: it is garbage-collected. */
+/**
+ * The primitive ops, matmul and the fused ops' forwards in float64 (i32 data stays i32). Storage is
+ * never released: it is garbage-collected.
+ */
 export class Float64Backend implements Backend {
   readonly name = 'cpu';
   readonly description = 'CPU float64 (gradient checks)';
@@ -164,40 +175,71 @@ export class Float64Backend implements Backend {
     return new F64Storage(out);
   }
   matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulShape, epilogue: MatmulEpilogue = {}): Storage {
-    // Gradient checks record graphs, where linear() composes the epilogue's ops instead.
-    if (epilogue.gelu || epilogue.residual) throw new Error('the float64 twin has no matmul epilogue');
     const [av, bv] = [d64(a), d64(b)];
+    const residual = epilogue.residual ? d64(epilogue.residual) : null;
     const biasv = bias === null ? null : d64(bias);
     const out = new Float64Array(s.batch * s.m * s.n);
     for (let p = 0; p < s.batch; p++) {
       for (let i = 0; i < s.m; i++) {
         for (let j = 0; j < s.n; j++) {
           let acc = biasv === null ? 0 : biasv[j];
-          for (let kk = 0; kk < s.k; kk++) {
-            const ai = p * s.m * s.k + (s.transA ? kk * s.m + i : i * s.k + kk);
-            const bi = (s.broadcastB ? 0 : p * s.k * s.n) + (s.transB ? j * s.k + kk : kk * s.n + j);
-            acc += av[ai] * bv[bi];
-          }
-          out[(p * s.m + i) * s.n + j] = acc;
+          // A[i, kk] and B[kk, j] of this batch, stepping along K.
+          let ai = p * s.m * s.k + (s.transA ? i : i * s.k);
+          let bi = (s.broadcastB ? 0 : p * s.k * s.n) + (s.transB ? j * s.k : j);
+          const [aStep, bStep] = [s.transA ? s.m : 1, s.transB ? 1 : s.n];
+          for (let kk = 0; kk < s.k; kk++, ai += aStep, bi += bStep) acc += av[ai] * bv[bi];
+          const at = (p * s.m + i) * s.n + j;
+          out[at] = (epilogue.gelu ? geluAt(acc) : acc) + (residual === null ? 0 : residual[at]);
         }
       }
     }
     return new F64Storage(out);
   }
 
-  layerNorm = unsupported('layerNorm');
+  // The fused ops' forwards, for whole-model differences: the CPU reference's cores run in float64.
+  layerNorm(x: Storage, weight: Storage, bias: Storage, rows: number, dim: number, eps: number): { y: Storage; mean: Storage; rstd: Storage } {
+    const [y, mean, rstd] = [new Float64Array(rows * dim), new Float64Array(rows), new Float64Array(rows)];
+    layerNormRows(d64(x), d64(weight), d64(bias), rows, dim, eps, y, mean, rstd);
+    return { y: new F64Storage(y), mean: new F64Storage(mean), rstd: new F64Storage(rstd) };
+  }
+  gelu(x: Storage): Storage {
+    return new F64Storage(Float64Array.from(d64(x), geluAt));
+  }
+  softmax(x: Storage, rows: number, dim: number): Storage {
+    const y = new Float64Array(rows * dim);
+    softmaxRows(d64(x), rows, dim, y);
+    return new F64Storage(y);
+  }
+  attention(q: Storage, k: Storage, v: Storage, { batch, heads, seqLen, headSize }: AttentionShape): { out: Storage; logSumExp: Storage } {
+    const [out, lse] = [new Float64Array(batch * heads * seqLen * headSize), new Float64Array(batch * heads * seqLen)];
+    attendCausal(d64(q), d64(k), d64(v), { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize }, out, lse);
+    return { out: new F64Storage(out), logSumExp: new F64Storage(lse) };
+  }
+  embedding(ids: Storage, table: Storage, n: number, _vocab: number, dim: number): Storage {
+    const [idv, tv] = [d64(ids), d64(table)];
+    const out = new Float64Array(n * dim);
+    for (let i = 0; i < n; i++) out.set(tv.subarray(idv[i] * dim, (idv[i] + 1) * dim), i * dim);
+    return new F64Storage(out);
+  }
+  crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number): { loss: Storage; dLogits: Storage } {
+    const dLogits = new Float64Array(rows * vocab);
+    const loss = crossEntropyRows(d64(logits), d64(targets), d64(weights), rows, vocab, dLogits);
+    return { loss: new F64Storage(Float64Array.of(loss)), dLogits: new F64Storage(dLogits) };
+  }
   layerNormBackward = unsupported('layerNormBackward');
-  gelu = unsupported('gelu');
   geluBackward = unsupported('geluBackward');
-  softmax = unsupported('softmax');
   softmaxBackward = unsupported('softmaxBackward');
-  attention = unsupported('attention');
   attentionBackward = unsupported('attentionBackward');
   cachedAttention = unsupported('cachedAttention');
-  embedding = unsupported('embedding');
   embeddingBackward = unsupported('embeddingBackward');
-  crossEntropy = unsupported('crossEntropy');
   adamw = unsupported('adamw');
+
+  /** The float64 values themselves, for a test that perturbs a parameter in place. */
+  data64(x: Storage): Float64Array {
+    const data = d64(x);
+    if (!(data instanceof Float64Array)) throw new Error('data64: i32 storage');
+    return data;
+  }
 
   private like(x: Float64Array | Int32Array, size: number): Float64Array | Int32Array {
     return x instanceof Int32Array ? new Int32Array(size) : new Float64Array(size);

@@ -71,10 +71,10 @@ export function attendCausalBackward(
   dOut: Values, q: Values, k: Values, v: Values, out: Values, lse: Values,
   shape: AttentionShape, dq: Out, dk: Out, dv: Out,
 ): void {
-  const { batch, heads, seqLen: T, headSize: hs } = shape;
+  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
   const scale = 1 / Math.sqrt(hs);
   const dqRow = new Float64Array(hs);
-  for (let pair = 0; pair < batch * heads; pair++) {
+  for (let pair = 0; pair < B * H; pair++) {
     const base = pair * T * hs;
     for (let i = 0; i < T; i++) {
       const iRow = base + i * hs;
@@ -104,11 +104,11 @@ export function attendCausalBackward(
 }
 
 /** Full causal self-attention over [B, H, T, hs] as an AttendLayout. */
-function selfLayout({ batch, heads, seqLen, headSize }: AttentionShape): AttendLayout {
-  return { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize };
+function selfLayout({ batch: B, heads: H, seqLen: T, headSize: hs }: AttentionShape): AttendLayout {
+  return { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs };
 }
 
-export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: Storage; logSumExp: Storage } {
+export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: CpuStorage; logSumExp: CpuStorage } {
   const layout = selfLayout(shape);
   const out = new Float32Array(q.size);
   const lse = new Float32Array(layout.pairs * layout.qLen);
@@ -118,7 +118,7 @@ export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionSh
 
 export function attentionBackward(
   dOut: Storage, q: Storage, k: Storage, v: Storage, out: Storage, logSumExp: Storage, shape: AttentionShape,
-): { dq: Storage; dk: Storage; dv: Storage } {
+): { dq: CpuStorage; dk: CpuStorage; dv: CpuStorage } {
   const size = q.size;
   const dq = new Float64Array(size);
   const dk = new Float64Array(size);
@@ -143,18 +143,18 @@ function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: 
 }
 
 function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
-  const { batch, heads, newLen, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
     const rows = headsOf(f32(qkv), part, shape);
     const dst = f32(cache);
-    for (let pair = 0; pair < batch * heads; pair++) {
-      dst.set(rows.subarray(pair * newLen * hs, (pair + 1) * newLen * hs), (pair * maxLen + position) * hs);
+    for (let pair = 0; pair < B * H; pair++) {
+      dst.set(rows.subarray(pair * n * hs, (pair + 1) * n * hs), (pair * maxLen + position) * hs);
     }
   }
 }
 
 /** Appends qkv's keys and values to the caches at shape.position, then attends its queries to them. */
-export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): Storage {
+export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): CpuStorage {
   writeCache(kCache, vCache, qkv, shape);
   const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
   const heads = new Float32Array(B * H * n * hs);

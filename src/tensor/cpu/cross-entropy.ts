@@ -38,7 +38,7 @@ export function crossEntropyRows(
   return loss;
 }
 
-export function crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number): { loss: Storage; dLogits: Storage } {
+export function crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number): { loss: CpuStorage; dLogits: CpuStorage } {
   const dLogits = new Float32Array(rows * vocab);
   const loss = crossEntropyRows(f32(logits), i32(targets), f32(weights), rows, vocab, dLogits);
   return { loss: new CpuStorage(Float32Array.of(loss)), dLogits: new CpuStorage(dLogits) };

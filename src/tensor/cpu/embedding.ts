@@ -14,7 +14,7 @@ function checkIds(ids: Int32Array, n: number, vocab: number): void {
 }
 
 /** out[i] = table[ids[i]]. */
-export function embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): Storage {
+export function embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): CpuStorage {
   const idv = i32(ids);
   const tv = f32(table);
   checkIds(idv, n, vocab);
@@ -27,7 +27,7 @@ export function embedding(ids: Storage, table: Storage, n: number, vocab: number
  * dTable[v] = Σ_{i : ids[i] = v} dOut[i], summed in float64 in increasing i, rounded once; rows of
  * ids that never occur are zero.
  */
-export function embeddingBackward(ids: Storage, dOut: Storage, n: number, vocab: number, dim: number): Storage {
+export function embeddingBackward(ids: Storage, dOut: Storage, n: number, vocab: number, dim: number): CpuStorage {
   const idv = i32(ids);
   const dv = f32(dOut);
   checkIds(idv, n, vocab);

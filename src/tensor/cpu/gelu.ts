@@ -20,12 +20,12 @@ export function geluGradAt(x: number): number {
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K * (1 + 3 * C * x * x);
 }
 
-export function gelu(x: Storage): Storage {
+export function gelu(x: Storage): CpuStorage {
   return new CpuStorage(Float32Array.from(f32(x), geluAt));
 }
 
 /** dx = dy · gelu'(x). */
-export function geluBackward(x: Storage, dy: Storage): Storage {
+export function geluBackward(x: Storage, dy: Storage): CpuStorage {
   const xv = f32(x);
   const dyv = f32(dy);
   if (dyv.length !== xv.length) throw new Error(`geluBackward: x has ${xv.length} elements, dy ${dyv.length}`);

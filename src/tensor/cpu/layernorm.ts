@@ -73,7 +73,7 @@ export function layerNormBackwardRows(
   }
 }
 
-export function layerNorm(x: Storage, weight: Storage, bias: Storage, rows: number, dim: number, eps: number): { y: Storage; mean: Storage; rstd: Storage } {
+export function layerNorm(x: Storage, weight: Storage, bias: Storage, rows: number, dim: number, eps: number): { y: CpuStorage; mean: CpuStorage; rstd: CpuStorage } {
   const y = new Float32Array(rows * dim);
   const mean = new Float32Array(rows);
   const rstd = new Float32Array(rows);
@@ -83,7 +83,7 @@ export function layerNorm(x: Storage, weight: Storage, bias: Storage, rows: numb
 
 export function layerNormBackward(
   dy: Storage, x: Storage, weight: Storage, mean: Storage, rstd: Storage, rows: number, dim: number,
-): { dx: Storage; dWeight: Storage; dBias: Storage } {
+): { dx: CpuStorage; dWeight: CpuStorage; dBias: CpuStorage } {
   const dx = new Float32Array(rows * dim);
   const dWeight = new Float32Array(dim);
   const dBias = new Float32Array(dim);

@@ -31,13 +31,13 @@ export function softmaxBackwardRows(y: Values, dy: Values, rows: number, dim: nu
   }
 }
 
-export function softmax(x: Storage, rows: number, dim: number): Storage {
+export function softmax(x: Storage, rows: number, dim: number): CpuStorage {
   const y = new Float32Array(rows * dim);
   softmaxRows(f32(x), rows, dim, y);
   return new CpuStorage(y);
 }
 
-export function softmaxBackward(y: Storage, dy: Storage, rows: number, dim: number): Storage {
+export function softmaxBackward(y: Storage, dy: Storage, rows: number, dim: number): CpuStorage {
   const dx = new Float32Array(rows * dim);
   softmaxBackwardRows(f32(y), f32(dy), rows, dim, dx);
   return new CpuStorage(dx);
