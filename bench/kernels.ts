@@ -23,7 +23,7 @@ import { matmulRows } from './kernel-rows/matmul.js';
 import { softmaxRows } from './kernel-rows/softmax.js';
 import type { BenchRow } from './kernel-rows/types.js';
 import { autotuneMatmul } from '../src/kernels/matmul.js';
-import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import type { Backend } from '../src/tensor/backend.js';
 
@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     return;
   }
   overrideRuns(flags.runs);
-  const backend = await initBackend(flags.device);
+  const backend = await createBackend(flags.device);
   try {
     console.log(`device: ${backend.description}`);
     const results: BenchRow[] = [];
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     })));
     console.log(JSON.stringify({ bench: 'kernels', device: backend.description, results }));
   } finally {
-    releaseWebGpu();
+    releaseBackend();
   }
 }
 

@@ -39,7 +39,7 @@ import { generate, generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
-import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { Backend } from '../src/tensor/backend.js';
 
 const PROMPT_TOKENS = 64;
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const backend: Backend = await initBackend(flags.device);
+  const backend: Backend = await createBackend(flags.device);
   try {
     const config = benchShapes(flags.shapes);
     console.log(`device: ${backend.description}`);
@@ -219,7 +219,7 @@ async function main(): Promise<void> {
     }));
     model.dispose();
   } finally {
-    releaseWebGpu();
+    releaseBackend();
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Where a step's device time goes, kernel by kernel. Records the dispatches of one steady-state
- * step — a training step of the demo (`--step train`: src/train/run.ts with the demo's defaults) or
+ * step — a training step of the demo (`--step train`: src/cli/train-run.ts with the demo's defaults) or
  * a cached decode step (`--step decode`: bench/kvcache.ts's shapes, `--shapes`, at token 300) — then
  * replays each dispatch on its own, `--repeat` times with the device drained before and after, and
  * sums the times per kernel and configuration. The sum exceeds the step's own time by a drain per
@@ -21,10 +21,10 @@ import { generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { Gpu } from '../src/kernels/gpu.js';
-import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
-import { parseTrainOptions } from '../src/train/options.js';
-import { runTraining } from '../src/train/run.js';
+import { parseTrainOptions } from '../src/cli/train-options.js';
+import { runTraining } from '../src/cli/train-run.js';
 
 type DispatchArgs = Parameters<Gpu['dispatch']>;
 
@@ -96,7 +96,7 @@ async function recordDecodeStep(backend: WebGpuBackend, shapes: string): Promise
 
 async function main(): Promise<void> {
   const { step, shapes, repeat } = parseFlags();
-  const backend = await initBackend('webgpu');
+  const backend = await createBackend('webgpu');
   if (backend.name !== 'webgpu') throw new Error('bench/profile.ts profiles WebGPU kernels: no adapter was found');
   const { gpu } = backend as WebGpuBackend;
   console.log(`device: ${gpu.description}`);
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
   console.log(`one ${step} step: ${recorded.length} dispatches, ${total.toFixed(1)} ms replayed one by one`);
   printTable(rows.map((r) => ({ kernel: r.kernel, dispatches: r.dispatches, ms: r.ms.toFixed(2), share: `${((100 * r.ms) / total).toFixed(1)}%` })));
   console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, shapes: step === 'decode' ? shapes : 'demo', dispatches: recorded.length, replayed_ms: total, rows }));
-  releaseWebGpu();
+  releaseBackend();
 }
 
 await main();

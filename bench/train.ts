@@ -24,8 +24,7 @@ import { medianMs, printTable } from './harness.js';
 import { benchShapes } from './shapes.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
-import { autotuneMatmul } from '../src/kernels/matmul.js';
-import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
+import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { AdamW } from '../src/train/adamw.js';
@@ -73,9 +72,8 @@ async function matmulPeak(backend: Backend): Promise<number> {
 async function main(): Promise<void> {
   const flags = parseFlags();
   const config = { ...benchShapes(flags.shapes), n_positions: Math.max(benchShapes(flags.shapes).n_positions, flags.seq) };
-  const backend = await initBackend(flags.device);
+  const backend = await createBackend(flags.device);
   const gpu = backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu : null;
-  if (gpu) await autotuneMatmul(gpu);
   console.log(`device: ${backend.description}`);
   const peak = await matmulPeak(backend);
 
@@ -123,5 +121,5 @@ async function main(): Promise<void> {
 try {
   await main();
 } finally {
-  releaseWebGpu();
+  releaseBackend();
 }

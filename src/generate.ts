@@ -17,10 +17,11 @@
 import { createInterface } from 'node:readline';
 import { decimal, parseFlags, UsageError } from './cli/flags.js';
 import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
-import { checkModelSpec, loadModel, ModelLoadError } from './gpt/load-model.js';
+import { ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
 import { Tokenizer } from './gpt/tokenizer.js';
-import { initBackend, releaseWebGpu } from './kernels/select-backend.js';
+import { createBackend, releaseBackend } from './node/backend.js';
+import { checkModelSpec, loadModel } from './node/load-model.js';
 import { formatInput } from './train/instruction-data.js';
 
 const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--prompt <text> | --instruction <text> [--input <text>]]
@@ -196,8 +197,8 @@ async function main(argv: string[]): Promise<number> {
     // Read (and refuse an empty prompt) before the model costs seconds or minutes to load.
     const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
     if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
-    const backend = await initBackend(flags.device);
-    const { model, source, nonFinite } = await loadModel(flags.model, backend);
+    const backend = await createBackend(flags.device);
+    const { model, source, nonFinite } = await loadModel(flags.model, { backend });
     if (nonFinite.length > 0) {
       const shown = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
       console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);
@@ -222,7 +223,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`generate: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 1;
   } finally {
-    releaseWebGpu();
+    releaseBackend();
   }
 }
 

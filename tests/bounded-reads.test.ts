@@ -9,12 +9,13 @@ import { openSync, closeSync, ftruncateSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadGpt2Weights, saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { loadGpt2Weights, saveGpt2Weights } from '../src/node/weights-folder.js';
 import { configToJson, PRESETS } from '../src/gpt/config.js';
 import { ModelLoadError } from '../src/gpt/load-model.js';
-import { DataError, loadInstructionFile } from '../src/train/instruction-data.js';
-import { parseTrainOptions, type TrainOptions } from '../src/train/options.js';
-import { runTraining } from '../src/train/run.js';
+import { DataError } from '../src/train/instruction-data.js';
+import { loadInstructionFile } from '../src/node/instruction-file.js';
+import { parseTrainOptions, type TrainOptions } from '../src/cli/train-options.js';
+import { runTraining } from '../src/cli/train-run.js';
 import { rejectionOf } from './helpers/rejection.js';
 import { freshDir, randomGpt2Weights, writeRawSafetensors } from './helpers/weights-fixtures.js';
 

@@ -1,9 +1,11 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkStateDict, loadGpt2Weights, normalizeStateDict, saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { checkStateDict, normalizeStateDict } from '../src/gpt/state-dict.js';
+import { loadGpt2Weights, saveGpt2Weights } from '../src/node/weights-folder.js';
 import { configFromJson, configToJson, PRESETS, type GPT2Config } from '../src/gpt/config.js';
-import { readSafetensors, writeSafetensors, type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../src/node/safetensors-file.js';
+import { type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
 import { expectSameTensors, freshDir, randomGpt2Weights, randomTensor } from './helpers/weights-fixtures.js';
 
 const C = 8;

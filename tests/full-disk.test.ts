@@ -8,9 +8,9 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadInstructionFile } from '../src/train/instruction-data.js';
-import { parseTrainOptions, UsageError, type TrainOptions } from '../src/train/options.js';
-import { runTraining } from '../src/train/run.js';
+import { loadInstructionFile } from '../src/node/instruction-file.js';
+import { parseTrainOptions, UsageError, type TrainOptions } from '../src/cli/train-options.js';
+import { runTraining } from '../src/cli/train-run.js';
 import { freshDir } from './helpers/weights-fixtures.js';
 
 const mounted: string[] = [];

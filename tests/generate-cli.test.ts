@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { saveGpt2Weights } from '../src/node/weights-folder.js';
 import { PRESETS } from '../src/gpt/config.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';

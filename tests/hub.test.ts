@@ -11,9 +11,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { loadGpt2Weights, saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { loadGpt2Weights, saveGpt2Weights } from '../src/node/weights-folder.js';
 import { PRESETS } from '../src/gpt/config.js';
-import { resolveModel, resolveModelSource } from '../src/gpt/hub.js';
+import { resolveModel, resolveModelSource } from '../src/node/hub.js';
 import { expectSameTensors, freshDir, randomGpt2Weights } from './helpers/weights-fixtures.js';
 
 const REPO = 'test-org/tiny-gpt2';

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EOS_ID, Tokenizer } from '../src/gpt/tokenizer.js';
-import { DataError, encodeEntry, formatInput, InstructionDataset, loadInstructionFile } from '../src/train/instruction-data.js';
+import { DataError, encodeEntry, formatInput, InstructionDataset } from '../src/train/instruction-data.js';
+import { loadInstructionFile } from '../src/node/instruction-file.js';
 
 const tokenizer = new Tokenizer();
 const PREAMBLE = 'Below is an instruction that describes a task. Write a response that appropriately completes the request.';
@@ -141,7 +142,7 @@ describe('loadInstructionFile', () => {
 
 describe('the default data set', () => {
   const path = 'data/instructions.json';
-  const dataset = InstructionDataset.fromFile(path, tokenizer);
+  const dataset = new InstructionDataset(loadInstructionFile(path), tokenizer);
 
   it('has at least 250 entries of non-empty strings, about a third with an input', () => {
     expect(dataset.length).toBeGreaterThanOrEqual(250);

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { PRESETS } from '../src/gpt/config.js';
-import { loadGpt2Weights, saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { loadGpt2Weights, saveGpt2Weights } from '../src/node/weights-folder.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { KVCache } from '../src/gpt/kv-cache.js';
 import { GPT2 } from '../src/gpt/model.js';

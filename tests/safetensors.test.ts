@@ -1,7 +1,8 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors, WeightsError, writeSafetensors, type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../src/node/safetensors-file.js';
+import { WeightsError, type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
 import { expectSameTensors, freshDir, randomTensor, writeRawSafetensors } from './helpers/weights-fixtures.js';
 
 function u16Bytes(values: number[]): Uint8Array {

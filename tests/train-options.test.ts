@@ -1,6 +1,6 @@
 /** The training command's flags: the demo's and a pretrained model's defaults, checked values, --resume's rule. */
 import { describe, expect, it } from 'vitest';
-import { parseTrainOptions, UsageError, type TrainOptions } from '../src/train/options.js';
+import { parseTrainOptions, UsageError, type TrainOptions } from '../src/cli/train-options.js';
 
 const parse = (argv: string[]) => parseTrainOptions(argv) as TrainOptions;
 

@@ -1,5 +1,5 @@
 /**
- * A whole fine-tuning run (src/train/run.ts, src/train.ts) on the tiny preset and a few short entries:
+ * A whole fine-tuning run (src/cli/train-run.ts, src/train.ts) on the tiny preset and a few short entries:
  * 10 steps in one run equal 5 + 5 with a resume; a checkpoint write killed at any moment leaves a
  * loadable checkpoint; Ctrl-C on the command line leaves a loadable checkpoint; bad flags and
  * malformed data files exit with code 2, a message naming the problem, and nothing written.
@@ -9,14 +9,15 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadGpt2Weights } from '../src/gpt/checkpoint-names.js';
-import { loadModel } from '../src/gpt/load-model.js';
+import { loadGpt2Weights } from '../src/node/weights-folder.js';
+import { loadModel } from '../src/node/load-model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { CpuBackend } from '../src/tensor/cpu-backend.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { encodeEntry, loadInstructionFile } from '../src/train/instruction-data.js';
-import { parseTrainOptions, type TrainOptions } from '../src/train/options.js';
-import { runTraining } from '../src/train/run.js';
+import { loadCheckpoint } from '../src/node/checkpoint-folder.js';
+import { encodeEntry } from '../src/train/instruction-data.js';
+import { loadInstructionFile } from '../src/node/instruction-file.js';
+import { parseTrainOptions, type TrainOptions } from '../src/cli/train-options.js';
+import { runTraining } from '../src/cli/train-run.js';
 import type { StepRecord } from '../src/train/trainer.js';
 import { webgpuOrSkip } from './helpers/backends.js';
 import { freshDir } from './helpers/weights-fixtures.js';
@@ -104,7 +105,7 @@ describe('a training run', () => {
       for (const [name, t] of weights) expect(t.data.every((x) => x === step), `${name} of step ${step}`).toBe(true);
       for (const [name, t] of moments) expect(t.data.every((x) => x === step), `${name} of step ${step}`).toBe(true);
       // The model at the top of the folder is a whole checkpoint's too (this one or the one before).
-      const top = await loadModel(out, new CpuBackend());
+      const top = await loadModel(out, { backend: new CpuBackend() });
       const value = (await top.model.wte.weight.toFloat32())[0];
       expect([step, step - 1]).toContain(value);
       top.model.dispose();
@@ -131,7 +132,7 @@ describe('tsx src/train.ts', () => {
     const { state } = await loadCheckpoint(out);
     expect(state.position.step).toBeGreaterThanOrEqual(1);
     expect((await readRecords(out)).length).toBe(state.position.step);
-    const { model } = await loadModel(out, new CpuBackend());
+    const { model } = await loadModel(out, { backend: new CpuBackend() });
     expect(model.parameterCount()).toBeGreaterThan(0);
     model.dispose();
   }, 300_000);

@@ -10,10 +10,10 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { saveGpt2Weights } from '../src/gpt/checkpoint-names.js';
+import { saveGpt2Weights } from '../src/node/weights-folder.js';
 import type { GPT2Config } from '../src/gpt/config.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { loadInstructionFile } from '../src/train/instruction-data.js';
+import { loadCheckpoint } from '../src/node/checkpoint-folder.js';
+import { loadInstructionFile } from '../src/node/instruction-file.js';
 import { webgpuOrSkip } from './helpers/backends.js';
 import { freshDir, randomGpt2Weights } from './helpers/weights-fixtures.js';
 

@@ -13,7 +13,7 @@
  * Last line: {"experiment":"kv-cache","presets":[{"name":…,"bytes_per_token":…,"context_bytes":…,"weight_bytes":…},…],"work":{…}}
  */
 import { PRESETS, type PresetName } from '../../src/gpt/config.js';
-import { expectedShapes } from '../../src/gpt/checkpoint-names.js';
+import { expectedShapes } from '../../src/gpt/state-dict.js';
 import { KVCache } from '../../src/gpt/kv-cache.js';
 import { CpuBackend } from '../../src/tensor/cpu-backend.js';
 import { fmt } from './quick-model.js';

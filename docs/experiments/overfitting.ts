@@ -10,7 +10,7 @@
  * Last line: {"experiment":"overfitting","records":[{"step":…,"loss":…,"val_loss":…},…],"best_val_step":…,"answer":…,"recites_training_answer":…}
  */
 import { generate } from '../../src/gpt/generate.js';
-import { initBackend } from '../../src/kernels/select-backend.js';
+import { createBackend } from '../../src/node/backend.js';
 import { formatInput } from '../../src/train/instruction-data.js';
 import { finish, fmt, loadData, parseExperimentFlags, QUICK_TRAINING, trainQuickModel } from './quick-model.js';
 
@@ -19,7 +19,7 @@ const flags = parseExperimentFlags({ train: { type: 'string', default: '2' } });
 if (flags.model !== null) throw new Error('overfitting trains a new model: --model does not apply');
 const trainCount = Number(flags.values.train);
 const steps = flags.values.steps === String(QUICK_TRAINING.steps) ? 30 : flags.steps; // its own default: 30
-const backend = await initBackend(flags.device);
+const backend = await createBackend(flags.device);
 const { tokenizer, entries, examples, train, val } = loadData();
 const trainIdx = train.slice(0, trainCount);
 const valIdx = val.slice(0, VAL_ENTRIES);

@@ -15,14 +15,16 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { GPT2Config } from '../../src/gpt/config.js';
 import { initializeWeights } from '../../src/gpt/init.js';
-import { loadModel } from '../../src/gpt/load-model.js';
+import { loadModel } from '../../src/node/load-model.js';
 import { GPT2 } from '../../src/gpt/model.js';
 import { Tokenizer } from '../../src/gpt/tokenizer.js';
-import { initBackend, releaseWebGpu, type BackendChoice } from '../../src/kernels/select-backend.js';
+import { createBackend, releaseBackend } from '../../src/node/backend.js';
+import { type BackendChoice } from '../../src/kernels/select-backend.js';
 import type { Backend } from '../../src/tensor/backend.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { splitTrainVal } from '../../src/train/batches.js';
-import { encodeEntry, loadInstructionFile, type EncodedExample, type InstructionEntry } from '../../src/train/instruction-data.js';
+import { encodeEntry, type EncodedExample, type InstructionEntry } from '../../src/train/instruction-data.js';
+import { loadInstructionFile } from '../../src/node/instruction-file.js';
 import { Trainer, type StepRecord, type TrainerConfig } from '../../src/train/trainer.js';
 
 /** The project's default data set, found from this file so a script runs from any folder. */
@@ -119,10 +121,10 @@ export interface ExperimentModel extends DataSplit {
 
 /** The backend, the data, and the model: `--model <folder>`, or the quick model trained for `--steps`. */
 export async function experimentModel(flags: ExperimentFlags): Promise<ExperimentModel> {
-  const backend = await initBackend(flags.device);
+  const backend = await createBackend(flags.device);
   const data = loadData();
   if (flags.model !== null) {
-    const { model, source } = await loadModel(flags.model, backend);
+    const { model, source } = await loadModel(flags.model, { backend });
     return { ...data, backend, model, source };
   }
   const t = { ...QUICK_TRAINING, steps: flags.steps };
@@ -139,7 +141,7 @@ export async function experimentModel(flags: ExperimentFlags): Promise<Experimen
 /** Frees the model and lets Node exit (the WebGPU instance keeps it alive otherwise). */
 export function finish(model?: GPT2): void {
   model?.dispose();
-  releaseWebGpu();
+  releaseBackend();
 }
 
 /** Entropy in nats of softmax(logits / temperature), and its largest probability; f64 on the host. */

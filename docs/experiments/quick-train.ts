@@ -9,14 +9,14 @@
  *
  * Last line: {"experiment":"quick-train","out":…,"first_loss":…,"last_loss":…,"val_loss":…,"val_perplexity":…}
  */
-import { saveGpt2Weights } from '../../src/gpt/checkpoint-names.js';
-import { initBackend } from '../../src/kernels/select-backend.js';
+import { saveGpt2Weights } from '../../src/node/weights-folder.js';
+import { createBackend } from '../../src/node/backend.js';
 import { finish, fmt, loadData, parseExperimentFlags, QUICK_CONFIG, QUICK_TRAINING, trainQuickModel } from './quick-model.js';
 
 const flags = parseExperimentFlags({ out: { type: 'string' } });
 if (flags.model !== null) throw new Error('quick-train trains a new model: --model does not apply');
 const out = flags.values.out as string | undefined;
-const backend = await initBackend(flags.device);
+const backend = await createBackend(flags.device);
 const data = loadData();
 const started = performance.now();
 const t = { ...QUICK_TRAINING, steps: flags.steps };

@@ -9,7 +9,7 @@
  * Prints a table, then one JSON line: {"experiment":"recall","results":[{"split":"train","exact":…,
  * "entries":…,"answers":[{"index":…,"reference":…,"generated":…},…]},{"split":"validation",…}],…}
  */
-import { answer } from '../../src/train/run.js';
+import { answer } from '../../src/cli/train-run.js';
 import { experimentModel, finish, parseExperimentFlags } from './quick-model.js';
 
 const flags = parseExperimentFlags({ entries: { type: 'string', default: '40' } });

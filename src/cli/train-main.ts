@@ -8,11 +8,11 @@
  */
 import { ModelLoadError } from '../gpt/load-model.js';
 import { WeightsError } from '../gpt/safetensors.js';
-import { releaseWebGpu } from '../kernels/select-backend.js';
+import { releaseBackend } from '../node/backend.js';
 import { DataError } from '../train/instruction-data.js';
-import { HELP, parseTrainOptions, UsageError } from '../train/options.js';
-import { runTraining, type SampleAnswer } from '../train/run.js';
 import { TrainingDiverged } from '../train/trainer.js';
+import { HELP, parseTrainOptions, UsageError } from './train-options.js';
+import { runTraining, type SampleAnswer } from './train-run.js';
 
 function printSample(sample: SampleAnswer): void {
   const input = sample.input ? `\nInput: ${sample.input}` : '';
@@ -70,5 +70,5 @@ try {
     process.exitCode = 1;
   }
 } finally {
-  releaseWebGpu();
+  releaseBackend();
 }

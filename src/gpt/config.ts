@@ -39,6 +39,12 @@ export function isPresetName(name: string): name is PresetName {
   return Object.hasOwn(PRESETS, name);
 }
 
+/** Presets without published weights (random init); the others are PRESET_PUBLISHER's hub repos. */
+export const RANDOM_PRESETS = ['tiny', 'demo'] as const satisfies readonly PresetName[];
+export type RandomPreset = (typeof RANDOM_PRESETS)[number];
+export const isRandomPreset = (name: string): name is RandomPreset => (RANDOM_PRESETS as readonly string[]).includes(name);
+export const PRESET_PUBLISHER = 'openai-community';
+
 export function isTied(config: GPT2Config): boolean {
   return config.tie_word_embeddings ?? true;
 }
@@ -100,6 +106,24 @@ export function configFromJson(obj: unknown, source: string): GPT2Config {
   }
   return config;
 }
+
+/** A transformers config.json is a few kilobytes. */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+/** Reads a config.json's text (too large or not JSON is an error naming `source`). */
+export function configFromText(text: string, source: string): GPT2Config {
+  if (text.length > MAX_CONFIG_BYTES) fail(source, `${text.length} characters is no config (at most ${MAX_CONFIG_BYTES} bytes)`);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    fail(source, `not valid JSON (${(e as Error).message})`);
+  }
+  return configFromJson(json, source);
+}
+
+/** The config.json text a saved model carries. */
+export const configToText = (config: GPT2Config): string => JSON.stringify(configToJson(config), null, 2) + '\n';
 
 /** A complete Hugging Face GPT-2 config.json object (dropouts 0: they only matter for training there). */
 export function configToJson(config: GPT2Config): Record<string, unknown> {

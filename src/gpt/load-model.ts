@@ -1,79 +1,57 @@
 /**
- * A GPT-2 ready to run from a `--model` spec: `tiny` or `demo` (random weights, GPT-2's init, seeded),
- * a folder holding config.json + model.safetensors (a training run's output folder is one), or a
- * hub repo (`gpt2` … `gpt2-xl`, or owner/name), fetched once into the Hugging Face cache.
+ * A GPT-2 ready to run: from random weights (GPT-2's init, seeded) or from a state dict with its
+ * config. Where the weights come from (a folder, the hub cache, a browser's files) is the runtime's
+ * part: src/node/load-model.ts; bytes in memory: model-bytes.ts.
  */
 import type { Backend } from '../tensor/backend.js';
-import { existsSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
-import { isTied, type GPT2Config } from './config.js';
-import { loadGpt2Weights } from './checkpoint-names.js';
-import { resolveModel, resolveModelSource, type HubOptions } from './hub.js';
+import { getDefaultBackend } from '../tensor/create.js';
+import { isTied, PRESETS, type GPT2Config } from './config.js';
 import { initializeWeights } from './init.js';
 import { GPT2 } from './model.js';
+import type { StateDict } from './safetensors.js';
 
 /** The model could not be found or read: a user's mistake, reported without a stack (exit code 2). */
 export class ModelLoadError extends Error {
   override name = 'ModelLoadError';
 }
 
-export interface LoadModelOptions {
-  /** Seed of the random init of `tiny` and `demo`. Default 0. */
-  seed?: number;
-  hub?: HubOptions;
-}
-
+/** A model with where it came from. */
 export interface LoadedModel {
   model: GPT2;
   config: GPT2Config;
-  /** Where the weights came from: "random init (tiny)" or a folder. */
+  /** Where the weights came from: "random init (tiny)", a folder, a URL. */
   source: string;
   /** Tensors of the file holding NaN or ±Infinity, and how many: training refuses them, generation warns. */
   nonFinite: { name: string; count: number }[];
 }
 
-/** "./run", "../x", "/abs", "~/x", "a/b/c": meant as a folder, never as a hub repo owner/name. */
-function looksLikePath(spec: string): boolean {
-  return spec.startsWith('.') || spec.startsWith('~') || isAbsolute(spec) || spec.includes('\\') || spec.split('/').length > 2 || spec.endsWith('/');
+export interface RandomModelOptions {
+  /** Seed of the random init. Default 0. */
+  seed?: number;
+  /** Default: the backend made by the last createBackend. */
+  backend?: Backend;
 }
 
 /**
- * Checks a spec without touching the network or a device (so a command line can fail fast): a
- * path that does not exist, a folder without the model files, or a spec that is nothing at all.
+ * A model with GPT-2's random init: `tiny` (d 32, 2 layers, context 64: tests), `demo` (d 64,
+ * 2 layers, context 256: trains from scratch in minutes), or any config.
  */
-export function checkModelSpec(spec: string): void {
-  if (looksLikePath(spec) && !existsSync(spec)) {
-    throw new ModelLoadError(`--model ${spec}: no such folder (a model folder holds config.json + model.safetensors)`);
-  }
-  try {
-    resolveModelSource(spec);
-  } catch (e) {
-    throw new ModelLoadError((e as Error).message);
-  }
+export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: RandomModelOptions = {}): LoadedModel {
+  const config = typeof preset === 'string' ? { ...PRESETS[preset] } : preset;
+  const model = new GPT2(config, options.backend ?? getDefaultBackend());
+  initializeWeights(model, options.seed ?? 0);
+  return { model: model.eval(), config, source: `random init (${typeof preset === 'string' ? preset : 'config'})`, nonFinite: [] };
 }
 
-export async function loadModel(spec: string, backend: Backend, options: LoadModelOptions = {}): Promise<LoadedModel> {
-  checkModelSpec(spec);
-  let resolved;
-  try {
-    resolved = await resolveModel(spec, options.hub);
-  } catch (e) {
-    throw new ModelLoadError((e as Error).message);
-  }
-  if (resolved.kind === 'preset-random') {
-    const model = new GPT2(resolved.config, backend);
-    initializeWeights(model, options.seed ?? 0);
-    return { model: model.eval(), config: resolved.config, source: `random init (${resolved.name})`, nonFinite: [] };
-  }
-  let loaded;
-  try {
-    loaded = await loadGpt2Weights(resolved.folder);
-  } catch (e) {
-    throw new ModelLoadError((e as Error).message);
-  }
-  const { config, weights, nonFinite } = loaded;
+/** A model holding `weights` (canonical names, checked against `config`: see state-dict.ts). */
+export function modelFromStateDict(
+  config: GPT2Config,
+  weights: StateDict,
+  source: string,
+  nonFinite: LoadedModel['nonFinite'],
+  backend: Backend = getDefaultBackend(),
+): LoadedModel {
   const model = new GPT2(config, backend, { untiedHead: !isTied(config) });
-  model.loadStateDict(weights, resolved.folder);
-  return { model: model.eval(), config, source: resolved.folder, nonFinite };
+  model.loadStateDict(weights, source);
+  return { model: model.eval(), config, source, nonFinite };
 }
-

@@ -1,16 +1,13 @@
 /**
- * safetensors files: an 8-byte little-endian header length N, N bytes of JSON
+ * safetensors: an 8-byte little-endian header length N, N bytes of JSON
  * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}`, then the raw
  * little-endian data, offsets counted from its start.
  *
- * Reading never holds a second copy of the file: each tensor's bytes go straight into its own
- * Float32Array (F32) or through a small reused buffer converted chunk by chunk (F16, BF16).
- * Writing streams the tensors into a temporary file beside the target, syncs it and renames it over
- * the target, so a crash never leaves a half-written file under the real name.
- * Typed-array views are used as little-endian: true of every platform Node runs on.
+ * This module works on bytes: the header's checks, the dtype conversions, and whole files held in
+ * memory (a browser's ArrayBuffer). Streaming a file from disk without a second copy of it, and
+ * writing one atomically, is Node's part (src/node/safetensors-file.ts), built on the same pieces.
+ * Typed-array views are used as little-endian: true of every platform WebGPU runs on.
  */
-import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 
 export interface HostTensor {
   shape: number[];
@@ -27,12 +24,9 @@ type Dtype = keyof typeof DTYPE_BYTES;
 
 /** The reference implementation refuses larger headers; checked before allocating one. */
 const MAX_HEADER_BYTES = 100_000_000;
-/** Bytes read per step when converting F16/BF16. */
-const CHUNK_BYTES = 1 << 22;
-/** Node caps one read or write at 2 GiB - 1. */
-const MAX_IO_BYTES = 1 << 30;
 
-interface Entry {
+/** A tensor's place in the data section, as its header entry gives it (checked). */
+export interface Entry {
   name: string;
   dtype: Dtype;
   shape: number[];
@@ -44,7 +38,7 @@ function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
-function elementCount(shape: readonly number[]): number {
+export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
@@ -71,7 +65,7 @@ function parseEntry(name: string, value: unknown, dataBytes: number, file: strin
   return { name, dtype: dtype as Dtype, shape, begin, end };
 }
 
-function parseHeader(text: string, dataBytes: number, file: string): Entry[] {
+function parseHeaderJson(text: string, dataBytes: number, file: string): Entry[] {
   let header: unknown;
   try {
     header = JSON.parse(text);
@@ -96,15 +90,6 @@ function parseHeader(text: string, dataBytes: number, file: string): Entry[] {
   return entries;
 }
 
-async function readExactly(fh: FileHandle, target: Uint8Array, position: number, what: string): Promise<void> {
-  for (let done = 0; done < target.length; ) {
-    const length = Math.min(target.length - done, MAX_IO_BYTES);
-    const { bytesRead } = await fh.read(target, done, length, position + done);
-    if (bytesRead === 0) throw new WeightsError(`${what}: the file ended early (did it change while being read?)`);
-    done += bytesRead;
-  }
-}
-
 let halfTable: Float32Array | undefined;
 
 /** All 65536 half-precision values as f32: conversion becomes one lookup per element. */
@@ -123,28 +108,46 @@ function halfToFloatTable(): Float32Array {
   return halfTable;
 }
 
-async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file: string): Promise<Float32Array> {
-  const what = `${file}: tensor "${entry.name}"`;
-  const out = new Float32Array(elementCount(entry.shape));
-  const start = dataStart + entry.begin;
-  if (entry.dtype === 'F32') {
-    await readExactly(fh, new Uint8Array(out.buffer), start, what);
-    return out;
+/** Bytes per element of an entry's dtype. */
+export const bytesPerElement = (entry: Entry): number => DTYPE_BYTES[entry.dtype];
+
+/** Widens n F16 or BF16 values into out[at…]. */
+export function widenHalves(halves: Uint16Array, n: number, dtype: 'F16' | 'BF16', out: Float32Array, at: number): void {
+  if (dtype === 'F16') {
+    const table = halfToFloatTable();
+    for (let j = 0; j < n; j++) out[at + j] = table[halves[j]];
+  } else {
+    // bfloat16 is the top half of a float32.
+    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let j = 0; j < n; j++) bits[at + j] = halves[j] << 16;
   }
-  const chunk = new Uint16Array(Math.min(out.length, CHUNK_BYTES / 2));
-  const bits = new Uint32Array(out.buffer);
-  const table = entry.dtype === 'F16' ? halfToFloatTable() : null;
-  for (let i = 0; i < out.length; i += chunk.length) {
-    const n = Math.min(chunk.length, out.length - i);
-    await readExactly(fh, new Uint8Array(chunk.buffer, 0, 2 * n), start + 2 * i, what);
-    if (table) {
-      for (let j = 0; j < n; j++) out[i + j] = table[chunk[j]];
-    } else {
-      // bfloat16 is the top half of a float32.
-      for (let j = 0; j < n; j++) bits[i + j] = chunk[j] << 16;
-    }
+}
+
+/**
+ * The header length from the file's first 8 bytes, checked against the file's size and the
+ * reference implementation's limit before anything is allocated for it.
+ */
+export function headerLength(first8: Uint8Array, size: number, file: string): number {
+  if (size < 8) throw new WeightsError(`${file}: ${size} bytes, too short for a safetensors file (8-byte header length)`);
+  const length = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (length > BigInt(size - 8)) {
+    throw new WeightsError(`${file}: header length ${length} runs past the end of the file (${size} bytes)`);
   }
-  return out;
+  if (length > BigInt(MAX_HEADER_BYTES)) {
+    throw new WeightsError(`${file}: header length ${length} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  return Number(length);
+}
+
+/** The header's entries, each checked against the data section's size, none overlapping. */
+export function parseHeader(headerBytes: Uint8Array, dataBytes: number, file: string): Entry[] {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new WeightsError(`${file}: the header is not valid UTF-8`);
+  }
+  return parseHeaderJson(text, dataBytes, file);
 }
 
 /** A tensor as the header declares it, before any of its data is read. */
@@ -161,115 +164,62 @@ export interface ReadOptions {
   checkHeader?(tensors: readonly TensorHeader[]): void;
 }
 
-/** Every tensor of a safetensors file as f32, in header order. */
-export async function readSafetensors(file: string, options: ReadOptions = {}): Promise<StateDict> {
-  // Checked before opening: opening a FIFO would wait for a writer.
-  if (!(await stat(file)).isFile()) throw new WeightsError(`${file}: not a regular file`);
-  const fh = await open(file, 'r');
-  try {
-    const { size } = await fh.stat();
-    if (size < 8) throw new WeightsError(`${file}: ${size} bytes, too short for a safetensors file (8-byte header length)`);
-    const lengthBytes = new Uint8Array(8);
-    await readExactly(fh, lengthBytes, 0, file);
-    const headerLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
-    if (headerLength > BigInt(size - 8)) {
-      throw new WeightsError(`${file}: header length ${headerLength} runs past the end of the file (${size} bytes)`);
-    }
-    if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-      throw new WeightsError(`${file}: header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-    }
-    const headerBytes = new Uint8Array(Number(headerLength));
-    await readExactly(fh, headerBytes, 8, file);
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
-    } catch {
-      throw new WeightsError(`${file}: the header is not valid UTF-8`);
-    }
-    const dataStart = 8 + headerBytes.length;
-    const entries = parseHeader(text, size - dataStart, file);
-    options.checkHeader?.(entries);
-    const out: StateDict = new Map();
-    for (const entry of entries) {
-      out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file) });
-    }
-    return out;
-  } finally {
-    await fh.close();
+/** Every tensor of a safetensors file held in memory, as f32, in header order. */
+export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadOptions = {}): StateDict {
+  const length = headerLength(bytes.subarray(0, 8), bytes.length, file);
+  const dataStart = 8 + length;
+  const entries = parseHeader(bytes.subarray(8, dataStart), bytes.length - dataStart, file);
+  options.checkHeader?.(entries);
+  const out: StateDict = new Map();
+  for (const entry of entries) {
+    const data = new Float32Array(elementCount(entry.shape));
+    const raw = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
+    // Copied, never viewed: the data section need not be aligned to 4 bytes, and the caller's buffer is not ours.
+    if (entry.dtype === 'F32') new Uint8Array(data.buffer).set(raw);
+    else widenHalves(new Uint16Array(raw.slice().buffer), data.length, entry.dtype, data, 0);
+    out.set(entry.name, { shape: entry.shape, data });
   }
+  return out;
 }
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    const length = Math.min(bytes.length - done, MAX_IO_BYTES);
-    const { bytesWritten } = await fh.write(bytes, done, length);
-    done += bytesWritten;
-  }
-}
-
-let tempCounter = 0;
+type TensorsIn = ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>;
 
 /**
- * Writes `path` through a temporary file in the same folder (a rename is atomic only within one
- * file system), synced before the rename, and the folder synced after it so the rename survives a
- * power cut too.
+ * The 8-byte length and the JSON header for the tensors as F32 in map order; the data section is
+ * their bytes in the same order. `metadata` becomes the header's `__metadata__` (transformers wants
+ * `{format: "pt"}` there).
  */
-export async function atomicWrite(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${tempCounter++}`);
-  let renamed = false;
-  try {
-    const fh = await open(temp, 'w');
-    try {
-      await write(fh);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(temp, path);
-    renamed = true;
-  } catch (e) {
-    // Node names no file for a failed write (ENOSPC, EIO): the user needs to know which one.
-    throw new Error(`${path}: cannot be written (${(e as Error).message})`, { cause: e });
-  } finally {
-    if (!renamed) await rm(temp, { force: true });
-  }
-  if (process.platform !== 'win32') {
-    const folder = await open(dirname(path), 'r');
-    try {
-      await folder.sync();
-    } finally {
-      await folder.close();
-    }
-  }
-}
-
-/**
- * Writes the tensors as F32 in map order, atomically. `metadata` becomes the header's
- * `__metadata__` (transformers wants `{format: "pt"}` there).
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: ReadonlyMap<string, { shape: readonly number[]; data: Float32Array }>,
-  metadata?: Record<string, string>,
-): Promise<void> {
+export function safetensorsHeader(tensors: TensorsIn, metadata: Record<string, string> | undefined, file: string): Uint8Array {
   const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
   let offset = 0;
   for (const [name, { shape, data }] of tensors) {
-    if (name === '__metadata__') throw new WeightsError(`${path}: "__metadata__" is reserved and cannot name a tensor`);
+    if (name === '__metadata__') throw new WeightsError(`${file}: "__metadata__" is reserved and cannot name a tensor`);
     if (!shape.every(isCount) || elementCount(shape) !== data.length) {
-      throw new WeightsError(`${path}: tensor "${name}": shape [${shape.join(', ')}] does not match its ${data.length} values`);
+      throw new WeightsError(`${file}: tensor "${name}": shape [${shape.join(', ')}] does not match its ${data.length} values`);
     }
     header[name] = { dtype: 'F32', shape: [...shape], data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
-  const json = JSON.stringify(header);
+  const json = new TextEncoder().encode(JSON.stringify(header));
   // Space padding to a multiple of 8 puts the data, and so every f32 tensor, on an aligned offset.
-  const headerBytes = Buffer.from(json.padEnd(json.length + ((8 - (Buffer.byteLength(json) % 8)) % 8), ' '));
-  const lengthBytes = Buffer.alloc(8);
-  lengthBytes.writeBigUInt64LE(BigInt(headerBytes.length));
-  await atomicWrite(path, async (fh) => {
-    await writeAll(fh, lengthBytes);
-    await writeAll(fh, headerBytes);
-    for (const { data } of tensors.values()) await writeAll(fh, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  });
+  const padded = Math.ceil(json.length / 8) * 8;
+  const out = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
+  out.set(json, 8);
+  return out;
+}
+
+/** A whole safetensors file in memory (see safetensorsHeader). */
+export function serializeSafetensors(tensors: TensorsIn, metadata?: Record<string, string>, file = 'model.safetensors'): Uint8Array {
+  const header = safetensorsHeader(tensors, metadata, file);
+  let size = header.length;
+  for (const { data } of tensors.values()) size += data.byteLength;
+  const out = new Uint8Array(size);
+  out.set(header);
+  let at = header.length;
+  for (const { data } of tensors.values()) {
+    out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), at);
+    at += data.byteLength;
+  }
+  return out;
 }

@@ -12,6 +12,14 @@ import gpt2Ranks from 'js-tiktoken/ranks/gpt2';
 
 let table: Uint8Array[] | null = null;
 
+/** atob gives one character per byte. */
+function fromBase64(text: string): Uint8Array {
+  const binary = atob(text);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
 /**
  * The bytes of every GPT-2 token id (50257 entries; the end-of-text token is its text
  * `<|endoftext|>`), built on first use (~50 ms) and shared.
@@ -26,7 +34,7 @@ export function gpt2TokenBytes(): readonly Uint8Array[] {
     if (line === '') continue;
     const [, first, ...tokens] = line.split(' ');
     const offset = Number.parseInt(first, 10);
-    tokens.forEach((token, i) => (bytes[offset + i] = new Uint8Array(Buffer.from(token, 'base64'))));
+    tokens.forEach((token, i) => (bytes[offset + i] = fromBase64(token)));
   }
   const encoder = new TextEncoder();
   for (const [text, id] of Object.entries(gpt2Ranks.special_tokens)) bytes[id] = encoder.encode(text);

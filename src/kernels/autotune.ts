@@ -1,16 +1,12 @@
 /**
  * Which matmul variant an adapter runs: measured once per adapter and remembered, in memory for the
- * process and in a small JSON file under the OS cache folder, so later runs skip the measuring.
+ * process and in a TuneStore that the runtime provides (Node: a JSON file under the OS cache folder,
+ * src/node/tune-file.ts), so later runs skip the measuring.
  *
- * Order of precedence: GPT2_MATMUL_VARIANT=<name> (for experiments), the choice made in this process,
- * the cache file, and a default per kind of adapter (a software rasterizer wants register blocking,
- * a GPU workgroup-memory tiles). Under vitest the file is neither read nor written unless
- * GPT2_MATMUL_TUNE_FILE names one, so tests see the same default on every machine;
- * GPT2_MATMUL_TUNE_FILE=off disables the file everywhere.
+ * Order of precedence: a variant the store forces (Node: GPT2_MATMUL_VARIANT=<name>, for
+ * experiments), the choice made in this process, the store's record, and a default per kind of
+ * adapter (a software rasterizer wants register blocking, a GPU workgroup-memory tiles).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
 
 export interface MatmulVariant {
   /** `block`: each thread computes a tm × tn block of C from global memory, no workgroup memory.
@@ -75,17 +71,9 @@ export function defaultVariant(t: AdapterTraits): MatmulVariantName {
   return variantSupported(MATMUL_VARIANTS['share8-8x4'], t) ? 'share8-8x4' : 'block8x4-64x1';
 }
 
-/** Choices measured or set in this process, or read from the file. */
+/** Choices measured or set in this process, or read from the store. */
 const chosen = new Map<string, MatmulVariantName>();
-const fileRead = new Set<string>();
-
-export function tuneFilePath(): string | null {
-  const named = process.env.GPT2_MATMUL_TUNE_FILE;
-  if (named !== undefined) return named === '' || named === 'off' ? null : named;
-  if (process.env.VITEST) return null;
-  const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(cache, 'gpt2-webgpu', 'matmul-tune.json');
-}
+const storeRead = new Set<string>();
 
 export interface TuneRecord {
   variant: MatmulVariantName;
@@ -96,59 +84,62 @@ export interface TuneRecord {
   measuredAt: string;
 }
 
-type TuneFile = Record<string, TuneRecord>;
-
-function readTuneFile(path: string): TuneFile {
-  try {
-    const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
-    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as TuneFile) : {};
-  } catch {
-    return {}; // missing or unreadable: measure again
-  }
+/**
+ * Where a runtime keeps the tuning. Records are kept per adapter description; what `read` returns
+ * is checked here (a stale kernel version or an unknown variant is measured again).
+ */
+export interface TuneStore {
+  /** Where the user forces a variant, for messages (Node: "GPT2_MATMUL_VARIANT"). */
+  readonly forcedName?: string;
+  /** A variant forced by the user, asked at every choice; undefined or '' for none. */
+  forced?(): string | undefined;
+  /** Absent when nothing outlives the process: then set-up does not measure, and the adapter kind's default runs. */
+  remember?: {
+    read(adapter: string): unknown;
+    write(adapter: string, record: TuneRecord): void;
+  };
 }
 
-/** The remembered record for an adapter, if the file holds a current one. */
-export function rememberedTune(description: string): TuneRecord | null {
-  const path = tuneFilePath();
-  if (path === null) return null;
-  const record = readTuneFile(path)[description];
-  return record && record.version === MATMUL_KERNEL_VERSION && isVariantName(record.variant) ? record : null;
+let store: TuneStore = {};
+
+/** Installs the runtime's tune store (the backend set-up does this). */
+export function useTuneStore(next: TuneStore): void {
+  store = next;
+  storeRead.clear();
+}
+
+/** Whether measuring pays: the store remembers the result beyond this process. */
+export const tuneStoreRemembers = (): boolean => store.remember !== undefined;
+
+function isTuneRecord(value: unknown): value is TuneRecord {
+  const record = value as Partial<TuneRecord> | null;
+  return typeof record === 'object' && record !== null && record.version === MATMUL_KERNEL_VERSION && typeof record.variant === 'string' && isVariantName(record.variant);
 }
 
 export function rememberTune(description: string, record: TuneRecord): void {
   chosen.set(description, record.variant);
-  const path = tuneFilePath();
-  if (path === null) return;
-  try {
-    const file = readTuneFile(path);
-    file[description] = record;
-    mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(file, null, 2) + '\n');
-    renameSync(tmp, path);
-  } catch (e) {
-    console.warn(`gpt2-webgpu: could not save the matmul tuning to ${path}: ${(e as Error).message}`);
-  }
+  store.remember?.write(description, record);
 }
 
-function envVariant(t: AdapterTraits): MatmulVariantName | null {
-  const name = process.env.GPT2_MATMUL_VARIANT;
+function forcedVariant(t: AdapterTraits): MatmulVariantName | null {
+  const name = store.forced?.();
   if (name === undefined || name === '') return null;
+  const where = store.forcedName ?? 'the forced matmul variant';
   if (!isVariantName(name)) {
-    throw new Error(`GPT2_MATMUL_VARIANT=${name} is not a matmul variant; one of: ${MATMUL_VARIANT_NAMES.join(', ')}`);
+    throw new Error(`${where}=${name} is not a matmul variant; one of: ${MATMUL_VARIANT_NAMES.join(', ')}`);
   }
-  if (!variantSupported(MATMUL_VARIANTS[name], t)) throw new Error(`GPT2_MATMUL_VARIANT=${name} needs subgroups this adapter lacks`);
+  if (!variantSupported(MATMUL_VARIANTS[name], t)) throw new Error(`${where}=${name} needs subgroups this adapter lacks`);
   return name;
 }
 
 function settledVariant(t: AdapterTraits): MatmulVariantName | null {
-  const forced = envVariant(t);
+  const forced = forcedVariant(t);
   if (forced) return forced;
   const key = t.description;
-  if (!chosen.has(key) && !fileRead.has(key)) {
-    fileRead.add(key);
-    const record = rememberedTune(key);
-    if (record && variantSupported(MATMUL_VARIANTS[record.variant], t)) chosen.set(key, record.variant);
+  if (!chosen.has(key) && !storeRead.has(key)) {
+    storeRead.add(key);
+    const record = store.remember?.read(key);
+    if (isTuneRecord(record) && variantSupported(MATMUL_VARIANTS[record.variant], t)) chosen.set(key, record.variant);
   }
   return chosen.get(key) ?? null;
 }
@@ -158,7 +149,7 @@ export function currentVariant(t: AdapterTraits): MatmulVariantName {
   return settledVariant(t) ?? defaultVariant(t);
 }
 
-/** Whether the choice for this adapter is settled (forced, made in this process, or read from the file). */
+/** Whether the choice for this adapter is settled (forced, made in this process, or read from the store). */
 export function isTuned(t: AdapterTraits): boolean {
   return settledVariant(t) !== null;
 }
@@ -168,8 +159,8 @@ export function setVariant(description: string, name: MatmulVariantName): void {
   chosen.set(description, name);
 }
 
-/** Forgets the in-process choice, so the next look reads the file again (tests). */
+/** Forgets the in-process choice, so the next look reads the store again (tests). */
 export function forgetVariant(description: string): void {
   chosen.delete(description);
-  fileRead.delete(description);
+  storeRead.delete(description);
 }

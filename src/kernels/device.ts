@@ -1,11 +1,23 @@
 /**
- * Acquiring a WebGPU device through Dawn's Node bindings, with the adapter's own limits (never the
- * defaults: lavapipe and many GPUs bind at most 128 MiB, far less than GPT-2's embedding) and the
- * optional features we can use.
+ * A WebGPU device from an adapter, with the adapter's own limits (never the defaults: lavapipe and
+ * many GPUs bind at most 128 MiB, far less than GPT-2's embedding) and the optional features the
+ * kernels use. Getting the adapter is the runtime's part (Node: src/node/dawn-device.ts; a browser:
+ * navigator.gpu).
  */
-import { create, globals } from 'webgpu';
 
-const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query'];
+/** `subgroups`: the matmul variants that share loads across a subgroup (autotune.ts). */
+const USED_FEATURES: GPUFeatureName[] = ['subgroups'];
+
+const REQUESTED_LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
 
 export interface AcquiredDevice {
   device: GPUDevice;
@@ -15,33 +27,17 @@ export interface AcquiredDevice {
   release(): void;
 }
 
-let installedGlobals = false;
+/** Gets a device from the runtime, or null when it has no adapter. */
+export type DeviceSource = () => Promise<AcquiredDevice | null>;
 
-/** Resolves to null when no adapter exists (no GPU and no software Vulkan driver). */
-export async function acquireDevice(): Promise<AcquiredDevice | null> {
-  if (!installedGlobals) {
-    // GPUBufferUsage and friends are globals in a browser; Dawn's bindings hand them to us.
-    Object.assign(globalThis, globals);
-    installedGlobals = true;
-  }
-  process.env.XDG_RUNTIME_DIR ??= '/tmp';
-  let gpu: GPU | null = create([]);
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (adapter === null) return null;
+/**
+ * Requests a device with the adapter's limits and the features we use. `release` runs after the
+ * device is destroyed (a runtime that must drop its GPU instance, as Node, does it there).
+ */
+export async function deviceFromAdapter(adapter: GPUAdapter, release: () => void = () => {}): Promise<AcquiredDevice> {
   const requiredLimits: Record<string, number> = {};
-  for (const key of [
-    'maxBufferSize',
-    'maxStorageBufferBindingSize',
-    'maxStorageBuffersPerShaderStage',
-    'maxComputeWorkgroupStorageSize',
-    'maxComputeInvocationsPerWorkgroup',
-    'maxComputeWorkgroupSizeX',
-    'maxComputeWorkgroupSizeY',
-    'maxComputeWorkgroupsPerDimension',
-  ] as const) {
-    requiredLimits[key] = adapter.limits[key];
-  }
-  const features = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  for (const key of REQUESTED_LIMITS) requiredLimits[key] = adapter.limits[key];
+  const features = USED_FEATURES.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const info = adapter.info;
   const description = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(' ') || 'unknown adapter';
@@ -52,8 +48,7 @@ export async function acquireDevice(): Promise<AcquiredDevice | null> {
     features: new Set(features),
     release() {
       device.destroy();
-      // Node does not exit while the instance is referenced.
-      gpu = null;
+      release();
     },
   };
 }

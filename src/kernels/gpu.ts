@@ -16,7 +16,12 @@ const POLL_SLEEP_MS = 0.25;
 const ARENA_BYTES = 64 * 1024;
 /** Bind groups kept for reuse; past this many the cache starts over. */
 const MAX_BIND_GROUPS = 4096;
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * What the polite wait sleeps on. Only where the thread may block and Dawn's bindings poll with
+ * setImmediate (Node); a browser's main thread may not block (Atomics.wait throws there), and its
+ * own WebGPU waits without a busy loop.
+ */
+const sleepCell = typeof SharedArrayBuffer === 'function' && typeof setImmediate === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : null;
 
 export class GpuStorage implements Storage {
   constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number) {}
@@ -81,7 +86,7 @@ export class Gpu {
     this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
     this.immediate = options.immediate ?? false;
     this.validate = options.validate ?? false;
-    this.politeWait = isSoftwareAdapter(acquired.description);
+    this.politeWait = sleepCell !== null && isSoftwareAdapter(acquired.description);
     const usage = GPUBufferUsage;
     this.storagePool = new BufferPool(device, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, 'storage');
     this.arena = device.createBuffer({ size: ARENA_BYTES, usage: usage.UNIFORM | usage.COPY_DST, label: 'uniform arena' });
@@ -254,7 +259,7 @@ export class Gpu {
     // waiting) must not count as unhandled meanwhile.
     done.catch(() => {});
     while (!settled) {
-      Atomics.wait(sleepCell, 0, 0, POLL_SLEEP_MS);
+      Atomics.wait(sleepCell!, 0, 0, POLL_SLEEP_MS);
       await new Promise((resolve) => setImmediate(resolve)); // lets Dawn's queued poll run
     }
     return done;

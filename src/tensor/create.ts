@@ -10,9 +10,12 @@ export function setDefaultBackend(backend: Backend): void {
 }
 
 export function getDefaultBackend(): Backend {
-  if (defaultBackend === null) throw new Error('no backend: call initBackend() or setDefaultBackend() first');
+  if (defaultBackend === null) throw new Error('no backend: call createBackend() or setDefaultBackend() first');
   return defaultBackend;
 }
+
+/** The default backend, or null when none is set yet. */
+export const peekDefaultBackend = (): Backend | null => defaultBackend;
 
 export interface CreateOptions {
   backend?: Backend;

@@ -5,8 +5,8 @@
  * Rules for a file: `instruction` and `output` are required non-empty strings; `input` may be a
  * string, or absent or null (both meaning "no input", as Alpaca-style files written by pandas have);
  * other keys are ignored. Every violation is a DataError naming the file, the entry and the field.
+ * Reading the file from disk: src/node/instruction-file.ts.
  */
-import { readFileSync, statSync } from 'node:fs';
 import { EOS_ID, type Tokenizer } from '../gpt/tokenizer.js';
 
 export interface InstructionEntry {
@@ -64,34 +64,24 @@ function entryFrom(value: unknown, index: number, path: string): InstructionEntr
   return { instruction: required('instruction'), input, output: required('output') };
 }
 
-/** JSON.parse holds the text and the parsed entries at once: beyond this a data set is better split. */
-const MAX_DATA_BYTES = 512 * 2 ** 20;
-
-export function loadInstructionFile(path: string): InstructionEntry[] {
-  let text: string;
-  try {
-    // Checked before reading: a FIFO or a device would be waited on, or read without end.
-    const info = statSync(path);
-    if (info.isDirectory()) throw new DataError(`${path}: is a folder, not a data file`);
-    if (!info.isFile()) throw new DataError(`${path}: not a regular file`);
-    if (info.size > MAX_DATA_BYTES) throw new DataError(`${path}: ${(info.size / 2 ** 20).toFixed(0)} MiB, more than the ${MAX_DATA_BYTES / 2 ** 20} MiB a data file may have`);
-    text = readFileSync(path, 'utf8').replace(/^\uFEFF/, ''); // editors on Windows may start the file with a BOM
-  } catch (e) {
-    if (e instanceof DataError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(code === 'ENOENT' ? `${path}: no such file` : `${path}: cannot be read (${(e as Error).message})`);
-  }
+/**
+ * The entries of a data set's JSON text; `source` (the file's name) begins every error message.
+ * A byte-order mark at the start is ignored (editors on Windows may write one).
+ */
+export function parseInstructionData(text: string, source: string): InstructionEntry[] {
+  const body = text.replace(/^\uFEFF/, '');
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(body);
   } catch (e) {
-    throw new DataError(`${path}: not valid JSON: ${withLineAndColumn((e as Error).message, text)}`);
+    throw new DataError(`${source}: not valid JSON: ${withLineAndColumn((e as Error).message, body)}`);
   }
-  if (!Array.isArray(json)) throw new DataError(`${path}: expected a JSON array of {instruction, input, output}, got ${kindOf(json)}`);
-  if (json.length === 0) throw new DataError(`${path}: the data set is empty`);
-  return json.map((value, index) => entryFrom(value, index, path));
+  if (!Array.isArray(json)) throw new DataError(`${source}: expected a JSON array of {instruction, input, output}, got ${kindOf(json)}`);
+  if (json.length === 0) throw new DataError(`${source}: the data set is empty`);
+  return json.map((value, index) => entryFrom(value, index, source));
 }
 
+/** The Alpaca template (DESIGN.md): the prompt a model answers, and the response it learns. */
 export function formatInput({ instruction, input, output }: InstructionEntry): { prompt: string; response: string } {
   const prompt =
     'Below is an instruction that describes a task. Write a response that appropriately completes the request.' +
@@ -122,10 +112,6 @@ export class InstructionDataset {
 
   constructor(readonly entries: readonly InstructionEntry[], tokenizer: Tokenizer) {
     this.examples = entries.map((entry) => encodeEntry(entry, tokenizer));
-  }
-
-  static fromFile(path: string, tokenizer: Tokenizer): InstructionDataset {
-    return new InstructionDataset(loadInstructionFile(path), tokenizer);
   }
 
   get length(): number {

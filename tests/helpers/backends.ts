@@ -3,7 +3,7 @@
  * WebGPU cases are skipped, unless GPT2_WEBGPU_REQUIRED=1 (CI), where they fail.
  */
 import { afterAll } from 'vitest';
-import { getWebGpuBackend, releaseWebGpu, webGpuRequired } from '../../src/kernels/select-backend.js';
+import { getWebGpuBackend, releaseBackend, webGpuRequired } from '../../src/node/backend.js';
 import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
 import { CpuBackend } from '../../src/tensor/cpu-backend.js';
 
@@ -37,4 +37,4 @@ export async function withBindingLimits<T>(backend: WebGpuBackend, maxBindingByt
   }
 }
 
-afterAll(() => releaseWebGpu());
+afterAll(() => releaseBackend());

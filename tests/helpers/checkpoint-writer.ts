@@ -8,7 +8,7 @@ import { GPT2 } from '../../src/gpt/model.js';
 import { full } from '../../src/tensor/create.js';
 import { CpuBackend } from '../../src/tensor/cpu-backend.js';
 import { AdamW } from '../../src/train/adamw.js';
-import { saveCheckpoint } from '../../src/train/checkpoint.js';
+import { saveCheckpoint } from '../../src/node/checkpoint-folder.js';
 
 const out = process.argv[2];
 const backend = new CpuBackend();

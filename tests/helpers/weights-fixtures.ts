@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onTestFinished } from 'vitest';
-import { expectedShapes } from '../../src/gpt/checkpoint-names.js';
+import { expectedShapes } from '../../src/gpt/state-dict.js';
 import type { GPT2Config } from '../../src/gpt/config.js';
 import type { HostTensor, StateDict } from '../../src/gpt/safetensors.js';
 import { randomArray } from './random-data.js';

@@ -18,14 +18,10 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { downloadFileToCacheDir, getHFHubCachePath, getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
-import { CONFIG_FILE, modelFolderProblem, WEIGHTS_FILE } from './checkpoint-names.js';
-import { isPresetName, PRESETS, type GPT2Config, type PresetName } from './config.js';
-import { atomicWrite } from './safetensors.js';
-
-/** Presets without published weights; the others are repos of PUBLISHER on the hub. */
-const RANDOM_PRESETS = ['tiny', 'demo'] as const satisfies readonly PresetName[];
-type RandomPreset = (typeof RANDOM_PRESETS)[number];
-const PUBLISHER = 'openai-community';
+import { isPresetName, isRandomPreset, PRESET_PUBLISHER, PRESETS, type GPT2Config, type RandomPreset } from '../gpt/config.js';
+import { CONFIG_FILE, WEIGHTS_FILE } from '../gpt/state-dict.js';
+import { atomicWrite } from './atomic-write.js';
+import { modelFolderProblem } from './weights-folder.js';
 const FILES = [CONFIG_FILE, WEIGHTS_FILE];
 const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
@@ -49,14 +45,11 @@ export interface HubOptions {
 
 /**
  * Classifies a spec without touching the network. Order: presets (tiny and demo random, the others
- * PUBLISHER's repos), an existing folder (one named like a preset is reached as ./name), owner/name.
+ * PRESET_PUBLISHER's repos), an existing folder (one named like a preset is reached as ./name), owner/name.
  */
 export function resolveModelSource(spec: string): ModelSource {
-  if ((RANDOM_PRESETS as readonly string[]).includes(spec)) {
-    const name = spec as RandomPreset;
-    return { kind: 'preset-random', name, config: { ...PRESETS[name] } };
-  }
-  if (isPresetName(spec)) return { kind: 'hub', repo: `${PUBLISHER}/${spec}` };
+  if (isRandomPreset(spec)) return { kind: 'preset-random', name: spec, config: { ...PRESETS[spec] } };
+  if (isPresetName(spec)) return { kind: 'hub', repo: `${PRESET_PUBLISHER}/${spec}` };
   if (existsSync(spec)) {
     const folder = resolve(spec);
     if (!statSync(folder).isDirectory()) {

@@ -1,23 +1,19 @@
 /**
- * GPT-2 checkpoints in the Hugging Face layout: `config.json` + `model.safetensors`, with the
+ * GPT-2's state dict in the Hugging Face layout (`config.json` + `model.safetensors`), with the
  * canonical tensor names our model uses (`wte.weight`, `h.N.attn.c_attn.weight` [C, 3C] in Conv1D
  * layout with Q|K|V columns, …). Reading also accepts the `transformer.` prefix, a tied
  * `lm_head.weight`, the causal-mask buffers, and the book-style names of the course notebook's
  * GPTModel (`tok_emb`, `trf_blocks.N.att.W_query`, … in nn.Linear [out, in] layout).
+ * Files in folders: src/node/weights-folder.ts; the same model as bytes: src/gpt/model-bytes.ts.
  */
-import { existsSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { configFromJson, configToJson, isTied, type GPT2Config } from './config.js';
-import { atomicWrite, readSafetensors, WeightsError, writeSafetensors, type HostTensor, type StateDict, type TensorHeader } from './safetensors.js';
+import { isTied, type GPT2Config } from './config.js';
+import { WeightsError, type HostTensor, type StateDict, type TensorHeader } from './safetensors.js';
 
 /** What callers hand in: the model's own host tensors have read-only shapes. */
-type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array };
+export type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array };
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
-/** A transformers config.json is a few kilobytes. */
-const MAX_CONFIG_BYTES = 1 << 20;
 
 /** Every tensor the model has, with its shape: the contract of a normalised state dict. */
 export function expectedShapes(config: GPT2Config): Map<string, number[]> {
@@ -223,54 +219,21 @@ export function checkHeader(tensors: readonly TensorHeader[], config: GPT2Config
   if (problems.length > 0) throw new WeightsError(`${file}: does not match ${CONFIG_FILE} (nothing was read):\n  ${problems.slice(0, 20).join('\n  ')}`);
 }
 
-/** Why `folder` cannot be loaded as a GPT-2 checkpoint, or null when it can. */
-export function modelFolderProblem(folder: string): string | null {
-  if (!existsSync(folder)) return `${folder} does not exist`;
-  if (!statSync(folder).isDirectory()) return `${folder} is a file, not a model folder (a GPT-2 model folder holds ${CONFIG_FILE} + ${WEIGHTS_FILE})`;
-  const missing = [CONFIG_FILE, WEIGHTS_FILE].filter((f) => !existsSync(join(folder, f)));
-  if (missing.length === 0) {
-    const special = [CONFIG_FILE, WEIGHTS_FILE].find((f) => !statSync(join(folder, f)).isFile());
-    return special === undefined ? null : `${join(folder, special)} is not a regular file`;
-  }
-  const bin = missing.includes(WEIGHTS_FILE) && existsSync(join(folder, 'pytorch_model.bin'))
-    ? ` It holds pytorch_model.bin, which is not read (only safetensors): convert it with python -c "from transformers import GPT2LMHeadModel as M; M.from_pretrained('${folder}').save_pretrained('${folder}')"`
-    : '';
-  return `${folder} lacks ${missing.join(' and ')} (a GPT-2 model folder holds ${CONFIG_FILE} + ${WEIGHTS_FILE}).${bin}`;
-}
-
-/** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked. */
-export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
-  const problem = modelFolderProblem(folder);
-  if (problem !== null) throw new WeightsError(problem);
-  const configPath = join(folder, CONFIG_FILE);
-  if (statSync(configPath).size > MAX_CONFIG_BYTES) throw new WeightsError(`${configPath}: ${statSync(configPath).size} bytes is no config (at most ${MAX_CONFIG_BYTES})`);
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(configPath, 'utf8'));
-  } catch (e) {
-    throw new WeightsError(`${configPath}: not valid JSON (${(e as Error).message})`);
-  }
-  const config = configFromJson(json, configPath);
-  const weightsPath = join(folder, WEIGHTS_FILE);
-  const raw = await readSafetensors(weightsPath, { checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
-  const weights = normalizeStateDict(raw, config, weightsPath);
-  checkStateDict(weights, config, weightsPath);
-  return { config, weights, nonFinite: nonFiniteTensors(weights) };
+/** A raw state dict (as read from a file) under the canonical names, checked against the config. */
+export function checkedWeights(raw: ReadonlyMap<string, HostTensor>, config: GPT2Config, file: string): { weights: StateDict; nonFinite: { name: string; count: number }[] } {
+  const weights = normalizeStateDict(raw, config, file);
+  checkStateDict(weights, config, file);
+  return { weights, nonFinite: nonFiniteTensors(weights) };
 }
 
 /**
- * Writes `config.json` and `model.safetensors` (each atomically) the way transformers loads them
- * into GPT2LMHeadModel. Tied: the base model's names alone, as openai-community/gpt2 ships them.
- * Untied: the base names under `transformer.` beside `lm_head.weight`, as save_pretrained writes
- * them — without the prefix, transformers would load the file into the base model and drop the head.
+ * The tensors to write, named the way transformers loads them into GPT2LMHeadModel. Tied: the base
+ * model's names alone, as openai-community/gpt2 ships them. Untied: the base names under
+ * `transformer.` beside `lm_head.weight`, as save_pretrained writes them — without the prefix,
+ * transformers would load the file into the base model and drop the head.
  */
-export async function saveGpt2Weights(folder: string, config: GPT2Config, weights: ReadonlyMap<string, TensorIn>): Promise<void> {
-  const weightsPath = join(folder, WEIGHTS_FILE);
-  checkStateDict(weights, config, weightsPath);
+export function weightsToSave(config: GPT2Config, weights: ReadonlyMap<string, TensorIn>, file: string): Map<string, TensorIn> {
+  checkStateDict(weights, config, file);
   const prefix = isTied(config) ? '' : 'transformer.';
-  const named = new Map([...weights].map(([name, t]) => [name === 'lm_head.weight' ? name : prefix + name, t]));
-  await mkdir(folder, { recursive: true });
-  await writeSafetensors(weightsPath, named, { format: 'pt' });
-  const text = JSON.stringify(configToJson(config), null, 2) + '\n';
-  await atomicWrite(join(folder, CONFIG_FILE), (fh) => fh.writeFile(text));
+  return new Map([...weights].map(([name, t]) => [name === 'lm_head.weight' ? name : prefix + name, t]));
 }

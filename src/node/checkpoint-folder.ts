@@ -16,21 +16,16 @@ import { existsSync } from 'node:fs';
 import { link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPT2Config } from '../gpt/config.js';
-import { nonFiniteTensors, saveGpt2Weights } from '../gpt/checkpoint-names.js';
-import { atomicWrite, readSafetensors, writeSafetensors, type StateDict } from '../gpt/safetensors.js';
 import type { GPT2 } from '../gpt/model.js';
-import type { HostTensor } from '../nn/module.js';
-import { tensor } from '../tensor/create.js';
-import type { AdamW } from './adamw.js';
-import type { StepRecord, TrainingPosition } from './trainer.js';
-
-export interface TrainingState {
-  position: TrainingPosition;
-  optimizerStep: number;
-  seed: number;
-  /** The flags of the run, so a resume can check it continues the same trajectory. */
-  flags: Record<string, unknown>;
-}
+import { hostWeights } from '../gpt/model-bytes.js';
+import type { StateDict } from '../gpt/safetensors.js';
+import { nonFiniteTensors } from '../gpt/state-dict.js';
+import type { AdamW } from '../train/adamw.js';
+import type { StepRecord } from '../train/trainer.js';
+import { NonFiniteState, parseTrainingState, type TrainingState } from '../train/training-state.js';
+import { atomicWrite } from './atomic-write.js';
+import { readSafetensors, writeSafetensors } from './safetensors-file.js';
+import { saveGpt2Weights } from './weights-folder.js';
 
 const CHECKPOINT = 'checkpoint';
 const OLD = `${CHECKPOINT}.old`;
@@ -38,21 +33,6 @@ const STAGING_PREFIX = `${CHECKPOINT}.tmp-`;
 const STATE_FILE = 'state.json';
 const RECORDS_FILE = 'training.json';
 const TOP_LEVEL_FILES = ['model.safetensors', 'config.json'];
-
-/** Weights or moments that are NaN or infinite: never written, since a checkpoint must be a safe place to return to. */
-export class NonFiniteState extends Error {
-  override name = 'NonFiniteState';
-  constructor(readonly tensors: { name: string; count: number }[]) {
-    const shown = tensors.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
-    super(`non-finite values in ${tensors.length} tensor${tensors.length === 1 ? '' : 's'} (${shown}${tensors.length > 3 ? ', …' : ''})`);
-  }
-}
-
-async function hostStateDict(model: GPT2): Promise<StateDict> {
-  const out: StateDict = new Map();
-  for (const [name, p] of model.namedParameters()) out.set(name, { shape: [...p.shape], data: await p.toFloat32() });
-  return out;
-}
 
 async function stagingFolders(outDir: string): Promise<string[]> {
   const names = existsSync(outDir) ? await readdir(outDir) : [];
@@ -84,7 +64,7 @@ export async function saveCheckpoint(
   state: TrainingState,
   records: readonly StepRecord[] = [],
 ): Promise<void> {
-  const weights = await hostStateDict(model);
+  const weights = await hostWeights(model);
   const moments: StateDict = new Map();
   for (const [name, { m, v }] of optimizer.moments) {
     moments.set(`m.${name}`, { shape: [...m.shape], data: await m.toFloat32() });
@@ -123,33 +103,6 @@ export interface LoadedCheckpoint {
   moments: StateDict;
   /** The step records up to the checkpoint; null for a checkpoint written before they were kept in it. */
   records: StepRecord[] | null;
-}
-
-const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
-
-/** A state.json's contents, checked field by field; `file` names it in the error. */
-export function parseTrainingState(text: string, file: string): TrainingState {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  const fail = (what: string): never => {
-    throw new Error(`${file}: ${what}`);
-  };
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('expected a JSON object');
-  const state = json as Record<string, unknown>;
-  const position = state.position as Record<string, unknown> | null | undefined;
-  if (typeof position !== 'object' || position === null) return fail('"position" is missing or not an object');
-  for (const key of ['step', 'epoch', 'batchInEpoch']) {
-    if (!isCount(position[key])) fail(`position.${key} must be an integer ≥ 0, got ${JSON.stringify(position[key])}`);
-  }
-  for (const key of ['optimizerStep', 'seed']) {
-    if (!isCount(state[key])) fail(`"${key}" must be an integer ≥ 0, got ${JSON.stringify(state[key])}`);
-  }
-  if (typeof state.flags !== 'object' || state.flags === null || Array.isArray(state.flags)) fail('"flags" is missing or not an object');
-  return state as unknown as TrainingState;
 }
 
 async function readCandidate(folder: string): Promise<LoadedCheckpoint> {
@@ -210,23 +163,6 @@ export async function promoteCheckpoint(outDir: string, loaded: LoadedCheckpoint
   for (const other of [old, ...(await stagingFolders(outDir))]) await rm(other, { recursive: true, force: true });
   await linkTopLevel(outDir);
   return { ...loaded, folder: current };
-}
-
-/** Puts saved moments back into the optimizer (shapes checked against the model's parameters). */
-export function restoreOptimizer(optimizer: AdamW, moments: StateDict, step: number, source: string): void {
-  for (const [name, slot] of optimizer.moments) {
-    for (const key of ['m', 'v'] as const) {
-      const saved: HostTensor | undefined = moments.get(`${key}.${name}`);
-      if (saved === undefined) throw new Error(`${source}: optimizer state lacks ${key}.${name}`);
-      if (saved.shape.length !== slot[key].rank || saved.shape.some((d, i) => d !== slot[key].shape[i])) {
-        throw new Error(`${source}: ${key}.${name} has shape [${saved.shape}], the parameter [${slot[key].shape}]`);
-      }
-      const restored = tensor(saved.data, slot[key].shape, { backend: slot[key].backend });
-      slot[key].dispose();
-      slot[key] = restored;
-    }
-  }
-  optimizer.step = step;
 }
 
 /**

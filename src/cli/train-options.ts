@@ -2,7 +2,7 @@
  * The training command's flags: parsed strictly (an unknown flag is an error), each value checked,
  * with defaults that run the complete demo when no flag is given.
  */
-import { decimal, parseFlags, UsageError } from '../cli/flags.js';
+import { decimal, parseFlags, UsageError } from './flags.js';
 
 export { UsageError };
 

@@ -9,24 +9,25 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { generate } from '../gpt/generate.js';
-import { checkModelSpec, loadModel, ModelLoadError } from '../gpt/load-model.js';
+import { ModelLoadError } from '../gpt/load-model.js';
 import type { GPT2 } from '../gpt/model.js';
-import { atomicWrite } from '../gpt/safetensors.js';
 import { Tokenizer } from '../gpt/tokenizer.js';
-import { autotuneMatmul } from '../kernels/matmul.js';
-import { initBackend } from '../kernels/select-backend.js';
-import type { WebGpuBackend } from '../kernels/webgpu-backend.js';
+import { atomicWrite } from '../node/atomic-write.js';
+import { createBackend } from '../node/backend.js';
+import { loadCheckpoint, promoteCheckpoint, saveCheckpoint, writeRecords, type LoadedCheckpoint } from '../node/checkpoint-folder.js';
+import { loadInstructionFile } from '../node/instruction-file.js';
+import { checkModelSpec, loadModel } from '../node/load-model.js';
 import type { Backend } from '../tensor/backend.js';
-import { AdamW } from './adamw.js';
-import { splitTrainVal } from './batches.js';
-import { loadCheckpoint, NonFiniteState, promoteCheckpoint, restoreOptimizer, saveCheckpoint, writeRecords, type LoadedCheckpoint, type TrainingState } from './checkpoint.js';
-import { countTruncated } from './collate.js';
-import { DataError, encodeEntry, formatInput, loadInstructionFile, type EncodedExample, type InstructionEntry } from './instruction-data.js';
-import { lossCurveSvg } from './loss-plot.js';
-import { parseTrainOptions, UsageError, type TrainOptions } from './options.js';
+import { AdamW } from '../train/adamw.js';
+import { splitTrainVal } from '../train/batches.js';
+import { countTruncated } from '../train/collate.js';
+import { DataError, encodeEntry, formatInput, type EncodedExample, type InstructionEntry } from '../train/instruction-data.js';
+import { lossCurveSvg } from '../train/loss-plot.js';
+import { Trainer, TrainingDiverged, type StepRecord, type TrainingPosition } from '../train/trainer.js';
+import { NonFiniteState, restoreOptimizer, type TrainingState } from '../train/training-state.js';
 import { Progress } from './progress.js';
 import { liveLockProblem, LOCK_FILE, lockRunFolder, RunLocked } from './run-lock.js';
-import { Trainer, TrainingDiverged, type StepRecord, type TrainingPosition } from './trainer.js';
+import { parseTrainOptions, UsageError, type TrainOptions } from './train-options.js';
 
 /** The flags a checkpoint keeps: a resumed run takes all of them from there. */
 type RunFlags = Omit<TrainOptions, 'resume' | 'out' | 'device'>;
@@ -189,9 +190,8 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
   }
   let wroteAnything = false;
   try {
-    const backend: Backend = await initBackend(options.device);
-    if ('gpu' in backend) await autotuneMatmul((backend as WebGpuBackend).gpu);
-    const { model, config, source, nonFinite } = await loadModel(resumed ? resumed.checkpoint.folder : flags.model, backend, { seed: flags.seed });
+    const backend: Backend = await createBackend(options.device);
+    const { model, config, source, nonFinite } = await loadModel(resumed ? resumed.checkpoint.folder : flags.model, { backend, seed: flags.seed });
     if (nonFinite.length > 0) {
       model.dispose();
       throw new ModelLoadError(`${source}: the weights hold non-finite values (${nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ')}${nonFinite.length > 3 ? ', …' : ''}); training from them would only spread NaN`);
