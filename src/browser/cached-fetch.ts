@@ -61,7 +61,7 @@ export async function fetchCached(url: string, onProgress?: ByteProgress): Promi
   }
   const bytes = await readBody(response, url, onProgress);
   try {
-    await cache?.put(url, new Response(bytes, { headers: { 'content-length': String(bytes.byteLength) } }));
+    await cache?.put(url, new Response(bytes as BlobPart, { headers: { 'content-length': String(bytes.byteLength) } }));
   } catch (error) {
     console.warn(`gpt2-webgpu: ${url} was not cached (${(error as Error).message})`);
   }

@@ -1,0 +1,195 @@
+/**
+ * The web page clicked through as a person would, in Chromium: pick a tiny model's files, paste bad
+ * data and see its message, drop good data, train a few steps (the chart grows), stop, chat (the
+ * response streams), download the model — whose bytes load in Node and answer as the page did. Then
+ * a device lost mid-training leaves the last finished step downloadable.
+ *
+ * UPDATE_SCREENSHOT=1 writes the trained page to docs/web.png (the README's picture).
+ */
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser, Page } from 'puppeteer-core';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { alpacaPrompt, createBackend, generate, modelFromBytes, modelToBytes, parseInstructionData, randomModel, releaseBackend } from '../src/node.js';
+import { launchChromium, openPage, pageAdapter, servePages, type ServedPages } from './helpers/browser.js';
+
+const work = mkdtempSync(join(tmpdir(), 'gpt2-webgpu-web-page-'));
+const modelDir = join(work, 'model');
+const downloads = join(work, 'downloads');
+let browser: Browser | null = null;
+let served: ServedPages;
+
+const DATA = JSON.stringify(JSON.parse(readFileSync('data/instructions.json', 'utf8')).slice(0, 24), null, 1);
+const INSTRUCTION = 'How many eggs are in 2 boxes of 12?';
+const NEW_TOKENS = 10;
+
+beforeAll(async () => {
+  mkdirSync(modelDir);
+  mkdirSync(downloads);
+  const backend = await createBackend('webgpu');
+  const bytes = await modelToBytes(randomModel('tiny', { seed: 5, backend }).model);
+  writeFileSync(join(modelDir, 'config.json'), bytes.config);
+  writeFileSync(join(modelDir, 'model.safetensors'), bytes.weights);
+  served = await servePages('web', { main: 'web/main.ts' });
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await served?.stop();
+  releaseBackend();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const text = (page: Page, selector: string): Promise<string> => page.$eval(selector, (e) => e.textContent ?? '');
+
+async function setValue(page: Page, selector: string, value: string): Promise<void> {
+  await page.$eval(selector, (e, v) => {
+    (e as HTMLInputElement).value = v;
+    e.dispatchEvent(new Event('input', { bubbles: true }));
+  }, value);
+}
+
+/** Drops `content` as a file named `name` on the data area, as a drag from the desktop does. */
+async function dropFile(page: Page, name: string, content: string): Promise<void> {
+  await page.$eval('#data-text', (area, n, c) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([c], n, { type: 'application/json' }));
+    area.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    area.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }, name, content);
+}
+
+async function waitIdle(page: Page): Promise<void> {
+  await page.waitForFunction(() => document.body.dataset.busy === 'idle', { timeout: 240_000 });
+}
+
+/** Files of a finished download (Chromium writes .crdownload files first). */
+async function downloaded(names: string[], folder: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const present = readdirSync(folder);
+    if (names.every((n) => present.includes(n)) && !present.some((n) => n.endsWith('.crdownload'))) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`downloads never finished: ${readdirSync(folder).join(', ')}`);
+}
+
+test('load files, bad then dropped data, train, stop, chat, download: the download answers in Node as on the page', async (context) => {
+  if (browser === null) return context.skip();
+  const { page, errors } = await openPage(browser, served.url);
+  if ((await pageAdapter(page)) === null) return context.skip();
+  await page.setViewport({ width: 1200, height: 900 });
+  const cdp = await page.createCDPSession();
+  await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: downloads });
+  await page.waitForFunction(() => document.getElementById('adapter')?.textContent?.startsWith('WebGPU adapter:'));
+
+  const picker = await page.$('input#model-files');
+  await picker!.uploadFile(join(modelDir, 'config.json'), join(modelDir, 'model.safetensors'));
+  await page.waitForFunction(() => document.getElementById('model-status')?.textContent?.startsWith('Loaded'), { timeout: 120_000 });
+  expect(await text(page, '#model-status')).toMatch(/^Loaded model\.safetensors: .* 2 layers, 2 heads, width 32, context 64/);
+
+  // Bad data: the CLI's message, naming the entry and the field.
+  const bad = '[{"instruction": "Add 2 and 2.", "output": "4"}, {"instruction": "Name a color.", "output": 7}]';
+  await setValue(page, '#data-text', bad);
+  const expected = (() => {
+    try {
+      parseInstructionData(bad, 'pasted data');
+    } catch (e) {
+      return (e as Error).message;
+    }
+    throw new Error('the bad data parsed');
+  })();
+  expect(expected).toMatch(/entry 1.*"output"/);
+  expect(await text(page, '#data-status')).toBe(expected);
+  expect(await page.$eval('#train', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+  await setValue(page, '#data-text', '[{"instruction": "x",');
+  expect(await text(page, '#data-status')).toMatch(/^pasted data: .*JSON/);
+
+  await dropFile(page, 'eggs.json', DATA);
+  expect(await text(page, '#data-status')).toBe('24 entries from eggs.json.');
+
+  await setValue(page, '#epochs', '40');
+  await setValue(page, '#batch-size', '2');
+  await setValue(page, '#learning-rate', '0.001');
+  await page.click('#train');
+  await page.waitForFunction(() => /^Step (\d+)\//.exec(document.getElementById('train-status')?.textContent ?? '')?.[1] === '4', { timeout: 240_000, polling: 50 });
+  const chartPoints = await page.$eval('#loss-chart path.train-loss', (p) => p.getAttribute('d')!.split(/[ML]/).filter((s) => s.trim()).length);
+  expect(chartPoints).toBeGreaterThanOrEqual(4);
+  expect(await text(page, '#train-status')).toMatch(/loss \d+\.\d{4} · ETA \d+:\d\d/);
+  await page.click('#train-stop');
+  await waitIdle(page);
+  const stopped = await text(page, '#train-status');
+  expect(stopped).toMatch(/^Stopped after \d+ steps · last loss \d+\.\d+/);
+
+  // Chat: count the response's updates as they happen.
+  await page.$eval('#response', (pre) => {
+    const seen: string[] = [];
+    new MutationObserver(() => seen.push(pre.textContent ?? '')).observe(pre, { childList: true, characterData: true, subtree: true });
+    (window as unknown as { responseUpdates: string[] }).responseUpdates = seen;
+  });
+  await setValue(page, '#instruction', INSTRUCTION);
+  await setValue(page, '#max-new-tokens', String(NEW_TOKENS));
+  await page.click('#generate');
+  await waitIdle(page);
+  const response = await text(page, '#response');
+  const updates = await page.evaluate(() => (window as unknown as { responseUpdates: string[] }).responseUpdates.filter((s) => s !== ''));
+  expect(updates.length).toBeGreaterThanOrEqual(2);
+  expect(updates.at(-1)).toBe(response);
+  expect(await text(page, '#generate-status')).toMatch(/^\d+ tokens · \d+\.\d tokens\/s · done$/);
+
+  const screenshot = await page.screenshot({ fullPage: true, type: 'png' });
+  expect([...screenshot.subarray(1, 4)]).toEqual([0x50, 0x4e, 0x47]);
+  if (process.env.UPDATE_SCREENSHOT === '1') writeFileSync('docs/web.png', screenshot);
+
+  await page.click('#download');
+  await downloaded(['config.json', 'model.safetensors'], downloads);
+  const backend = await createBackend('webgpu');
+  const { model } = modelFromBytes(readFileSync(join(downloads, 'config.json'), 'utf8'), readFileSync(join(downloads, 'model.safetensors')), backend);
+  const { text: nodeResponse } = await generate(model, alpacaPrompt({ instruction: INSTRUCTION }), { maxNewTokens: NEW_TOKENS });
+  expect(nodeResponse).toBe(response);
+  // The download holds the trained weights, not the picked ones.
+  expect(readFileSync(join(downloads, 'model.safetensors')).equals(readFileSync(join(modelDir, 'model.safetensors')))).toBe(false);
+  expect(errors).toEqual([]);
+});
+
+test('a device lost mid-training shows a message and keeps the last finished step downloadable', async (context) => {
+  if (browser === null) return context.skip();
+  const page = await browser.newPage();
+  // Keep the page's device where the test can destroy it, as a GPU reset would.
+  await page.evaluateOnNewDocument(() => {
+    const requestDevice = GPUAdapter.prototype.requestDevice;
+    GPUAdapter.prototype.requestDevice = async function (this: GPUAdapter, descriptor?: GPUDeviceDescriptor) {
+      const device = await requestDevice.call(this, descriptor);
+      (window as unknown as { testDevice: GPUDevice }).testDevice = device;
+      return device;
+    };
+  });
+  await page.goto(served.url);
+  if ((await pageAdapter(page)) === null) return context.skip();
+  const lostDownloads = join(work, 'lost');
+  mkdirSync(lostDownloads);
+  const cdp = await page.createCDPSession();
+  await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: lostDownloads });
+  await page.waitForFunction(() => document.getElementById('adapter')?.textContent?.startsWith('WebGPU adapter:'));
+  await (await page.$('input#model-files'))!.uploadFile(join(modelDir, 'config.json'), join(modelDir, 'model.safetensors'));
+  await page.waitForFunction(() => document.getElementById('model-status')?.textContent?.startsWith('Loaded'), { timeout: 120_000 });
+  await dropFile(page, 'eggs.json', DATA);
+  await setValue(page, '#epochs', '40');
+  await setValue(page, '#batch-size', '2');
+  await page.click('#train');
+  await page.waitForFunction(() => /^Step [3-9]\//.test(document.getElementById('train-status')?.textContent ?? ''), { timeout: 240_000, polling: 50 });
+  await page.evaluate(() => (window as unknown as { testDevice: GPUDevice }).testDevice.destroy());
+  await waitIdle(page);
+
+  const message = await text(page, '#error');
+  expect(message).toMatch(/GPU device was lost/);
+  const kept = /The weights of step (\d+) are kept/.exec(message);
+  expect(kept).not.toBeNull();
+  expect(await page.$eval('#train', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+  await page.click('#download');
+  await downloaded(['config.json', 'model.safetensors'], lostDownloads);
+  const loaded = modelFromBytes(readFileSync(join(lostDownloads, 'config.json'), 'utf8'), readFileSync(join(lostDownloads, 'model.safetensors')), await createBackend('webgpu'));
+  expect(loaded.nonFinite).toEqual([]);
+  expect(Number(kept![1])).toBeGreaterThanOrEqual(3);
+});
