@@ -73,7 +73,7 @@ const median = (xs: readonly number[]): number => {
 async function arrivals(model: GPT2, prompt: readonly number[], count: number, useCache: boolean): Promise<number[]> {
   const times: number[] = [];
   const start = performance.now();
-  for await (const _ of generateStream(model, prompt, { temperature: 0, maxTokens: count, eosId: null, useCache })) {
+  for await (const _ of generateStream(model, prompt, { temperature: 0, maxNewTokens: count, eosId: null, useCache })) {
     times.push(performance.now() - start);
   }
   if (times.length !== count) throw new Error(`expected ${count} tokens, got ${times.length}`);
@@ -86,7 +86,7 @@ const medianArrivals = (runs: readonly number[][]): number[] => runs[0].map((_, 
 /** One uncached step at a window of `window` tokens: a 1-token generation from a prompt that long (ms). */
 async function uncachedStepMs(model: GPT2, prompt: readonly number[], window: number): Promise<number> {
   const start = performance.now();
-  await generate(model, prompt.slice(0, window), { temperature: 0, maxTokens: 1, eosId: null, useCache: false });
+  await generate(model, prompt.slice(0, window), { temperature: 0, maxNewTokens: 1, eosId: null, useCache: false });
   return performance.now() - start;
 }
 

@@ -89,7 +89,7 @@ async function recordDecodeStep(backend: WebGpuBackend, shapes: string): Promise
   const tokens = 300;
   let made = 0;
   const recorded = recordDispatches(() => made === tokens - 1);
-  for await (const _ of generateStream(model, prompt, { temperature: 0, maxTokens: tokens, eosId: null })) made++;
+  for await (const _ of generateStream(model, prompt, { temperature: 0, maxNewTokens: tokens, eosId: null })) made++;
   model.dispose();
   return recorded;
 }

@@ -22,7 +22,7 @@ import type { GPT2 } from './gpt/model.js';
 import { Tokenizer } from './gpt/tokenizer.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
-import { formatInput } from './train/instruction-data.js';
+import { alpacaPrompt } from './train/instruction-data.js';
 
 const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--prompt <text> | --instruction <text> [--input <text>]]
   [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--max-tokens 256] [--seed S]
@@ -86,7 +86,7 @@ function parseGenerateFlags(argv: string[]): Flags {
     topK: numberFlag(values, 'top-k', int, 'an integer ≥ 0 (0 = off)'),
     topP: numberFlag(values, 'top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
     repetitionPenalty: numberFlag(values, 'repetition-penalty', (x) => x > 0, 'a number > 0 (1 = off)'),
-    maxTokens: numberFlag(values, 'max-tokens', (x) => int(x) && x <= MAX_NEW_TOKENS, `an integer in [0, ${MAX_NEW_TOKENS}]`) ?? 256,
+    maxNewTokens: numberFlag(values, 'max-tokens', (x) => int(x) && x <= MAX_NEW_TOKENS, `an integer in [0, ${MAX_NEW_TOKENS}]`) ?? 256,
     seed,
     useCache: !values['no-cache'],
     stop: values.stop ?? [],
@@ -144,8 +144,6 @@ async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string
   return result;
 }
 
-const alpaca = (instruction: string, input = ''): string => formatInput({ instruction, input, output: '' }).prompt;
-
 /**
  * One instruction per line. Ctrl-C during a response stops it and returns to the prompt; Ctrl-C at
  * an empty prompt, or Ctrl-D, quits. (The terminal is in raw mode here, so Ctrl-C is a key that
@@ -172,7 +170,7 @@ async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Pro
     if (line.trim() !== '') {
       response = new AbortController();
       try {
-        await run(model, tokenizer, alpaca(line.trim()), '', flags, INSTRUCTION_STOPS, response.signal);
+        await run(model, tokenizer, alpacaPrompt({ instruction: line.trim() }), '', flags, INSTRUCTION_STOPS, response.signal);
       } finally {
         response = null;
       }
@@ -206,7 +204,7 @@ async function main(argv: string[]): Promise<number> {
     if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
     const tokenizer = new Tokenizer();
     if (flags.instruction !== undefined) {
-      await run(model, tokenizer, alpaca(flags.instruction, flags.input), '', flags, INSTRUCTION_STOPS);
+      await run(model, tokenizer, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, INSTRUCTION_STOPS);
     } else if (flags.prompt !== undefined) {
       await run(model, tokenizer, flags.prompt, flags.prompt, flags, []);
     } else if (piped !== null) {

@@ -2,11 +2,13 @@
  * The core (src/tensor, src/kernels, src/nn, src/gpt, src/train) runs in a browser as well as in
  * Node: it imports no Node built-in, no `webgpu` (Dawn's bindings), no `@huggingface/hub`, and no
  * module of the Node or command-line edges, and names no Node global. Every import of every core
- * file is checked, so a violation is reported with its file even before an entry point reaches it.
+ * file is checked, so a violation is reported with its file even before an entry point reaches it;
+ * and the core's entry (src/index.ts) is bundled for a browser by esbuild, which fails on a Node built-in.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
+import { build, type Plugin } from 'esbuild';
 import { describe, expect, it } from 'vitest';
 
 const CORE = ['src/tensor', 'src/kernels', 'src/nn', 'src/gpt', 'src/train'];
@@ -71,5 +73,26 @@ describe('the core', () => {
       code(readFileSync(file, 'utf8')).split('\n').flatMap((line, i) => (NODE_GLOBALS.test(line) ? [`${file}:${i + 1}: ${line.trim()}`] : [])),
     );
     expect(violations).toEqual([]);
+  });
+});
+
+describe('the core entry, bundled for a browser', () => {
+  it('reaches no Node built-in and no Node-only package', async () => {
+    const packages = new Set<string>();
+    const record: Plugin = {
+      name: 'record-packages',
+      setup(b) {
+        b.onResolve({ filter: /^[^./]/ }, (args) => {
+          packages.add(args.path);
+          return undefined;
+        });
+      },
+    };
+    const result = await build({
+      entryPoints: ['src/index.ts'], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent', plugins: [record],
+    });
+    expect(result.errors).toEqual([]);
+    expect([...packages].filter((spec) => problem('src/index.ts', spec) !== null)).toEqual([]);
+    expect(packages).toContain('js-tiktoken');
   });
 });

@@ -50,7 +50,7 @@ describe.each(backends)('%s', (_name, backend) => {
     const model = sharpTinyModel(backend!, seed % 1000);
     for (const [i, length] of [1, 9, 33, 64, 90].entries()) {
       const warnings: string[] = [];
-      const options: GenerateOptions = { temperature: 0, maxTokens: 40, eosId: null, onWarning: (w) => warnings.push(w) };
+      const options: GenerateOptions = { temperature: 0, maxNewTokens: 40, eosId: null, onWarning: (w) => warnings.push(w) };
       const prompt = randomPrompt(length, seed, i);
       const cached = await generate(model, prompt, { ...options, useCache: true });
       const uncached = await generate(model, prompt, { ...options, useCache: false });
@@ -68,7 +68,7 @@ describe.each(backends)('%s', (_name, backend) => {
     const seed = freshSeed();
     const model = sharpTinyModel(backend!, seed % 1000);
     const prompts = [5, 17, 40].map((n, i) => randomPrompt(n, seed, 10 + i));
-    const base: GenerateOptions = { temperature: 0, maxTokens: 30, eosId: null };
+    const base: GenerateOptions = { temperature: 0, maxNewTokens: 30, eosId: null };
     // A stop string from the middle of the second prompt's output ends that sequence early in the batch.
     const probe = await generate(model, prompts[1], base);
     const stop = tokenizer.decode(probe.ids.slice(8, 10));
@@ -91,7 +91,7 @@ describe.each(backends)('%s', (_name, backend) => {
   it.runIf(backend !== null)('fixed-seed sampling reproduces, with or without the cache; another seed differs', async () => {
     const model = sharpTinyModel(backend!, 3);
     const prompt = tokenizer.encode('Once upon a time');
-    const options: GenerateOptions = { temperature: 1, topK: 200, topP: 0.95, repetitionPenalty: 1.3, maxTokens: 24, eosId: null };
+    const options: GenerateOptions = { temperature: 1, topK: 200, topP: 0.95, repetitionPenalty: 1.3, maxNewTokens: 24, eosId: null };
     const a = await generate(model, prompt, { ...options, seed: 42 });
     const b = await generate(model, prompt, { ...options, seed: 42 });
     const c = await generate(model, prompt, { ...options, seed: 42, useCache: false });
@@ -111,7 +111,7 @@ describe.runIf(gpu !== null)('webgpu memory', () => {
     const model = sharpTinyModel(gpu!, 1);
     const before = gpu!.gpu.memoryStats();
     const stats: { created: number; live: number }[] = [];
-    const stream = generateStream(model, randomPrompt(12, 5, 0), { temperature: 0.8, maxTokens: 30, eosId: null, seed: 1 });
+    const stream = generateStream(model, randomPrompt(12, 5, 0), { temperature: 0.8, maxNewTokens: 30, eosId: null, seed: 1 });
     for await (const _ of stream) {
       const s = gpu!.gpu.memoryStats();
       stats.push({ created: s.createdBuffers, live: s.liveBuffers });
@@ -169,7 +169,7 @@ describe('around the model (scripted logits)', () => {
     const text = ' Ünïcödé ǅ ẞ 日本語 🎉🚀👍🏽 🇪🇸 𝔘𝔫𝔦';
     const ids = tokenizer.encode(text);
     for (const useCache of [true, false]) {
-      const { events, result, streamed } = await collect(scripted(ids), [464], { temperature: 0, maxTokens: ids.length, eosId: null, useCache });
+      const { events, result, streamed } = await collect(scripted(ids), [464], { temperature: 0, maxNewTokens: ids.length, eosId: null, useCache });
       expect(result.ids).toEqual(ids);
       expect(result.text).toBe(text);
       expect(streamed).toBe(text);
@@ -183,7 +183,7 @@ describe('around the model (scripted logits)', () => {
 
   it('stops at a stop string (cut before it), holding back text that may start one', async () => {
     const ids = tokenizer.encode(' A STAR then STOP here');
-    const { events, result, streamed } = await collect(scripted(ids), [464], { temperature: 0, maxTokens: 50, stop: ['STOP', 'never'] });
+    const { events, result, streamed } = await collect(scripted(ids), [464], { temperature: 0, maxNewTokens: 50, stop: ['STOP', 'never'] });
     expect(result.text).toBe(' A STAR then ');
     expect(result.stopReason).toBe('stop');
     expect(streamed).toBe(result.text);
@@ -196,21 +196,21 @@ describe('around the model (scripted logits)', () => {
 
   it('stops at end-of-text (not part of the output, counted as generated), or not with eosId null', async () => {
     const ids = [...tokenizer.encode(' Hello there'), EOS_ID, ...tokenizer.encode(' more')];
-    const stopped = await generate(scripted(ids), [464], { temperature: 0, maxTokens: 50 });
+    const stopped = await generate(scripted(ids), [464], { temperature: 0, maxNewTokens: 50 });
     expect(stopped.stopReason).toBe('eos');
     expect(stopped.text).toBe(' Hello there');
     expect(stopped.ids).toEqual(tokenizer.encode(' Hello there'));
     expect(stopped.newTokens).toBe(stopped.ids.length + 1);
-    const through = await generate(scripted(ids), [464], { temperature: 0, maxTokens: ids.length, eosId: null });
+    const through = await generate(scripted(ids), [464], { temperature: 0, maxNewTokens: ids.length, eosId: null });
     expect(through.ids).toEqual(ids);
     expect(through.stopReason).toBe('length');
   });
 
-  it('maxTokens 0 generates nothing; an empty prompt starts from end-of-text', async () => {
-    const none = await generate(scripted([11]), [464, 465], { maxTokens: 0 });
+  it('maxNewTokens 0 generates nothing; an empty prompt starts from end-of-text', async () => {
+    const none = await generate(scripted([11]), [464, 465], { maxNewTokens: 0 });
     expect(none).toMatchObject({ ids: [], text: '', newTokens: 0, promptTokens: 2, stopReason: 'length' });
     const model = scripted(tokenizer.encode(' ok'));
-    const fromEmpty = await generate(model, [], { temperature: 0, maxTokens: 1 });
+    const fromEmpty = await generate(model, [], { temperature: 0, maxNewTokens: 1 });
     expect(fromEmpty.promptTokens).toBe(1);
     expect(fromEmpty.text).toBe(' ok');
     expect(model.calls).toEqual([1]);
@@ -224,17 +224,17 @@ describe('around the model (scripted logits)', () => {
     // script then needs two restarts of the window at its last 32 tokens (the new one included),
     // each followed by one token a step until the window is full again (32 steps), then 11 more.
     const cached = scripted(script);
-    await generate(cached, randomPrompt(10, 1, 0), { temperature: 0, maxTokens: 100, eosId: null });
+    await generate(cached, randomPrompt(10, 1, 0), { temperature: 0, maxNewTokens: 100, eosId: null });
     expect(cached.calls).toEqual([10, ...ones(54), 32, ...ones(32), 32, ...ones(11)]);
     // The uncached path feeds the same windows whole.
     const uncached = scripted(script);
-    await generate(uncached, randomPrompt(10, 1, 0), { temperature: 0, maxTokens: 100, eosId: null, useCache: false });
+    await generate(uncached, randomPrompt(10, 1, 0), { temperature: 0, maxNewTokens: 100, eosId: null, useCache: false });
     expect(uncached.calls).toEqual([10, ...range(11, 64), 32, ...range(33, 64), 32, ...range(33, 43)]);
   });
 
   it('rejects ids outside the vocabulary and bad options', async () => {
     await expect(generate(scripted([1]), [50257], {})).rejects.toThrow(/outside the vocabulary/);
-    await expect(generate(scripted([1]), [1], { maxTokens: -1 })).rejects.toThrow(/max tokens/);
+    await expect(generate(scripted([1]), [1], { maxNewTokens: -1 })).rejects.toThrow(/max tokens/);
     await expect(generate(scripted([1]), [1], { topP: 0 })).rejects.toThrow(/top-p/);
     await expect(generate(scripted([1]), [1], { stop: [''] })).rejects.toThrow(/stop string/);
   });

@@ -34,7 +34,7 @@ const best = evaluated.reduce((a, b) => (b.val_loss! < a.val_loss! ? b : a));
 
 const question = entries[valIdx[0]];
 const prompt = tokenizer.encode(formatInput(question).prompt);
-const { text } = await generate(model, prompt, { temperature: 0, maxTokens: 40, stop: ['\n\n### '], onWarning: () => {} });
+const { text } = await generate(model, prompt, { temperature: 0, maxNewTokens: 40, stop: ['\n\n### '], onWarning: () => {} });
 const answer = text.trim();
 const memorised = trainIdx.map((i) => entries[i].output.trim());
 // Recites: every word of the answer comes from one memorised training answer.

@@ -35,7 +35,7 @@ const TAIL_K = 40;
 
 const flags = parseExperimentFlags({ entries: { type: 'string', default: '8' }, 'max-tokens': { type: 'string', default: '32' } });
 const count = Number(flags.values.entries);
-const maxTokens = Number(flags.values['max-tokens']);
+const maxNewTokens = Number(flags.values['max-tokens']);
 const { model, backend, tokenizer, entries, examples, val, source } = await experimentModel(flags);
 const V = model.config.vocab_size;
 const picked = val.slice(0, count);
@@ -88,7 +88,7 @@ function f1(answer: string, reference: string): number {
 const prompts = picked.map((i) => tokenizer.encode(formatInput(entries[i]).prompt));
 const results = [];
 for (const [setting, options] of SETTINGS) {
-  const out = await generateBatch(model, prompts, { ...options, maxTokens, seed: 1, stop: ['\n\n### '], onWarning: () => {} });
+  const out = await generateBatch(model, prompts, { ...options, maxNewTokens, seed: 1, stop: ['\n\n### '], onWarning: () => {} });
   let bigrams = 0;
   const distinct = new Set<string>();
   out.forEach((r, b) => {
@@ -109,13 +109,13 @@ for (const [setting, options] of SETTINGS) {
 
 console.log(`model: ${source}`);
 console.log(`probability mass outside the top ${TAIL_K} at ${tail.positions} response positions: ${fmt(100 * tailMass.temperature_0_7, 1)}% at T 0.7, ${fmt(100 * tailMass.temperature_1, 1)}% at T 1`);
-console.log(`(per token; over ${maxTokens} tokens at T 1 the chance of at least one draw from that tail is ${fmt(100 * (1 - (1 - tailMass.temperature_1) ** maxTokens), 0)}%)\n`);
-console.log(`${picked.length} held-out instructions, at most ${maxTokens} new tokens, seed 1; first instruction: ${JSON.stringify(entries[picked[0]].instruction)}, reference ${JSON.stringify(entries[picked[0]].output)}\n`);
+console.log(`(per token; over ${maxNewTokens} tokens at T 1 the chance of at least one draw from that tail is ${fmt(100 * (1 - (1 - tailMass.temperature_1) ** maxNewTokens), 0)}%)\n`);
+console.log(`${picked.length} held-out instructions, at most ${maxNewTokens} new tokens, seed 1; first instruction: ${JSON.stringify(entries[picked[0]].instruction)}, reference ${JSON.stringify(entries[picked[0]].output)}\n`);
 console.log('| setting | stopped | mean tokens | distinct bigrams | word F1 vs reference | first answer |');
 console.log('|---|---:|---:|---:|---:|---|');
 for (const r of results) {
   const shown = JSON.stringify(r.first_answer.length > 60 ? `${r.first_answer.slice(0, 60)}…` : r.first_answer);
   console.log(`| ${r.setting} | ${fmt(100 * r.stop_rate, 0)}% | ${fmt(r.mean_tokens, 1)} | ${fmt(r.distinct2)} | ${fmt(r.f1)} | ${shown.replaceAll('|', '\\|')} |`);
 }
-console.log(JSON.stringify({ experiment: 'sampling', source, entries: picked.length, max_tokens: maxTokens, tail_k: TAIL_K, tail_mass: tailMass, results: results.map(({ first_answer: _, ...r }) => r) }));
+console.log(JSON.stringify({ experiment: 'sampling', source, entries: picked.length, max_tokens: maxNewTokens, tail_k: TAIL_K, tail_mass: tailMass, results: results.map(({ first_answer: _, ...r }) => r) }));
 finish(model);

@@ -2,6 +2,7 @@
  * The training command's flags: parsed strictly (an unknown flag is an error), each value checked,
  * with defaults that run the complete demo when no flag is given.
  */
+import { FINE_TUNE_DEFAULTS as D } from '../train/defaults.js';
 import { decimal, parseFlags, UsageError } from './flags.js';
 
 export { UsageError };
@@ -45,8 +46,7 @@ export const DEMO_DEFAULTS = {
   maskPrompt: true,
 } as const;
 
-/** For a pretrained model the notebook's lr of 1e-3 is far too high; 5e-5 is the usual fine-tuning rate. */
-const PRETRAINED = { epochs: 2, lr: 5e-5, lrSchedule: 'cosine' } as const;
+const PRETRAINED = { epochs: D.epochs, lr: D.lr, lrSchedule: D.lrSchedule } as const;
 
 export const HELP = `Usage: npx tsx src/train.ts [flags]
 
@@ -57,18 +57,18 @@ on the project's own data set (data/instructions.json).
   --data <file.json>         JSON array of {instruction, input, output} (default: data/instructions.json)
   --out <folder>             where checkpoints, training.json and loss.svg go (default: runs/<time>)
   --epochs <n>               passes over the training set (default: ${PRETRAINED.epochs}; ${DEMO_DEFAULTS.epochs} for the demo)
-  --batch-size <n>           sequences per micro-batch (default: 8)
+  --batch-size <n>           sequences per micro-batch (default: ${D.batchSize})
   --lr <x>                   peak learning rate (default: ${PRETRAINED.lr}; ${DEMO_DEFAULTS.lr} for the demo)
-  --weight-decay <x>         AdamW decoupled weight decay (default: 0.01)
+  --weight-decay <x>         AdamW decoupled weight decay (default: ${D.weightDecay})
   --lr-schedule <s>          cosine (to 10% of the peak) or constant (default: ${PRETRAINED.lrSchedule}; ${DEMO_DEFAULTS.lrSchedule} for the demo)
-  --warmup-steps <n>         linear warm-up steps (default: 10)
+  --warmup-steps <n>         linear warm-up steps (default: ${D.warmupSteps})
   --max-steps <n>            stop after this many optimizer steps
   --grad-accum <n>           micro-batches per optimizer step (default: 1)
   --clip <x>                 global gradient-norm clip, 0 = off (default: 1)
   --seed <n>                 seed for init, split, shuffle and sampling (default: 0)
   --no-shuffle               keep the data set's order
   --val-fraction <x>         share of entries held out for validation (default: 0.1)
-  --eval-every <n>           validation loss every n steps, 0 = only at epoch ends (default: 50)
+  --eval-every <n>           validation loss every n steps, 0 = only at epoch ends (default: ${D.evalEvery})
   --mask-prompt              train on the responses only (the prompt's targets do not count; on for the demo)
   --max-length <n>           context of the training inputs, in tokens (default: the model's)
   --device <d>               webgpu, cpu or auto (default: auto)
@@ -130,18 +130,18 @@ export function parseTrainOptions(argv: string[]): TrainOptions | 'help' {
     data: values.data ?? DEMO_DEFAULTS.data,
     out: values.out ?? null,
     epochs: number('epochs', values.epochs, defaults.epochs, positiveInt, 'a positive integer'),
-    batchSize: number('batch-size', values['batch-size'], 8, positiveInt, 'a positive integer'),
+    batchSize: number('batch-size', values['batch-size'], D.batchSize, positiveInt, 'a positive integer'),
     lr: number('lr', values.lr, defaults.lr, (x) => x > 0, 'a positive number'),
-    weightDecay: number('weight-decay', values['weight-decay'], 0.01, (x) => x >= 0, 'a number ≥ 0'),
+    weightDecay: number('weight-decay', values['weight-decay'], D.weightDecay, (x) => x >= 0, 'a number ≥ 0'),
     lrSchedule: schedule,
-    warmupSteps: number('warmup-steps', values['warmup-steps'], 10, nonNegativeInt, 'an integer ≥ 0'),
+    warmupSteps: number('warmup-steps', values['warmup-steps'], D.warmupSteps, nonNegativeInt, 'an integer ≥ 0'),
     maxSteps: maxSteps === undefined ? null : number('max-steps', maxSteps, 0, positiveInt, 'a positive integer'),
-    gradAccum: number('grad-accum', values['grad-accum'], 1, positiveInt, 'a positive integer'),
-    clip: number('clip', values.clip, 1, (x) => x >= 0, 'a number ≥ 0'),
-    seed: number('seed', values.seed, 0, (x) => nonNegativeInt(x) && x < 2 ** 32, 'an integer in [0, 2^32)'),
+    gradAccum: number('grad-accum', values['grad-accum'], D.gradAccum, positiveInt, 'a positive integer'),
+    clip: number('clip', values.clip, D.clip, (x) => x >= 0, 'a number ≥ 0'),
+    seed: number('seed', values.seed, D.seed, (x) => nonNegativeInt(x) && x < 2 ** 32, 'an integer in [0, 2^32)'),
     shuffle: !values['no-shuffle'],
-    valFraction: number('val-fraction', values['val-fraction'], 0.1, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-    evalEvery: number('eval-every', values['eval-every'], 50, nonNegativeInt, 'an integer ≥ 0'),
+    valFraction: number('val-fraction', values['val-fraction'], D.valFraction, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    evalEvery: number('eval-every', values['eval-every'], D.evalEvery, nonNegativeInt, 'an integer ≥ 0'),
     maskPrompt: values['mask-prompt'] ?? (demo && DEMO_DEFAULTS.maskPrompt),
     maxLength: maxLength === undefined ? null : number('max-length', maxLength, 0, (x) => Number.isInteger(x) && x >= 2, 'an integer ≥ 2'),
     device,

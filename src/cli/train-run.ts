@@ -19,9 +19,8 @@ import { loadInstructionFile } from '../node/instruction-file.js';
 import { checkModelSpec, loadModel } from '../node/load-model.js';
 import type { Backend } from '../tensor/backend.js';
 import { AdamW } from '../train/adamw.js';
-import { splitTrainVal } from '../train/batches.js';
-import { countTruncated } from '../train/collate.js';
-import { DataError, encodeEntry, formatInput, type EncodedExample, type InstructionEntry } from '../train/instruction-data.js';
+import { prepareExamples } from '../train/fine-tune.js';
+import { formatInput, type InstructionEntry } from '../train/instruction-data.js';
 import { lossCurveSvg } from '../train/loss-plot.js';
 import { Trainer, TrainingDiverged, type StepRecord, type TrainingPosition } from '../train/trainer.js';
 import { NonFiniteState, restoreOptimizer, type TrainingState } from '../train/training-state.js';
@@ -130,33 +129,11 @@ async function createRunFolder(out: string): Promise<boolean> {
   return !existed;
 }
 
-/** The run's examples: encoded, split, and those that cannot count in the loss left out with a warning. */
-function prepareData(entries: readonly InstructionEntry[], flags: RunFlags, contextLength: number, log: (m: string) => void) {
-  const tokenizer = new Tokenizer();
-  const examples = entries.map((entry) => encodeEntry(entry, tokenizer));
-  const { train, val } = splitTrainVal(examples.length, flags.valFraction, flags.seed);
-  const cut = countTruncated(examples, contextLength);
-  if (cut > 0) log(`warning: ${cut} of ${examples.length} entries are longer than the context of ${contextLength + 1} tokens and are cut to it`);
-  // Under --mask-prompt, an entry whose prompt fills the whole context has no target left to learn.
-  const usable = (i: number) => !flags.maskPrompt || examples[i].promptLength <= contextLength;
-  const dropped = [...train, ...val].filter((i) => !usable(i)).length;
-  if (dropped > 0) log(`warning: ${dropped} entries have no response token within the context and are skipped (--mask-prompt)`);
-  const pick = (indices: number[]) => indices.filter(usable);
-  const trainIdx = pick(train);
-  const valIdx = pick(val);
-  if (trainIdx.length === 0) throw new DataError(`${flags.data}: no entry is left to train on`);
-  return {
-    tokenizer,
-    train: { indices: trainIdx, examples: trainIdx.map((i) => examples[i]) as EncodedExample[] },
-    val: { indices: valIdx, examples: valIdx.map((i) => examples[i]) as EncodedExample[] },
-  };
-}
-
 /** The model's greedy, KV-cached answer to an entry's instruction, cut at the template's next header. */
 export async function answer(model: GPT2, tokenizer: Tokenizer, entry: InstructionEntry, contextLength: number): Promise<string> {
   const prompt = tokenizer.encode(formatInput(entry).prompt);
-  const maxTokens = Math.max(0, Math.min(128, contextLength - prompt.length));
-  const result = await generate(model, prompt, { temperature: 0, maxTokens, stop: ['\n\n### '], onWarning: () => {} });
+  const maxNewTokens = Math.max(0, Math.min(128, contextLength - prompt.length));
+  const result = await generate(model, prompt, { temperature: 0, maxNewTokens, stop: ['\n\n### '], onWarning: () => {} });
   return result.text.trim();
 }
 
@@ -198,7 +175,8 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
     }
     const contextLength = Math.min(flags.maxLength ?? config.n_positions, config.n_positions);
     if (flags.maxLength !== null && flags.maxLength > config.n_positions) log(`warning: --max-length ${flags.maxLength} is past the model's context; using ${config.n_positions}`);
-    const data = prepareData(entries, flags, contextLength, log);
+    const data = prepareExamples(entries, flags, contextLength, flags.data, log);
+    const tokenizer = new Tokenizer();
     const optimizer = new AdamW(model, { weightDecay: flags.weightDecay });
     const checkpointFile = resumed ? join(resumed.checkpoint.folder, 'state.json') : '';
     if (resumed) restoreOptimizer(optimizer, resumed.checkpoint.moments, resumed.state.optimizerStep, resumed.checkpoint.folder);
@@ -281,7 +259,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
       for (const [split, index] of picks) {
         if (index === undefined) continue;
         const entry = entries[index];
-        samples.push({ split, instruction: entry.instruction, input: entry.input, reference: entry.output, generated: await answer(model, data.tokenizer, entry, contextLength) });
+        samples.push({ split, instruction: entry.instruction, input: entry.input, reference: entry.output, generated: await answer(model, tokenizer, entry, contextLength) });
       }
       await atomicWrite(join(out, 'samples.json'), (fh) => fh.writeFile(JSON.stringify(samples, null, 2)));
     }

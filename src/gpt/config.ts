@@ -45,6 +45,18 @@ export type RandomPreset = (typeof RANDOM_PRESETS)[number];
 export const isRandomPreset = (name: string): name is RandomPreset => (RANDOM_PRESETS as readonly string[]).includes(name);
 export const PRESET_PUBLISHER = 'openai-community';
 
+const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
+
+/**
+ * The Hugging Face hub repo a model name stands for: `gpt2` … `gpt2-xl` are PRESET_PUBLISHER's,
+ * `owner/name` is itself; null for the random presets and anything else.
+ */
+export function hubRepoOf(name: string): string | null {
+  if (isRandomPreset(name)) return null;
+  if (isPresetName(name)) return `${PRESET_PUBLISHER}/${name}`;
+  return REPO_ID.test(name) ? name : null;
+}
+
 export function isTied(config: GPT2Config): boolean {
   return config.tie_word_embeddings ?? true;
 }

@@ -1,6 +1,7 @@
 /**
- * Generation: prompt ids in, new ids and their text out, with or without the KV cache, one prompt or
- * several at once, streamed token by token.
+ * Generation: a prompt (text, tokenized with GPT-2's BPE, or ids) in, new ids and their text out,
+ * with or without the KV cache, one prompt or several at once, streamed token by token. Greedy
+ * unless a temperature is given, as the command line.
  *
  * One loop serves every case. Each step feeds the model the next position of every sequence and
  * reads back one row of logits per sequence ([B, 1, V]: `lastOnly`), then samples on the host
@@ -30,7 +31,7 @@
  * feeding end-of-text until the last one stops (their rows are wasted, not wrong). Sequence i samples
  * with Rng(seed, i), so the first sequence of a batch draws what it would draw alone.
  *
- * Stops: end-of-text (not part of the output), `maxTokens`, or a stop string (the text is cut
+ * Stops: end-of-text (not part of the output), `maxNewTokens`, or a stop string (the text is cut
  * before it; `ids` still holds the token that completed it). Streamed text never holds half a UTF-8
  * character, nor a tail that may still turn out to start a stop string.
  *
@@ -55,12 +56,18 @@ import type { Tensor } from '../tensor/tensor.js';
 import { KVCache } from './kv-cache.js';
 import type { GPT2 } from './model.js';
 import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sampling.js';
-import { EOS_ID } from './tokenizer.js';
+import { EOS_ID, Tokenizer } from './tokenizer.js';
 import { Utf8Stream } from './utf8-stream.js';
 
+/** A prompt as text (encoded with GPT-2's BPE; `<|endoftext|>` in it stays plain text) or as token ids. */
+export type Prompt = string | readonly number[];
+
+/** Sampling (temperature 0 = greedy, the default), length, stops and cancellation of a generation. */
 export interface GenerateOptions extends SamplingOptions {
+  /** Divides the logits before the draw; 0 (the default) = greedy, the most likely token every step. */
+  temperature?: number;
   /** New tokens at most (the end-of-text token not counted). Default 256. */
-  maxTokens?: number;
+  maxNewTokens?: number;
   /** Seed of the sampling draws: same seed, same output. Default 0. */
   seed?: number;
   /** Default true. */
@@ -89,6 +96,8 @@ export interface GenerateResult {
   stopReason: StopReason;
   /** Wall time from the first forward to the last readback (all sequences of a batch together). */
   seconds: number;
+  /** newTokens / seconds. */
+  tokensPerSecond: number;
 }
 
 /** One sequence's progress after a step: the token it drew and the text that became final. */
@@ -118,8 +127,8 @@ interface Sequence {
 
 function checkOptions(options: GenerateOptions): void {
   checkSamplingOptions(options);
-  const { maxTokens = 256, seed = 0, eosId = EOS_ID, stop = [] } = options;
-  if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) throw new RangeError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
+  const { maxNewTokens = 256, seed = 0, eosId = EOS_ID, stop = [] } = options;
+  if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new RangeError(`max tokens must be an integer ≥ 0, got ${maxNewTokens}`);
   if (!(Number.isSafeInteger(seed) && seed >= 0)) throw new RangeError(`seed must be a non-negative integer, got ${seed}`);
   if (eosId !== null && !Number.isInteger(eosId)) throw new RangeError(`eosId must be an integer or null, got ${eosId}`);
   if (stop.some((s) => s === '')) throw new RangeError('a stop string must not be empty');
@@ -139,17 +148,23 @@ function pendingStopPrefix(text: string, stops: readonly string[]): number {
   return longest;
 }
 
+let tokenizer: Tokenizer | null = null;
+
+const promptIds = (prompt: Prompt): readonly number[] => (typeof prompt === 'string' ? (tokenizer ??= new Tokenizer()).encode(prompt) : prompt);
+
 /**
  * Generates for several prompts at once (see "Batching" above), yielding each sequence's token as soon
  * as its step's logits are read back; the return value holds one result per prompt, in order.
  */
 export async function* generateBatchStream(
   model: GPT2,
-  prompts: readonly (readonly number[])[],
+  texts: readonly Prompt[],
   options: GenerateOptions = {},
 ): AsyncGenerator<TokenEvent, GenerateResult[]> {
   checkOptions(options);
-  const { maxTokens = 256, seed = 0, useCache = true, eosId = EOS_ID, stop = [], onWarning = console.warn } = options;
+  const prompts = texts.map(promptIds);
+  const sampling: SamplingOptions = { ...options, temperature: options.temperature ?? 0 };
+  const { maxNewTokens = 256, seed = 0, useCache = true, eosId = EOS_ID, stop = [], onWarning = console.warn } = options;
   const { n_positions: context, vocab_size: V } = model.config;
   if (prompts.length === 0) return [];
   const started = performance.now();
@@ -166,17 +181,20 @@ export async function* generateBatchStream(
     }
     return {
       tokens, promptLength: tokens.length, ids: [], seen: new Set(tokens), rng: new Rng(seed, i),
-      utf8: new Utf8Stream(), text: '', emitted: 0, done: maxTokens === 0 ? 'length' : null, emittedEos: false,
+      utf8: new Utf8Stream(), text: '', emitted: 0, done: maxNewTokens === 0 ? 'length' : null, emittedEos: false,
     };
   });
   const finish = (): GenerateResult[] => {
     const seconds = (performance.now() - started) / 1000;
-    return sequences.map((s) => ({
-      ids: s.ids, text: s.text, promptTokens: s.promptLength, newTokens: s.ids.length + (s.emittedEos ? 1 : 0),
-      stopReason: s.done ?? 'length', seconds,
-    }));
+    return sequences.map((s) => {
+      const newTokens = s.ids.length + (s.emittedEos ? 1 : 0);
+      return {
+        ids: s.ids, text: s.text, promptTokens: s.promptLength, newTokens, stopReason: s.done ?? 'length', seconds,
+        tokensPerSecond: seconds > 0 ? newTokens / seconds : 0,
+      };
+    });
   };
-  if (maxTokens === 0) return finish();
+  if (maxNewTokens === 0) return finish();
 
   const B = sequences.length;
   const wasTraining = model.training;
@@ -222,10 +240,10 @@ export async function* generateBatchStream(
           return;
         }
         if (fed < s.tokens.length) return; // still feeding its prompt
-        const id = sampleToken(rows.subarray(b * V, (b + 1) * V), options, s.rng, s.seen);
+        const id = sampleToken(rows.subarray(b * V, (b + 1) * V), sampling, s.rng, s.seen);
         s.tokens.push(id);
         s.seen.add(id);
-        events.push(advance(s, b, id, eosId, stop, maxTokens));
+        events.push(advance(s, b, id, eosId, stop, maxNewTokens));
       });
       for (const event of events) yield event;
       if (sequences.every((s) => s.done !== null)) break;
@@ -237,7 +255,8 @@ export async function* generateBatchStream(
   return finish();
 }
 
-const nextTurn = (): Promise<void> => new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
+/** A turn of the event loop: lets a click, a key or a closed pipe be seen between steps that resolve at once (CPU backend). */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
 
 async function readAndDispose(t: Tensor): Promise<Float32Array> {
   try {
@@ -248,7 +267,7 @@ async function readAndDispose(t: Tensor): Promise<Float32Array> {
 }
 
 /** Records a drawn token: stop checks, then the text that became final. */
-function advance(s: Sequence, sequence: number, id: number, eosId: number | null, stops: readonly string[], maxTokens: number): TokenEvent {
+function advance(s: Sequence, sequence: number, id: number, eosId: number | null, stops: readonly string[], maxNewTokens: number): TokenEvent {
   if (id === eosId) {
     s.emittedEos = true;
     s.done = 'eos';
@@ -260,7 +279,7 @@ function advance(s: Sequence, sequence: number, id: number, eosId: number | null
     if (cut !== -1) {
       s.text = s.text.slice(0, cut);
       s.done = 'stop';
-    } else if (s.ids.length >= maxTokens) {
+    } else if (s.ids.length >= maxNewTokens) {
       s.done = 'length';
     }
   }
@@ -281,9 +300,12 @@ function firstStop(text: string, oldLength: number, stops: readonly string[]): n
   return first;
 }
 
-/** One prompt, streamed: yields each token's final text as it comes; returns the result. */
-export async function* generateStream(model: GPT2, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerateResult> {
-  const [result] = yield* generateBatchStream(model, [promptIds], options);
+/**
+ * One prompt, streamed: yields each token with the text it makes final (never half a UTF-8
+ * character, nor the start of a stop string); returns the result.
+ */
+export async function* generateStream(model: GPT2, prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerateResult> {
+  const [result] = yield* generateBatchStream(model, [prompt], options);
   return result;
 }
 
@@ -296,19 +318,23 @@ async function drain<R>(stream: AsyncGenerator<TokenEvent, R>, onToken?: (event:
   }
 }
 
-/** One prompt; `onToken` sees each token's final text as it comes. */
+/**
+ * Generates the continuation of one prompt (text or ids): greedy unless `temperature` is given,
+ * up to `maxNewTokens` (default 256), stopping at end-of-text or a `stop` string. `onToken` sees
+ * each token's final text as it comes.
+ */
 export function generate(
   model: GPT2,
-  promptIds: readonly number[],
+  prompt: Prompt,
   options: GenerateOptions & { onToken?: (event: TokenEvent) => void } = {},
 ): Promise<GenerateResult> {
-  return drain(generateStream(model, promptIds, options), options.onToken);
+  return drain(generateStream(model, prompt, options), options.onToken);
 }
 
 /** Several prompts at once; at temperature 0 each result equals generating that prompt alone. */
 export function generateBatch(
   model: GPT2,
-  prompts: readonly (readonly number[])[],
+  prompts: readonly Prompt[],
   options: GenerateOptions & { onToken?: (event: TokenEvent) => void } = {},
 ): Promise<GenerateResult[]> {
   return drain(generateBatchStream(model, prompts, options), options.onToken);

@@ -102,6 +102,11 @@ export interface ForwardOptions {
   lastOnly?: boolean;
 }
 
+/**
+ * GPT-2: token and position embeddings, pre-LayerNorm blocks, the output head tied to the token
+ * embedding (or a separate one). Parameter names match the Hugging Face checkpoint's; `dispose()`
+ * frees the weights' device memory.
+ */
 export class GPT2 extends Module {
   wte: Embedding;
   wpe: Embedding;

@@ -18,7 +18,7 @@
 import type { Rng } from '../tensor/rng.js';
 
 export interface SamplingOptions {
-  /** 0 = greedy. Default 1. */
+  /** 0 = greedy. Default 1 (generation passes its own default, 0). */
   temperature?: number;
   /** Keep the k most likely tokens (0 or undefined: all). */
   topK?: number;

@@ -18,12 +18,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { downloadFileToCacheDir, getHFHubCachePath, getRepoFolderName, HubApiError, modelInfo, pathsInfo } from '@huggingface/hub';
-import { isPresetName, isRandomPreset, PRESET_PUBLISHER, PRESETS, type GPT2Config, type RandomPreset } from '../gpt/config.js';
+import { hubRepoOf, isPresetName, isRandomPreset, PRESETS, type GPT2Config, type RandomPreset } from '../gpt/config.js';
 import { CONFIG_FILE, WEIGHTS_FILE } from '../gpt/state-dict.js';
 import { atomicWrite } from './atomic-write.js';
 import { modelFolderProblem } from './weights-folder.js';
 const FILES = [CONFIG_FILE, WEIGHTS_FILE];
-const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
 export type ModelSource =
   | { kind: 'preset-random'; name: RandomPreset; config: GPT2Config }
@@ -45,11 +44,11 @@ export interface HubOptions {
 
 /**
  * Classifies a spec without touching the network. Order: presets (tiny and demo random, the others
- * PRESET_PUBLISHER's repos), an existing folder (one named like a preset is reached as ./name), owner/name.
+ * openai-community's repos), an existing folder (one named like a preset is reached as ./name), owner/name.
  */
 export function resolveModelSource(spec: string): ModelSource {
   if (isRandomPreset(spec)) return { kind: 'preset-random', name: spec, config: { ...PRESETS[spec] } };
-  if (isPresetName(spec)) return { kind: 'hub', repo: `${PRESET_PUBLISHER}/${spec}` };
+  if (isPresetName(spec)) return { kind: 'hub', repo: hubRepoOf(spec)! };
   if (existsSync(spec)) {
     const folder = resolve(spec);
     if (!statSync(folder).isDirectory()) {
@@ -59,7 +58,8 @@ export function resolveModelSource(spec: string): ModelSource {
     if (problem !== null) throw new Error(problem);
     return { kind: 'folder', folder };
   }
-  if (REPO_ID.test(spec)) return { kind: 'hub', repo: spec };
+  const repo = hubRepoOf(spec);
+  if (repo !== null) return { kind: 'hub', repo };
   throw new Error(
     `--model ${spec}: not a preset (${Object.keys(PRESETS).join(', ')}), an existing folder, or a hub repo owner/name`,
   );

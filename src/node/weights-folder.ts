@@ -7,6 +7,8 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configFromJson, configToText, MAX_CONFIG_BYTES, type GPT2Config } from '../gpt/config.js';
+import type { GPT2 } from '../gpt/model.js';
+import { hostWeights } from '../gpt/model-bytes.js';
 import { WeightsError, type StateDict } from '../gpt/safetensors.js';
 import { checkedWeights, checkHeader, CONFIG_FILE, weightsToSave, WEIGHTS_FILE, type TensorIn } from '../gpt/state-dict.js';
 import { atomicWrite } from './atomic-write.js';
@@ -56,4 +58,12 @@ export async function saveGpt2Weights(folder: string, config: GPT2Config, weight
   await mkdir(folder, { recursive: true });
   await writeSafetensors(weightsPath, named, { format: 'pt' });
   await atomicWrite(join(folder, CONFIG_FILE), (fh) => fh.writeFile(configToText(config)));
+}
+
+/**
+ * Saves a model as a Hugging Face folder (`config.json` + `model.safetensors`, each written
+ * atomically), which loadModel, the command line and transformers' GPT2LMHeadModel load unchanged.
+ */
+export async function saveModel(model: GPT2, folder: string): Promise<void> {
+  await saveGpt2Weights(folder, model.config, await hostWeights(model));
 }

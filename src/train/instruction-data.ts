@@ -91,6 +91,11 @@ export function formatInput({ instruction, input, output }: InstructionEntry): {
   return { prompt, response: output };
 }
 
+/** The Alpaca prompt a model answers for an instruction and an optional input (the response follows it). */
+export function alpacaPrompt({ instruction, input = '' }: { instruction: string; input?: string }): string {
+  return formatInput({ instruction, input, output: '' }).prompt;
+}
+
 /**
  * BPE may merge across the prompt/response boundary (a response starting with "\n\n" makes the
  * template's final "\n" part of a "\n\n" token), so promptLength is the longest common prefix of
