@@ -51,7 +51,7 @@ const bytes = await modelToBytes(model);
 const nodeEnds: number[] = [performance.now()];
 await fineTune(modelFromBytes(bytes.config, bytes.weights, backend).model, parseInstructionData(data, 'data.json'), { ...options, onStep: () => void nodeEnds.push(performance.now()) });
 const nodeMs = nodeEnds.slice(1).map((t, i) => t - nodeEnds[i]);
-const nodeDevice = 'description' in backend ? String(backend.description) : backend.name;
+const nodeDevice = backend.description;
 releaseBackend();
 
 const servedir = mkdtempSync(join(tmpdir(), 'gpt2-webgpu-bench-'));

@@ -4,7 +4,7 @@
  * and saving as Blob downloads.
  */
 export * from './index.js';
-export { createBackend, releaseBackend } from './browser/backend.js';
+export { createBackend } from './browser/backend.js';
 export { onDeviceLost } from './browser/device.js';
 export { downloadBytes, downloadModel, type ModelBytes } from './browser/download.js';
 export { largestTensorBytes, loadModel, modelFolderUrl, ModelTooLarge, type BrowserModelSource, type LoadModelOptions } from './browser/load-model.js';

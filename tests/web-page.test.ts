@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { alpacaPrompt, createBackend, generate, modelFromBytes, modelToBytes, parseInstructionData, randomModel, releaseBackend } from '../src/node.js';
-import { launchChromium, openPage, pageAdapter, servePages, type ServedPages } from './helpers/browser.js';
+import { launchChromium, openPage, pageAdapter, servePages, waitForPage, type ServedPages } from './helpers/browser.js';
 
 const work = mkdtempSync(join(tmpdir(), 'gpt2-webgpu-web-page-'));
 const modelDir = join(work, 'model');
@@ -61,8 +61,13 @@ async function dropFile(page: Page, name: string, content: string): Promise<void
   }, name, content);
 }
 
-async function waitIdle(page: Page): Promise<void> {
-  await page.waitForFunction(() => document.body.dataset.busy === 'idle', { timeout: 240_000 });
+const waitIdle = (page: Page, errors: string[]): Promise<void> => waitForPage(page, errors, () => document.body.dataset.busy === 'idle', 240_000);
+
+/** Waits for the adapter line, then picks the tiny model's files in the file input. */
+async function pickModel(page: Page, errors: string[]): Promise<void> {
+  await waitForPage(page, errors, () => document.getElementById('adapter')?.textContent?.startsWith('WebGPU adapter:'));
+  await (await page.$('input#model-files'))!.uploadFile(join(modelDir, 'config.json'), join(modelDir, 'model.safetensors'));
+  await waitForPage(page, errors, () => document.getElementById('model-status')?.textContent?.startsWith('Loaded'), 120_000);
 }
 
 /** Files of a finished download (Chromium writes .crdownload files first). */
@@ -82,11 +87,7 @@ test('load files, bad then dropped data, train, stop, chat, download: the downlo
   await page.setViewport({ width: 1200, height: 900 });
   const cdp = await page.createCDPSession();
   await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: downloads });
-  await page.waitForFunction(() => document.getElementById('adapter')?.textContent?.startsWith('WebGPU adapter:'));
-
-  const picker = await page.$('input#model-files');
-  await picker!.uploadFile(join(modelDir, 'config.json'), join(modelDir, 'model.safetensors'));
-  await page.waitForFunction(() => document.getElementById('model-status')?.textContent?.startsWith('Loaded'), { timeout: 120_000 });
+  await pickModel(page, errors);
   expect(await text(page, '#model-status')).toMatch(/^Loaded model\.safetensors: .* 2 layers, 2 heads, width 32, context 64/);
 
   // Bad data: the CLI's message, naming the entry and the field.
@@ -113,12 +114,12 @@ test('load files, bad then dropped data, train, stop, chat, download: the downlo
   await setValue(page, '#batch-size', '2');
   await setValue(page, '#learning-rate', '0.001');
   await page.click('#train');
-  await page.waitForFunction(() => /^Step (\d+)\//.exec(document.getElementById('train-status')?.textContent ?? '')?.[1] === '4', { timeout: 240_000, polling: 50 });
+  await waitForPage(page, errors, () => /^Step (\d+)\//.exec(document.getElementById('train-status')?.textContent ?? '')?.[1] === '4', 240_000);
   const chartPoints = await page.$eval('#loss-chart path.train-loss', (p) => p.getAttribute('d')!.split(/[ML]/).filter((s) => s.trim()).length);
   expect(chartPoints).toBeGreaterThanOrEqual(4);
   expect(await text(page, '#train-status')).toMatch(/loss \d+\.\d{4} · ETA \d+:\d\d/);
   await page.click('#train-stop');
-  await waitIdle(page);
+  await waitIdle(page, errors);
   const stopped = await text(page, '#train-status');
   expect(stopped).toMatch(/^Stopped after \d+ steps · last loss \d+\.\d+/);
 
@@ -131,7 +132,7 @@ test('load files, bad then dropped data, train, stop, chat, download: the downlo
   await setValue(page, '#instruction', INSTRUCTION);
   await setValue(page, '#max-new-tokens', String(NEW_TOKENS));
   await page.click('#generate');
-  await waitIdle(page);
+  await waitIdle(page, errors);
   const response = await text(page, '#response');
   const updates = await page.evaluate(() => (window as unknown as { responseUpdates: string[] }).responseUpdates.filter((s) => s !== ''));
   expect(updates.length).toBeGreaterThanOrEqual(2);
@@ -155,32 +156,28 @@ test('load files, bad then dropped data, train, stop, chat, download: the downlo
 
 test('a device lost mid-training shows a message and keeps the last finished step downloadable', async (context) => {
   if (browser === null) return context.skip();
-  const page = await browser.newPage();
   // Keep the page's device where the test can destroy it, as a GPU reset would.
-  await page.evaluateOnNewDocument(() => {
+  const { page, errors } = await openPage(browser, served.url, (p) => p.evaluateOnNewDocument(() => {
     const requestDevice = GPUAdapter.prototype.requestDevice;
     GPUAdapter.prototype.requestDevice = async function (this: GPUAdapter, descriptor?: GPUDeviceDescriptor) {
       const device = await requestDevice.call(this, descriptor);
       (window as unknown as { testDevice: GPUDevice }).testDevice = device;
       return device;
     };
-  });
-  await page.goto(served.url);
+  }).then(() => {}));
   if ((await pageAdapter(page)) === null) return context.skip();
   const lostDownloads = join(work, 'lost');
   mkdirSync(lostDownloads);
   const cdp = await page.createCDPSession();
   await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: lostDownloads });
-  await page.waitForFunction(() => document.getElementById('adapter')?.textContent?.startsWith('WebGPU adapter:'));
-  await (await page.$('input#model-files'))!.uploadFile(join(modelDir, 'config.json'), join(modelDir, 'model.safetensors'));
-  await page.waitForFunction(() => document.getElementById('model-status')?.textContent?.startsWith('Loaded'), { timeout: 120_000 });
+  await pickModel(page, errors);
   await dropFile(page, 'eggs.json', DATA);
   await setValue(page, '#epochs', '40');
   await setValue(page, '#batch-size', '2');
   await page.click('#train');
-  await page.waitForFunction(() => /^Step [3-9]\//.test(document.getElementById('train-status')?.textContent ?? ''), { timeout: 240_000, polling: 50 });
+  await waitForPage(page, errors, () => /^Step [3-9]\//.test(document.getElementById('train-status')?.textContent ?? ''), 240_000);
   await page.evaluate(() => (window as unknown as { testDevice: GPUDevice }).testDevice.destroy());
-  await waitIdle(page);
+  await waitIdle(page, errors);
 
   const message = await text(page, '#error');
   expect(message).toMatch(/GPU device was lost/);

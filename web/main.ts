@@ -9,7 +9,6 @@ import {
   fineTune,
   generateStream,
   loadModel,
-  lossCurveSvg,
   modelToBytes,
   onDeviceLost,
   parseInstructionData,
@@ -19,6 +18,7 @@ import {
   type ModelBytes,
   type StepRecord,
 } from '../src/browser.js';
+import { lossCurveSvg } from '../src/train/loss-plot.js';
 import { formatDuration, StepClock } from './eta.js';
 import { explainError } from './messages.js';
 
@@ -290,9 +290,9 @@ async function chat(): Promise<void> {
 
 function download(): void {
   if (state.deviceLost) {
-    if (state.snapshot) downloadModel(state.snapshot.bytes, `gpt2-step-${state.snapshot.step}`);
+    if (state.snapshot) void downloadModel(state.snapshot.bytes);
   } else if (state.loaded) {
-    void downloadModel(state.loaded.model, 'gpt2-finetuned').catch(showError);
+    void downloadModel(state.loaded.model).catch(showError);
   }
 }
 

@@ -3,7 +3,7 @@
  * random), a hub repo `owner/name`, the URL of a folder holding config.json + model.safetensors, files
  * the user picked, or bytes already in memory. Downloads go through the Cache API (cached-fetch.ts).
  */
-import { configFromText, isPresetName, isRandomPreset, PRESET_PUBLISHER, type GPT2Config } from '../gpt/config.js';
+import { configFromText, hubRepoOf, isRandomPreset, type GPT2Config } from '../gpt/config.js';
 import { ModelLoadError, randomModel, type LoadedModel } from '../gpt/load-model.js';
 import { modelFromBytes, type ConfigSource } from '../gpt/model-bytes.js';
 import { CONFIG_FILE, WEIGHTS_FILE } from '../gpt/state-dict.js';
@@ -30,14 +30,13 @@ export interface LoadModelOptions {
 }
 
 const HUB_URL = 'https://huggingface.co';
-const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
 /** The folder URL a string names: a URL (absolute or relative to the page), a preset, or a hub repo. */
 export function modelFolderUrl(spec: string, hubUrl = HUB_URL): string {
   const folder = (url: string) => (url.endsWith('/') ? url : `${url}/`);
   if (/^https?:\/\//.test(spec) || /^\.{0,2}\//.test(spec)) return folder(new URL(spec, globalThis.location?.href).href);
-  if (isPresetName(spec)) return `${hubUrl}/${PRESET_PUBLISHER}/${spec}/resolve/main/`;
-  if (REPO_ID.test(spec)) return `${hubUrl}/${spec}/resolve/main/`;
+  const repo = hubRepoOf(spec);
+  if (repo !== null) return `${hubUrl}/${repo}/resolve/main/`;
   throw new ModelLoadError(`${spec}: not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, demo), a hub repo owner/name, or a URL`);
 }
 

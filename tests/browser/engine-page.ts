@@ -31,5 +31,5 @@ window.stepTimes = async (modelUrl, data, options) => {
   const { model } = await loadModel(modelUrl, { backend });
   const ends: number[] = [performance.now()];
   await fineTune(model, parseInstructionData(data, 'data.json'), { ...options, onStep: () => void ends.push(performance.now()) });
-  return { adapter: 'description' in backend ? String(backend.description) : backend.name, ms: ends.slice(1).map((t, i) => t - ends[i]) };
+  return { adapter: backend.description, ms: ends.slice(1).map((t, i) => t - ends[i]) };
 };

@@ -51,8 +51,15 @@ export async function servePages(servedir: string, entryPoints: Record<string, s
     platform: 'browser',
     target: 'es2022',
     outdir: servedir,
-    logLevel: 'warning',
+    logLevel: 'silent',
   });
+  // A bundle that does not build would leave the page blank and the test waiting: fail here with esbuild's message.
+  try {
+    await context.rebuild();
+  } catch (error) {
+    await context.dispose();
+    throw error;
+  }
   const { port } = await context.serve({ servedir, host: '127.0.0.1' });
   return {
     url: `http://127.0.0.1:${port}/`,
@@ -64,8 +71,9 @@ export async function servePages(servedir: string, entryPoints: Record<string, s
  * A new page whose uncaught errors and console errors are collected, so a test can show them when a
  * step times out instead of only "waiting failed".
  */
-export async function openPage(browser: Browser, url: string): Promise<{ page: Page; errors: string[] }> {
+export async function openPage(browser: Browser, url: string, beforeLoad?: (page: Page) => Promise<void>): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage();
+  await beforeLoad?.(page);
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   page.on('console', (message) => {
@@ -73,6 +81,18 @@ export async function openPage(browser: Browser, url: string): Promise<{ page: P
   });
   await page.goto(url);
   return { page, errors };
+}
+
+/**
+ * page.waitForFunction, with the page's errors in the message when it times out (a wait that
+ * fails says only "30000ms exceeded").
+ */
+export async function waitForPage(page: Page, errors: readonly string[], predicate: () => unknown, timeout = 60_000): Promise<void> {
+  try {
+    await page.waitForFunction(predicate, { timeout, polling: 50 });
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; page errors: ${errors.length === 0 ? 'none' : errors.join(' | ')}`);
+  }
 }
 
 export interface PageAdapter {
