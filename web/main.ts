@@ -44,6 +44,7 @@ const ui = {
   modelId: element<HTMLInputElement>('model-id'),
   modelLoad: element<HTMLButtonElement>('model-load'),
   modelFiles: element<HTMLInputElement>('model-files'),
+  modelFolder: element<HTMLInputElement>('model-folder'),
   modelProgress: element<HTMLProgressElement>('model-progress'),
   modelStatus: element('model-status'),
   dataText: element<HTMLTextAreaElement>('data-text'),
@@ -51,6 +52,7 @@ const ui = {
   epochs: element<HTMLInputElement>('epochs'),
   learningRate: element<HTMLInputElement>('learning-rate'),
   batchSize: element<HTMLInputElement>('batch-size'),
+  evalEvery: element<HTMLInputElement>('eval-every'),
   seed: element<HTMLInputElement>('seed'),
   train: element<HTMLButtonElement>('train'),
   trainStop: element<HTMLButtonElement>('train-stop'),
@@ -85,6 +87,8 @@ const state = {
 };
 
 function showError(error: unknown): void {
+  // After a device loss, the failures it causes (a read that never completes) would only hide its message.
+  if (state.deviceLost && !ui.error.hidden) return;
   const { title, message } = explainError(error);
   ui.errorTitle.textContent = title;
   ui.errorMessage.textContent = message;
@@ -102,6 +106,7 @@ function refreshButtons(): void {
   const usable = state.loaded !== null && !state.deviceLost;
   ui.modelLoad.disabled = !idle || state.backend === null;
   ui.modelFiles.disabled = !idle || state.backend === null;
+  ui.modelFolder.disabled = ui.modelFiles.disabled;
   ui.train.disabled = !idle || !usable || state.entries === null;
   ui.trainStop.disabled = state.busy !== 'training';
   ui.generate.disabled = !idle || !usable;
@@ -128,10 +133,10 @@ async function startBackend(): Promise<void> {
   if (state.backend.name === 'webgpu') {
     ui.adapter.textContent = `WebGPU adapter: ${state.backend.description}`;
     onDeviceLost((message) => {
-      state.deviceLost = true;
       state.stop?.abort();
       const kept = state.snapshot ? ` The weights of step ${state.snapshot.step} are kept: Download model still works.` : '';
       showError(new Error(`GPU device lost: ${message}.${kept}`));
+      state.deviceLost = true;
       refreshButtons();
     });
   } else {
@@ -205,6 +210,7 @@ async function train(): Promise<void> {
     epochs: numberFrom(ui.epochs, true),
     learningRate: numberFrom(ui.learningRate, false),
     batchSize: numberFrom(ui.batchSize, true),
+    evalEvery: numberFrom(ui.evalEvery, true),
     seed: numberFrom(ui.seed, true),
   };
   const weightBytes = loaded.model.parameters().reduce((sum, p) => sum + p.size * 4, 0);
@@ -222,11 +228,11 @@ async function train(): Promise<void> {
     const result = await fineTune(loaded.model, entries, {
       ...options,
       signal: state.stop.signal,
-      async onStep(record, { totalSteps }) {
+      async onStep(record, { totalSteps, weightsStep }) {
         clock.stepFinished();
         records.push({ ...record });
         lastStep = record.step;
-        if (snapshotEveryStep) state.snapshot = { step: record.step, bytes: await modelToBytes(loaded.model) };
+        if (snapshotEveryStep) state.snapshot = { step: weightsStep, bytes: await modelToBytes(loaded.model) };
         const left = clock.secondsLeft(totalSteps - record.step);
         ui.trainProgress.max = totalSteps;
         ui.trainProgress.value = record.step;
@@ -240,7 +246,7 @@ async function train(): Promise<void> {
         drawChart(records);
       },
     });
-    if (!state.deviceLost) state.snapshot = { step: lastStep, bytes: await modelToBytes(loaded.model) };
+    if (!state.deviceLost) state.snapshot = { step: records.at(-1)?.step ?? 0, bytes: await modelToBytes(loaded.model) };
     const ms = clock.msPerStep();
     const last = records.at(-1);
     ui.trainStatus.textContent = `${result.stopped ? 'Stopped' : 'Done'} after ${records.length} steps`
@@ -316,6 +322,10 @@ onClick(ui.modelLoad, () => load(ui.modelId.value.trim(), ui.modelId.value.trim(
 ui.modelFiles.addEventListener('change', () => {
   const files = [...(ui.modelFiles.files ?? [])];
   if (files.length > 0) void load({ files }, files.map((f) => f.name).join(' + '));
+});
+ui.modelFolder.addEventListener('change', () => {
+  const files = [...(ui.modelFolder.files ?? [])];
+  if (files.length > 0) void load({ files }, files[0].webkitRelativePath.split('/')[0]);
 });
 
 ui.dataText.addEventListener('input', () => {

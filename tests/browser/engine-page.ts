@@ -4,6 +4,12 @@
  */
 import { createBackend, fineTune, generate, loadModel, parseInstructionData, type FineTuneOptions } from '../../src/browser.js';
 
+export interface LoadReport {
+  source: string;
+  nEmbd: number;
+  progress: [number, number, string][];
+}
+
 export interface EngineRun {
   backend: string;
   losses: number[];
@@ -13,6 +19,7 @@ export interface EngineRun {
 declare global {
   interface Window {
     trainAndGenerate(modelUrl: string, data: string, options: FineTuneOptions, prompt: string, maxNewTokens: number): Promise<EngineRun>;
+    loadFrom(source: string): Promise<LoadReport>;
     stepTimes(modelUrl: string, data: string, options: FineTuneOptions): Promise<{ adapter: string; ms: number[] }>;
   }
 }
@@ -32,4 +39,12 @@ window.stepTimes = async (modelUrl, data, options) => {
   const ends: number[] = [performance.now()];
   await fineTune(model, parseInstructionData(data, 'data.json'), { ...options, onStep: () => void ends.push(performance.now()) });
   return { adapter: backend.description, ms: ends.slice(1).map((t, i) => t - ends[i]) };
+};
+
+/** Loads a model by name or URL (browser-load.test.ts): where it came from and the progress reported. */
+window.loadFrom = async (source) => {
+  const progress: [number, number, string][] = [];
+  const loaded = await loadModel(source, { backend: await createBackend('webgpu'), onProgress: (done, total, file) => void progress.push([done, total, file]) });
+  loaded.model.dispose();
+  return { source: loaded.source, nEmbd: loaded.config.n_embd, progress };
 };
