@@ -7,8 +7,6 @@ export interface PageMessage {
   message: string;
 }
 
-const MB = 2 ** 20;
-
 export function explainError(error: unknown): PageMessage {
   const text = error instanceof Error ? error.message : String(error);
   const name = error instanceof Error ? error.name : '';
@@ -16,23 +14,13 @@ export function explainError(error: unknown): PageMessage {
     return { title: 'No WebGPU in this browser.', message: `${text}\nUse a recent Chrome or Edge (WebGPU on), or try a tiny model on the CPU backend.` };
   }
   if (/device (was )?lost|GPUDeviceLost|device is lost|destroyed/i.test(text)) {
-    return { title: 'The GPU device was lost.', message: `${text}\nReload the page to get a new device. Weights of the last finished training step stay downloadable.` };
+    return { title: 'The GPU device was lost.', message: `${text}\nReload the page to get a new device.` };
   }
   if (/out of memory|OutOfMemory|allocation failed/i.test(text)) {
     return { title: 'The GPU ran out of memory.', message: `${text}\nTry a smaller model or a smaller batch size.` };
   }
-  if (name === 'DataError' || /entry \d+ \(0-based\)|JSON/.test(text)) {
-    return { title: 'The instruction data is not valid.', message: text };
-  }
+  if (name === 'DataError') return { title: 'The instruction data is not valid.', message: text };
   if (name === 'ModelTooLarge') return { title: 'This model does not fit this GPU.', message: text };
-  if (name === 'ModelLoadError' || name === 'WeightsError' || /config\.json|safetensors/i.test(text)) {
-    return { title: 'Could not load the model.', message: text };
-  }
+  if (name === 'ModelLoadError' || name === 'WeightsError') return { title: 'Could not load the model.', message: text };
   return { title: 'Something went wrong.', message: text };
-}
-
-/** The check a page makes before loading: the largest single tensor must fit one GPU buffer. */
-export function tooLargeMessage(largestTensorBytes: number, maxBufferSize: number, description: string): string | null {
-  if (largestTensorBytes <= maxBufferSize) return null;
-  return `Its largest tensor needs ${(largestTensorBytes / MB).toFixed(0)} MB in one buffer; this adapter (${description}) allows at most ${(maxBufferSize / MB).toFixed(0)} MB.`;
 }
