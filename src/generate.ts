@@ -19,7 +19,6 @@ import { decimal, parseFlags, UsageError } from './cli/flags.js';
 import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
 import { ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
-import { Tokenizer } from './gpt/tokenizer.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
 import { alpacaPrompt } from './train/instruction-data.js';
@@ -118,10 +117,9 @@ const write = (text: string) => {
 };
 
 /** Generates for one prompt: streamed to stdout, or one JSON line. `stopped` ends it early (Ctrl-C). */
-async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string, flags: Flags, stops: readonly string[], stopped?: AbortSignal): Promise<GenerateResult> {
-  const ids = tokenizer.encode(text);
+async function run(model: GPT2, text: string, echo: string, flags: Flags, stops: readonly string[], stopped?: AbortSignal): Promise<GenerateResult> {
   if (!flags.json) write(echo);
-  const result = await generate(model, ids, {
+  const result = await generate(model, text, {
     ...flags.options,
     stop: [...(flags.options.stop ?? []), ...stops],
     signal: stopped ? AbortSignal.any([stopped, outputClosed.signal]) : outputClosed.signal,
@@ -149,7 +147,7 @@ async function run(model: GPT2, tokenizer: Tokenizer, text: string, echo: string
  * an empty prompt, or Ctrl-D, quits. (The terminal is in raw mode here, so Ctrl-C is a key that
  * readline reports, not a signal.)
  */
-async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Promise<void> {
+async function interactive(model: GPT2, flags: Flags): Promise<void> {
   console.error('One instruction per line; Ctrl-C stops a response; Ctrl-C at an empty prompt or Ctrl-D quits.');
   const lines = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   let response: AbortController | null = null;
@@ -170,7 +168,7 @@ async function interactive(model: GPT2, tokenizer: Tokenizer, flags: Flags): Pro
     if (line.trim() !== '') {
       response = new AbortController();
       try {
-        await run(model, tokenizer, alpacaPrompt({ instruction: line.trim() }), '', flags, INSTRUCTION_STOPS, response.signal);
+        await run(model, alpacaPrompt({ instruction: line.trim() }), '', flags, INSTRUCTION_STOPS, response.signal);
       } finally {
         response = null;
       }
@@ -202,15 +200,14 @@ async function main(argv: string[]): Promise<number> {
       console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);
     }
     if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
-    const tokenizer = new Tokenizer();
     if (flags.instruction !== undefined) {
-      await run(model, tokenizer, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, INSTRUCTION_STOPS);
+      await run(model, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, INSTRUCTION_STOPS);
     } else if (flags.prompt !== undefined) {
-      await run(model, tokenizer, flags.prompt, flags.prompt, flags, []);
+      await run(model, flags.prompt, flags.prompt, flags, []);
     } else if (piped !== null) {
-      await run(model, tokenizer, piped, piped, flags, []);
+      await run(model, piped, piped, flags, []);
     } else {
-      await interactive(model, tokenizer, flags);
+      await interactive(model, flags);
     }
     return 0;
   } catch (e) {
