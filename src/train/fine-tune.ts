@@ -79,8 +79,12 @@ export interface FineTuneOptions {
   maskPrompt?: boolean;
   /** Context of the training inputs in tokens. Default: the model's. */
   maxLength?: number;
-  /** After every step, in order; an awaited promise holds the next step back. */
-  onStep?(record: StepRecord, info: { totalSteps: number }): void | Promise<void>;
+  /**
+   * After every step, in order; an awaited promise holds the next step back. `weightsStep` is the
+   * step the model's weights are at when read here: the next step is recorded before this one's loss
+   * is read, so it is `record.step + 1` except at the last step, a validation or a stop.
+   */
+  onStep?(record: StepRecord, info: { totalSteps: number; weightsStep: number }): void | Promise<void>;
   /** After every validation, with the mean validation loss and the step it follows. */
   onValidation?(valLoss: number, step: number): void;
   /** Warnings about the data (entries cut to the context or skipped). Default: console.warn. */
@@ -116,7 +120,7 @@ export async function fineTune(model: GPT2, entries: readonly InstructionEntry[]
     evalEvery: o.evalEvery, maskPrompt: o.maskPrompt, contextLength,
   }, {
     async onStep(record) {
-      await options.onStep?.(record, { totalSteps: trainer.totalSteps });
+      await options.onStep?.(record, { totalSteps: trainer.totalSteps, weightsStep: trainer.stepsRecorded });
       // On the CPU backend every await resolves at once: without a turn of the event loop, an abort
       // from a click or a key would only be seen after the last step.
       if (signal) await nextTurn();

@@ -104,6 +104,11 @@ export class Trainer {
     return Math.ceil(this.batchesPerEpoch / this.config.gradAccum);
   }
 
+  /** Optimizer steps recorded so far: where the weights are once the device has run them. */
+  get stepsRecorded(): number {
+    return this.position.step;
+  }
+
   get totalSteps(): number {
     const all = this.config.epochs * this.stepsPerEpoch;
     return this.config.maxSteps === null ? all : Math.min(all, this.config.maxSteps);
