@@ -38,3 +38,4 @@ export {
 // --- fine-tuning ---
 export { fineTune, type FineTuneOptions, type FineTuneResult } from './train/fine-tune.js';
 export { TrainingDiverged, type StepRecord } from './train/trainer.js';
+export { lossCurveSvg, type LossRecord } from './train/loss-plot.js';

@@ -9,6 +9,7 @@ import {
   fineTune,
   generateStream,
   loadModel,
+  lossCurveSvg,
   modelToBytes,
   onDeviceLost,
   parseInstructionData,
@@ -18,7 +19,6 @@ import {
   type ModelBytes,
   type StepRecord,
 } from '../src/browser.js';
-import { lossCurveSvg } from '../src/train/loss-plot.js';
 import { formatDuration, StepClock } from './eta.js';
 import { explainError } from './messages.js';
 

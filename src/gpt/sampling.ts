@@ -10,10 +10,8 @@
  * candidates only. Top-k selects its k by a bounded insertion (O(V) typical, O(V·k) for a row in
  * ascending order). Top-p without top-k first drops every token whose probability is below (1 − p) / V:
  * those tokens together hold less than 1 − p, so the nucleus never reaches them (proof at
- * `nucleusCandidates`); the survivors' probabilities are sorted as numbers (`nucleus`). Measured per
- * draw on this machine (Node 20, one core, 50257 ids): greedy 0.08 ms; temperature alone 1.1 ms;
- * top-k 40 0.4 ms; top-p 0.9 on a peaked row (30 dominant tokens over a uniform(−4, 4) background)
- * 2.6 ms; top-p 0.95 on a flat uniform(−3, 3) row (a nucleus of ~45000 ids) 10 ms.
+ * `nucleusCandidates`); the survivors' probabilities are sorted as numbers (`nucleus`). The cost of a
+ * draw with each setting is in docs/kernels.md ("Sampling on the host").
  */
 import type { Rng } from '../tensor/rng.js';
 
@@ -89,8 +87,8 @@ export function topKIndices(values: ArrayLike<number>, k: number): number[] {
  * probabilities need not be normalised). Among equal probabilities at the boundary the lower ids
  * are kept. Always at least one token. Returned in ascending id order, whatever the input order.
  *
- * The probabilities are sorted as a Float64Array (a native numeric sort, several times faster than
- * sorting ids with a comparator) to find the boundary value; the ids are then kept by comparison with it.
+ * The probabilities are sorted as a Float64Array (a native numeric sort beats sorting ids with a
+ * comparator) to find the boundary value; the ids are then kept by comparison with it.
  */
 export function nucleus(ids: readonly number[], probs: ArrayLike<number>, p: number, total = sumOver(ids, probs)): number[] {
   const sorted = Float64Array.from(ids, (id) => probs[id]).sort(); // ascending

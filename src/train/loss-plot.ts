@@ -45,6 +45,7 @@ function pathOf(points: [number, number][]): string {
   return points.map(([x, y], i) => `${i === 0 ? 'M' : 'L'}${fmt(x)},${fmt(y)}`).join(' ');
 }
 
+/** The training run's loss curve (the CLI's loss.svg, the web page's live chart) as SVG text. */
 export function lossCurveSvg(records: readonly LossRecord[]): string {
   const train = records.filter(({ step, loss }) => Number.isFinite(step) && Number.isFinite(loss));
   const val = records.flatMap(({ step, val_loss }) =>
