@@ -107,11 +107,12 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGTERM', () => resolve('SIGTERM'));
     });
     for (const name of ['SIGINT', 'SIGTERM'] as const) process.once(name, () => process.exit(130));
+    const drained = batcher.close(); // from now on a new request gets 503
     console.error(`serve: ${signal}: finishing ${batcher.activeCount + batcher.waitingCount} requests (at most ${flags.drainSeconds} s)`);
     const deadline = setTimeout(() => stop.abort(), flags.drainSeconds * 1000);
-    await app.close(); // stops accepting, waits for the requests in flight
+    await app.close(); // stops listening, waits for the responses in flight
+    await drained;
     clearTimeout(deadline);
-    await batcher.close();
     batcher.dispose();
     return 0;
   } catch (e) {

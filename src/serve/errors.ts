@@ -22,11 +22,11 @@ export class ApiError extends Error {
   }
 }
 
-/** The field a schema violation names: the top-level property it is in, or the missing one. */
+/** The top-level field a schema violation is in (a missing one included), as OpenAI's `param`. */
 function paramOf(error: NonNullable<FastifyError['validation']>[number]): string | null {
-  if (error.keyword === 'required') return String((error.params as { missingProperty: string }).missingProperty);
   const top = error.instancePath.split('/')[1];
-  return top === undefined || top === '' ? null : top;
+  if (top) return top;
+  return error.keyword === 'required' ? String((error.params as { missingProperty: string }).missingProperty) : null;
 }
 
 /** An error fastify raised before the handler ran (or one a handler threw) as an ApiError. */
@@ -37,7 +37,8 @@ export function apiErrorOf(error: FastifyError | ApiError | Error): ApiError {
     const first = e.validation[0];
     const param = paramOf(first);
     const where = first.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : param ?? 'body';
-    const message = first.keyword === 'required' ? `missing required parameter '${param}'` : `'${where}' ${first.message}`;
+    const missing = first.keyword === 'required' ? (first.params as { missingProperty: string }).missingProperty : null;
+    const message = missing !== null ? `missing required parameter '${first.instancePath ? `${where}.` : ''}${missing}'` : `'${where}' ${first.message}`;
     return new ApiError(400, message, 'invalid_request_error', param, first.keyword === 'required' ? 'missing_required_parameter' : 'invalid_value');
   }
   switch (e.code) {

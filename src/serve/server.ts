@@ -43,6 +43,7 @@ function bearerMatches(header: string | undefined, key: string): boolean {
 
 export function buildServer({ batcher, modelId, apiKey, bodyLimit = DEFAULT_BODY_LIMIT, stopSignal }: ServerOptions): FastifyInstance {
   const app = Fastify({ bodyLimit, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } });
+  app.removeContentTypeParser('text/plain'); // JSON only: anything else is a 415
   const tokenizer = new Tokenizer();
   const { n_positions: context, vocab_size: vocab } = batcher.model.config;
   const created = Math.floor(Date.now() / 1000);
