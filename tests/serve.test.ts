@@ -191,6 +191,28 @@ describe('the server with the openai client', () => {
   });
 });
 
+describe('the README\'s client example', () => {
+  it('docs/examples/serve-client.mjs runs against the server and prints the reply and the stream', async () => {
+    const model = sharpTinyModel(cpu, 3);
+    const server = await startServer(model);
+    try {
+      const child = spawn(process.execPath, ['docs/examples/serve-client.mjs'], { env: { ...process.env, OPENAI_BASE_URL: `${server.url}/v1` }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      expect(await new Promise((resolve) => child.on('exit', resolve)), stderr).toBe(0);
+      const reply = await reference(model, alpacaPrompt({ instruction: 'Name three primary colors.' }), { maxNewTokens: 20, stop: ALPACA_SECTION_STOPS });
+      expect(stdout.startsWith(reply.text), stdout).toBe(true);
+      expect(stdout).toContain(`completion_tokens: ${reply.newTokens}`);
+    } finally {
+      await server.app.close();
+      await server.batcher.close();
+      server.batcher.dispose();
+    }
+  });
+});
+
 describe('slots, the queue bound and the API key', () => {
   const model = sharpTinyModel(cpu, 9);
 
