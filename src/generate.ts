@@ -21,7 +21,7 @@ import { ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
-import { alpacaPrompt } from './train/instruction-data.js';
+import { ALPACA_SECTION_STOPS, alpacaPrompt } from './train/instruction-data.js';
 
 const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--prompt <text> | --instruction <text> [--input <text>]]
   [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--max-tokens 256] [--seed S]
@@ -29,9 +29,6 @@ const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--
 
 /** Past the context, generation re-prefills and goes on: a bound keeps a typo from running for days. */
 const MAX_NEW_TOKENS = 1 << 20;
-
-/** The Alpaca template's own section headers: a model that goes on past its response stops at them. */
-const INSTRUCTION_STOPS = ['\n\n### Instruction:', '\n\n### Input:', '\n\n### Response:'];
 
 interface Flags {
   model: string;
@@ -168,7 +165,7 @@ async function interactive(model: GPT2, flags: Flags): Promise<void> {
     if (line.trim() !== '') {
       response = new AbortController();
       try {
-        await run(model, alpacaPrompt({ instruction: line.trim() }), '', flags, INSTRUCTION_STOPS, response.signal);
+        await run(model, alpacaPrompt({ instruction: line.trim() }), '', flags, ALPACA_SECTION_STOPS, response.signal);
       } finally {
         response = null;
       }
@@ -201,7 +198,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
     if (flags.instruction !== undefined) {
-      await run(model, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, INSTRUCTION_STOPS);
+      await run(model, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, ALPACA_SECTION_STOPS);
     } else if (flags.prompt !== undefined) {
       await run(model, flags.prompt, flags.prompt, flags, []);
     } else if (piped !== null) {

@@ -111,7 +111,8 @@ export interface TokenEvent {
   done: StopReason | null;
 }
 
-interface Sequence {
+/** One sequence's decoding state: what the stop checks and the streamed text need. */
+export interface Sequence {
   /** Cropped prompt, then drawn tokens, then end-of-text filler once done: the token at each position. */
   tokens: number[];
   promptLength: number;
@@ -125,7 +126,25 @@ interface Sequence {
   emittedEos: boolean;
 }
 
-function checkOptions(options: GenerateOptions): void {
+/** A sequence about to decode after `tokens` (its prompt, at least one token), drawing with Rng(seed, stream). */
+export function startSequence(tokens: number[], seed: number, stream: number, done: StopReason | null = null): Sequence {
+  return {
+    tokens, promptLength: tokens.length, ids: [], seen: new Set(tokens), rng: new Rng(seed, stream),
+    utf8: new Utf8Stream(), text: '', emitted: 0, done, emittedEos: false,
+  };
+}
+
+/** The result of a sequence that has stopped (or `length` if it has not). */
+export function sequenceResult(s: Sequence, seconds: number): GenerateResult {
+  const newTokens = s.ids.length + (s.emittedEos ? 1 : 0);
+  return {
+    ids: s.ids, text: s.text, promptTokens: s.promptLength, newTokens, stopReason: s.done ?? 'length', seconds,
+    tokensPerSecond: seconds > 0 ? newTokens / seconds : 0,
+  };
+}
+
+/** Throws a RangeError naming the option when a value is out of range. */
+export function checkOptions(options: GenerateOptions): void {
   checkSamplingOptions(options);
   const { maxNewTokens = 256, seed = 0, eosId = EOS_ID, stop = [] } = options;
   if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new RangeError(`max tokens must be an integer ≥ 0, got ${maxNewTokens}`);
@@ -179,20 +198,11 @@ export async function* generateBatchStream(
       onWarning(`prompt${prompts.length > 1 ? ` ${i}` : ''} of ${tokens.length} tokens exceeds the context of ${context}: keeping its last ${context} tokens`);
       tokens = tokens.slice(tokens.length - context);
     }
-    return {
-      tokens, promptLength: tokens.length, ids: [], seen: new Set(tokens), rng: new Rng(seed, i),
-      utf8: new Utf8Stream(), text: '', emitted: 0, done: maxNewTokens === 0 ? 'length' : null, emittedEos: false,
-    };
+    return startSequence(tokens, seed, i, maxNewTokens === 0 ? 'length' : null);
   });
   const finish = (): GenerateResult[] => {
     const seconds = (performance.now() - started) / 1000;
-    return sequences.map((s) => {
-      const newTokens = s.ids.length + (s.emittedEos ? 1 : 0);
-      return {
-        ids: s.ids, text: s.text, promptTokens: s.promptLength, newTokens, stopReason: s.done ?? 'length', seconds,
-        tokensPerSecond: seconds > 0 ? newTokens / seconds : 0,
-      };
-    });
+    return sequences.map((s) => sequenceResult(s, seconds));
   };
   if (maxNewTokens === 0) return finish();
 
@@ -267,7 +277,7 @@ async function readAndDispose(t: Tensor): Promise<Float32Array> {
 }
 
 /** Records a drawn token: stop checks, then the text that became final. */
-function advance(s: Sequence, sequence: number, id: number, eosId: number | null, stops: readonly string[], maxNewTokens: number): TokenEvent {
+export function advance(s: Sequence, sequence: number, id: number, eosId: number | null, stops: readonly string[], maxNewTokens: number): TokenEvent {
   if (id === eosId) {
     s.emittedEos = true;
     s.done = 'eos';

@@ -10,7 +10,7 @@ import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
 import { attention, cachedAttention } from '../tensor/fused.js';
-import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
+import { add, matmul, pad, permute, reshape, slice, split } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
 import type { KVCache } from './kv-cache.js';
@@ -23,6 +23,9 @@ export interface ModelOptions {
   seed?: number;
 }
 
+/** A layer's cache: one for the whole batch at one position, or one per row, each at its own position. */
+type LayerCache = { k: Tensor; v: Tensor; position: number } | { rows: { k: Tensor; v: Tensor; position: number }[] };
+
 class CausalSelfAttention extends Module {
   c_attn: Linear;
   c_proj: Linear;
@@ -34,11 +37,19 @@ class CausalSelfAttention extends Module {
   }
 
   /** With `residual`, returns residual + attention (the add fused into c_proj at inference). */
-  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }, residual?: Tensor): Tensor {
+  forward(x: Tensor, cache?: LayerCache, residual?: Tensor): Tensor {
     const [B, T, C] = x.shape;
     const H = this.config.n_head;
     const hs = C / H;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]: q, k, v, each [H, hs] per token
+    if (cache && 'rows' in cache) {
+      // Each row attends to its own cache at its own position; padding each row's [1, T, C] to
+      // [B, T, C] and summing puts them side by side exactly (every element has one non-zero term).
+      const rows = cache.rows.map(({ k, v, position }, b) =>
+        pad(cachedAttention(slice(qkv, [b, 0, 0], [1, T, 3 * C]), k, v, position), [b, 0, 0], [B, T, C]),
+      );
+      return this.c_proj.forward(rows.reduce((sum, row) => add(sum, row)), { residual });
+    }
     if (cache) {
       // The cached kernels append k and v to the cache, read q, k, v in place and return [B, T, C]:
       // no copies while decoding.
@@ -84,7 +95,7 @@ class Block extends Module {
     this.dropout = dropout;
   }
 
-  forward(x: Tensor, cache?: { k: Tensor; v: Tensor; position: number }): Tensor {
+  forward(x: Tensor, cache?: LayerCache): Tensor {
     if (this.dropout.active) {
       const attended = add(x, this.dropout.forward(this.attn.forward(this.ln_1.forward(x), cache)));
       return add(attended, this.dropout.forward(this.mlp.forward(this.ln_2.forward(attended))));
@@ -98,6 +109,11 @@ class Block extends Module {
 export interface ForwardOptions {
   /** Attend through (and append to) this cache; positions continue from its length. */
   cache?: KVCache;
+  /**
+   * One cache per row, each continuing from its own length: sequences at different positions decode
+   * in one step (continuous batching). Each row computes exactly what it would alone with its cache.
+   */
+  rowCaches?: readonly KVCache[];
   /** Compute logits for the last position only ([B, 1, V]): all that sampling needs. */
   lastOnly?: boolean;
 }
@@ -141,18 +157,26 @@ export class GPT2 extends Module {
   }
 
   /** ids: i32 [B, T] → final hidden states, after ln_f: [B, T, C] (or [B, 1, C] with lastOnly). */
-  hidden(ids: Tensor, { cache, lastOnly = false }: ForwardOptions = {}): Tensor {
+  hidden(ids: Tensor, { cache, rowCaches, lastOnly = false }: ForwardOptions = {}): Tensor {
     const [B, T] = ids.shape;
-    const start = cache?.length ?? 0;
-    if (start + T > this.config.n_positions) {
-      throw new Error(`positions ${start}..${start + T - 1} exceed the model's context of ${this.config.n_positions}`);
+    if (rowCaches && (cache || rowCaches.length !== B || rowCaches.some((c) => c.batch !== 1))) {
+      throw new Error(`rowCaches needs one batch-1 cache per row (${B} rows) and no shared cache`);
     }
-    const positions = tensor(Int32Array.from({ length: T }, (_, i) => start + i), [T], { backend: this.backend });
-    let x = this.dropout.forward(add(this.wte.forward(ids), this.wpe.forward(positions))); // [B, T, C] + [T, C]
+    // Each row's first position: its own cache's length, or the shared cache's.
+    const starts = rowCaches ? rowCaches.map((c) => c.length) : [cache?.length ?? 0];
+    const last = Math.max(...starts) + T - 1;
+    if (last >= this.config.n_positions) throw new Error(`position ${last} exceeds the model's context of ${this.config.n_positions}`);
+    const positionIds = Int32Array.from({ length: starts.length * T }, (_, i) => starts[Math.floor(i / T)] + (i % T));
+    const positions = tensor(positionIds, rowCaches ? [B, T] : [T], { backend: this.backend });
+    let x = this.dropout.forward(add(this.wte.forward(ids), this.wpe.forward(positions))); // [B, T, C] + [T, C] or [B, T, C]
     this.h.forEach((block, layer) => {
-      x = block.forward(x, cache ? { ...cache.layer(layer), position: start } : undefined);
+      const layerCache = rowCaches
+        ? { rows: rowCaches.map((c) => ({ ...c.layer(layer), position: c.length })) }
+        : cache && { ...cache.layer(layer), position: starts[0] };
+      x = block.forward(x, layerCache);
     });
     cache?.advance(T);
+    for (const c of rowCaches ?? []) c.advance(T);
     if (lastOnly && T > 1) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]); // [B, T, C] → [B, 1, C]
     return this.ln_f.forward(x);
   }

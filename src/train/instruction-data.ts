@@ -81,10 +81,16 @@ export function parseInstructionData(text: string, source: string): InstructionE
   return json.map((value, index) => entryFrom(value, index, source));
 }
 
+/** The Alpaca template's first paragraph, before its sections. */
+export const ALPACA_PREAMBLE = 'Below is an instruction that describes a task. Write a response that appropriately completes the request.';
+
+/** The template's section headers: a model that goes on past its response stops at them. */
+export const ALPACA_SECTION_STOPS: readonly string[] = ['\n\n### Instruction:', '\n\n### Input:', '\n\n### Response:'];
+
 /** The Alpaca template (DESIGN.md): the prompt a model answers, and the response it learns. */
 export function formatInput({ instruction, input, output }: InstructionEntry): { prompt: string; response: string } {
   const prompt =
-    'Below is an instruction that describes a task. Write a response that appropriately completes the request.' +
+    ALPACA_PREAMBLE +
     `\n\n### Instruction:\n${instruction}` +
     (input ? `\n\n### Input:\n${input}` : '') +
     '\n\n### Response:\n';

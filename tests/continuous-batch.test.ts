@@ -1,0 +1,114 @@
+/**
+ * Continuous batching on both backends: requests of different prompt lengths, lengths and sampling
+ * settings, arriving while others decode, with fewer slots than requests (so slots are reused),
+ * each equal to `generate` alone; the per-row decode step against a row decoded alone; an aborted
+ * request frees its slot; the queue bound; requests that do not fit in the context.
+ */
+import { describe, expect, it } from 'vitest';
+import { ClosedError, ContinuousBatcher, QueueFullError } from '../src/gpt/continuous-batch.js';
+import { generate, type GenerateOptions, type GenerateResult } from '../src/gpt/generate.js';
+import { KVCache } from '../src/gpt/kv-cache.js';
+import type { Backend } from '../src/tensor/backend.js';
+import { tensor } from '../src/tensor/create.js';
+import { noGrad } from '../src/tensor/graph.js';
+import { cpu, webgpuOrSkip } from './helpers/backends.js';
+import { freshSeed, randomInts } from './helpers/random-data.js';
+import { rejectionOf } from './helpers/rejection.js';
+import { sharpTinyModel } from './helpers/sharp-model.js';
+
+const gpu = await webgpuOrSkip();
+const backends: [string, Backend | null][] = [['cpu', cpu], ['webgpu', gpu]];
+const prompt = (length: number, seed: number, stream: number): number[] => Array.from(randomInts(length, seed, stream, 50000));
+const summary = (r: GenerateResult) => ({ ids: r.ids, text: r.text, promptTokens: r.promptTokens, newTokens: r.newTokens, stopReason: r.stopReason });
+
+describe.each(backends)('%s', (_name, backend) => {
+  it.runIf(backend !== null)('one decode step over rows at different positions equals each row decoded alone', async () => {
+    const seed = freshSeed();
+    const model = sharpTinyModel(backend!, seed % 1000);
+    const lengths = [1, 7, 30];
+    const shared = lengths.map(() => new KVCache(model.config, 1, backend!));
+    const alone = lengths.map(() => new KVCache(model.config, 1, backend!));
+    const next = prompt(lengths.length, seed, 99);
+    const expected: Float32Array[] = [];
+    for (const [i, length] of lengths.entries()) {
+      const ids = tensor(Int32Array.from(prompt(length, seed, i)), [1, length], { backend: backend! });
+      for (const cache of [shared[i], alone[i]]) await noGrad(() => model.forward(ids, { cache, lastOnly: true })).toFloat32();
+      const one = tensor(Int32Array.of(next[i]), [1, 1], { backend: backend! });
+      expected.push(await noGrad(() => model.forward(one, { cache: alone[i], lastOnly: true })).toFloat32());
+    }
+    const batch = tensor(Int32Array.from(next), [lengths.length, 1], { backend: backend! });
+    const rows = await noGrad(() => model.forward(batch, { rowCaches: shared, lastOnly: true })).toFloat32();
+    const V = model.config.vocab_size;
+    for (const [i, length] of lengths.entries()) {
+      expect(Array.from(rows.subarray(i * V, (i + 1) * V)), `seed ${seed}, row ${i}`).toEqual(Array.from(expected[i]));
+      expect(shared[i].length).toBe(length + 1);
+    }
+    expect(() => model.forward(batch, { rowCaches: shared.slice(1) })).toThrow(/one batch-1 cache per row/);
+  });
+
+  it.runIf(backend !== null)('requests that join and leave a running batch each equal generate alone, slots reused', async () => {
+    const seed = freshSeed();
+    const model = sharpTinyModel(backend!, seed % 1000);
+    const batcher = new ContinuousBatcher(model, { slots: 3, queue: 10 });
+    const requests: [number[], GenerateOptions][] = [
+      [prompt(5, seed, 0), { maxNewTokens: 20, eosId: null }],
+      [prompt(33, seed, 1), { maxNewTokens: 12, eosId: null }],
+      [prompt(1, seed, 2), { maxNewTokens: 25, eosId: null, temperature: 0.9, topK: 50, seed: 7 }],
+      [prompt(12, seed, 3), { maxNewTokens: 9, eosId: null, repetitionPenalty: 1.3 }],
+      [[], { maxNewTokens: 15, eosId: null, temperature: 1.2, topP: 0.8, seed: 3 }],
+      [prompt(50, seed, 5), { maxNewTokens: 14, eosId: null }],
+    ];
+    const expected: GenerateResult[] = [];
+    for (const [ids, options] of requests) expected.push(await generate(model, ids, options));
+    expect(new Set(expected[0].ids).size, 'a varied output (else the test proves little)').toBeGreaterThan(5);
+
+    const streamed = requests.map(() => '');
+    const results: Promise<GenerateResult>[] = [];
+    let stepsAtSubmit = 0;
+    for (const [i, [ids, options]] of requests.entries()) {
+      results.push(batcher.submit(ids, { ...options, onToken: (event) => (streamed[i] += event.text) }));
+      // Later requests arrive while earlier ones are decoding.
+      if (i === 2) {
+        stepsAtSubmit = batcher.steps;
+        while (batcher.steps < stepsAtSubmit + 4) await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    expect(batcher.activeCount + batcher.waitingCount).toBeGreaterThan(3); // more requests than slots
+    const got = await Promise.all(results);
+    got.forEach((result, i) => {
+      expect(summary(result), `seed ${seed}, request ${i}`).toEqual(summary(expected[i]));
+      expect(streamed[i]).toBe(result.text);
+    });
+    // Batched: fewer steps than the requests' tokens one by one, and more than one row per step on average.
+    const tokens = expected.reduce((n, r) => n + r.newTokens, 0);
+    expect(batcher.rowsServed).toBe(tokens - requests.length); // each request's first token comes from its prefill
+    expect(batcher.steps).toBeLessThan(batcher.rowsServed);
+    await batcher.close();
+    expect(() => batcher.submit([1], {})).toThrow(ClosedError);
+    batcher.dispose();
+  });
+});
+
+describe('cpu', () => {
+  it('an aborted request frees its slot for the next; the queue is bounded; a request must fit the context', async () => {
+    const model = sharpTinyModel(cpu, 11);
+    const batcher = new ContinuousBatcher(model, { slots: 1, queue: 1 });
+    const gone = new AbortController();
+    let seen = 0;
+    const first = batcher.submit(prompt(4, 1, 0), { maxNewTokens: 50, eosId: null, signal: gone.signal, onToken: () => ++seen === 3 && gone.abort() });
+    const second = batcher.submit(prompt(4, 1, 1), { maxNewTokens: 5, eosId: null });
+    expect(() => batcher.submit([1], { maxNewTokens: 1 })).toThrow(QueueFullError);
+    const aborted = await first;
+    expect(aborted.stopReason).toBe('aborted');
+    expect(aborted.ids.length).toBe(3);
+    expect((await second).ids).toEqual((await generate(model, prompt(4, 1, 1), { maxNewTokens: 5, eosId: null })).ids);
+    expect(() => batcher.submit(prompt(60, 1, 2), { maxNewTokens: 5 })).toThrow(/60 prompt tokens \+ 5 new tokens exceed the context of 64/);
+    expect((await rejectionOf((async () => batcher.submit([1], { temperature: -1 }))())).message).toMatch(/temperature/);
+    const failing = batcher.submit([1, 2], { maxNewTokens: 5, onToken: () => { throw new Error('listener broke'); } });
+    const fine = batcher.submit([3, 4], { maxNewTokens: 4, eosId: null });
+    expect((await rejectionOf(failing)).message).toBe('listener broke');
+    expect((await fine).ids.length).toBe(4);
+    await batcher.close();
+    batcher.dispose();
+  });
+});
