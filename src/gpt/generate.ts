@@ -38,15 +38,9 @@
  * Memory: each step runs inside `tidy` under `noGrad`, so its temporaries go back to the buffer pool
  * before the next one; after the first decode step the pool hands out the same buffers every step.
  *
- * Sampling stays on the host: the whole [B, 1, V] row comes back every step. Measured on lavapipe
- * (2 cores; d 256, 4 layers, V 50257, when a cached decode step took ~36 ms, 15.5 of them the head's
- * matmul; it now takes 13.5–18 ms, see bench/kvcache.ts): reading back the 50257-float row (200 KB) takes 0.09 ms, reading one float (all a GPU
- * argmax would return) 0.04 ms, while one reduction over the row (`max`, standing in for an argmax
- * kernel) takes 0.19 ms on the device: a GPU argmax would cost more than the transfer it saves. The
- * other thing a GPU-side choice allows — recording step n + 1 while the device runs step n, with no
- * readback in between — measured 40–41 ms a step against 39–46 ms with a readback every step: the
- * JS thread and llvmpipe's threads share the same two cores, so there is nothing to overlap. (A
- * discrete GPU may differ: a PCIe round trip per token costs tens of µs; not measured, none here.)
+ * Sampling stays on the host: the whole [B, 1, V] row comes back every step. On the adapters measured
+ * so far reading the row back costs less than a device-side argmax would, and the JS thread has no
+ * work to overlap with the device's (docs/kernels.md, "Sampling on the host").
  */
 import { Rng } from '../tensor/rng.js';
 import { tensor } from '../tensor/create.js';

@@ -5,7 +5,7 @@
  *
  * Sizes: B batch, T new tokens, C = n_embd, H = n_head, hs = C / H, V = vocab_size.
  */
-import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.js';
+import { Dropout, Embedding, LayerNorm, Linear, Projection } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
@@ -128,7 +128,7 @@ export class GPT2 extends Module {
   wpe: Embedding;
   h: Block[];
   ln_f: LayerNorm;
-  lm_head: Embedding | null;
+  lm_head: Projection | null;
   private readonly dropout: Dropout;
 
   constructor(readonly config: GPT2Config, readonly backend: Backend, options: ModelOptions = {}) {
@@ -139,7 +139,7 @@ export class GPT2 extends Module {
     this.h = Array.from({ length: config.n_layer }, () => new Block(config, backend, this.dropout));
     this.ln_f = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
     // An untied head is stored [V, C] like wte (the checkpoint's layout) and has no bias.
-    this.lm_head = options.untiedHead ? new Embedding(config.vocab_size, config.n_embd, backend) : null;
+    this.lm_head = options.untiedHead ? new Projection(config.n_embd, config.vocab_size, backend) : null;
   }
 
   /** ids: i32 [B, T] → logits [B, T, V] (or [B, 1, V] with lastOnly). */
@@ -152,8 +152,8 @@ export class GPT2 extends Module {
    * positions whose targets count alone, since at V = 50257 it is most of a small model's work.
    */
   head(x: Tensor): Tensor {
-    const head = this.lm_head ?? this.wte;
-    return matmul(x, head.weight, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
+    if (this.lm_head !== null) return this.lm_head.forward(x);
+    return matmul(x, this.wte.weight, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
   }
 
   /** ids: i32 [B, T] → final hidden states, after ln_f: [B, T, C] (or [B, 1, C] with lastOnly). */

@@ -2,7 +2,7 @@
 import type { Backend } from '../tensor/backend.js';
 import { full, random } from '../tensor/create.js';
 import { embedding, layerNorm, linear } from '../tensor/fused.js';
-import { div, greater, mul } from '../tensor/ops.js';
+import { div, greater, matmul, mul } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from './module.js';
 
@@ -24,6 +24,20 @@ export class Linear extends Module {
   /** Optionally gelu(x·W + b) and/or + residual, fused into the matmul at inference (see linear()). */
   forward(x: Tensor, epilogue: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
     return linear(x, this.weight, this.bias, epilogue);
+  }
+}
+
+/** y = x·Wᵀ with W stored [out, in] (torch's nn.Linear layout, and the embedding's): an output head. */
+export class Projection extends Module {
+  weight: Tensor;
+
+  constructor(inFeatures: number, outFeatures: number, backend: Backend) {
+    super();
+    this.weight = parameter([outFeatures, inFeatures], 0, backend);
+  }
+
+  forward(x: Tensor): Tensor {
+    return matmul(x, this.weight, { transB: true }); // [..., in] · [out, in]ᵀ → [..., out]
   }
 }
 
