@@ -59,9 +59,10 @@ function parseFlags() {
   });
   benchShapes(values.shapes);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
+  const device: 'webgpu' | 'cpu' = values.device;
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
-  return { shapes: values.shapes, device: values.device as 'webgpu' | 'cpu', runs, full: values.full };
+  return { shapes: values.shapes, device, runs, full: values.full };
 }
 
 const median = (xs: readonly number[]): number => {

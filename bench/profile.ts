@@ -39,16 +39,18 @@ function parseFlags() {
     },
   });
   if (values.step !== 'train' && values.step !== 'decode') throw new Error(`--step must be train or decode, got ${values.step}`);
+  const step: 'train' | 'decode' = values.step;
   benchShapes(values.shapes);
   if (values.step === 'train' && values.shapes !== 'default') throw new Error('--shapes applies to --step decode (the training step is the demo\'s)');
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
-  return { step: values.step as 'train' | 'decode', shapes: values.shapes, repeat };
+  return { step, shapes: values.shapes, repeat };
 }
 
 /** Wraps Gpu.dispatch so that the dispatches made while `recording()` is true are kept (and still run). */
 function recordDispatches(recording: () => boolean): DispatchArgs[] {
   const recorded: DispatchArgs[] = [];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original is kept to be applied to each instance the wrapper runs on
   const dispatch = Gpu.prototype.dispatch;
   Gpu.prototype.dispatch = function (this: Gpu, ...args: DispatchArgs) {
     dispatch.apply(this, args);
@@ -101,12 +103,11 @@ async function main(): Promise<void> {
   const { gpu } = backend as WebGpuBackend;
   console.log(`device: ${gpu.description}`);
   const recorded = step === 'train' ? await recordTrainingStep() : await recordDecodeStep(backend as WebGpuBackend, shapes);
-  const dispatch = Object.getPrototypeOf(gpu).dispatch as Gpu['dispatch'];
   const byLabel = new Map<string, { ms: number; dispatches: number }>();
   for (const args of recorded) {
     await gpu.sync();
     const start = performance.now();
-    for (let r = 0; r < repeat; r++) dispatch.apply(gpu, args);
+    for (let r = 0; r < repeat; r++) gpu.dispatch(...args);
     await gpu.sync();
     const row = byLabel.get(label(args)) ?? { ms: 0, dispatches: 0 };
     row.ms += (performance.now() - start) / repeat;
