@@ -4,7 +4,7 @@
  */
 import type { Backend } from './backend.js';
 import { adamw } from './cpu/adamw.js';
-import { attention, attentionBackward, cachedAttention } from './cpu/attention.js';
+import { attention, attentionBackward, cachedAttention, slotAttention } from './cpu/attention.js';
 import { crossEntropy } from './cpu/cross-entropy.js';
 import { cast, fill, random, unary, binary, where } from './cpu/elementwise.js';
 import { embedding, embeddingBackward } from './cpu/embedding.js';
@@ -52,6 +52,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   attention = attention;
   attentionBackward = attentionBackward;
   cachedAttention = cachedAttention;
+  slotAttention = slotAttention;
   embedding = embedding;
   embeddingBackward = embeddingBackward;
   crossEntropy = crossEntropy;

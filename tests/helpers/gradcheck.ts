@@ -231,6 +231,7 @@ export class Float64Backend implements Backend {
   softmaxBackward = unsupported('softmaxBackward');
   attentionBackward = unsupported('attentionBackward');
   cachedAttention = unsupported('cachedAttention');
+  slotAttention = unsupported('slotAttention');
   embeddingBackward = unsupported('embeddingBackward');
   adamw = unsupported('adamw');
 
