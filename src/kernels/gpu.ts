@@ -67,6 +67,8 @@ export class Gpu {
   readonly maxBindingBytes: number;
   /** Required alignment of a binding's byte offset. */
   readonly bindingAlignment: number;
+  /** Elements one storage may hold: the pool rounds a request up by less than 1/8, within maxBufferSize. */
+  readonly maxStorageSize: number;
   readonly maxWorkgroupsPerDimension: number;
   immediate: boolean;
   private readonly validate: boolean;
@@ -102,6 +104,7 @@ export class Gpu {
     if (this.bindingAlignment % limits.minStorageBufferOffsetAlignment !== 0) {
       throw new Error(`binding alignment ${this.bindingAlignment} B is not a multiple of the adapter's ${limits.minStorageBufferOffsetAlignment} B`);
     }
+    this.maxStorageSize = Math.floor((limits.maxBufferSize * 8) / 9 / 4);
     this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
     this.immediate = options.immediate ?? false;
     this.validate = options.validate ?? false;

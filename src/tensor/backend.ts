@@ -93,6 +93,8 @@ export interface Backend<S extends Storage = Storage> {
   flush(): void;
   /** Resolves when all submitted work has finished (for benchmarks). */
   sync(): Promise<void>;
+  /** Elements one storage may hold (one device buffer: WebGPU's maxBufferSize). */
+  readonly maxStorageSize: number;
   /** Elements at which a view may start: kernels bind a view where it begins. */
   readonly viewAlignment: number;
   /**

@@ -31,6 +31,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  readonly maxStorageSize = 2 ** 32 - 1;
   readonly viewAlignment = 1;
   view = view;
   copy = copy;

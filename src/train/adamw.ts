@@ -2,7 +2,8 @@
  * AdamW with PyTorch's semantics (torch.optim.AdamW): decoupled weight decay p -= lr·wd·p, then the
  * Adam update with bias correction. The parameters, their gradients and the two moments each live
  * in one flat buffer of the same layout (FlatParameters), updated in place by one fused kernel over
- * the whole layout, with the clip's factor applied to the gradient on the way.
+ * the whole layout (per block of it, past one device buffer), with the clip's factor applied to the
+ * gradient on the way.
  */
 import type { Module } from '../nn/module.js';
 import { adamwStep } from '../tensor/fused.js';
@@ -33,8 +34,9 @@ export class AdamW {
   readonly flat: FlatParameters;
   /** Each parameter's moments: views of the flat moment buffers, written in place. */
   readonly moments: ReadonlyMap<string, Moments>;
-  private readonly m: Tensor;
-  private readonly v: Tensor;
+  /** The flat moment buffers, one per block of the layout. */
+  private readonly m: Tensor[];
+  private readonly v: Tensor[];
 
   /** Moves the model's parameters into a flat buffer: build it after the weights are loaded. */
   constructor(model: Module, options: AdamWOptions = {}) {
@@ -45,8 +47,8 @@ export class AdamW {
     this.flat = new FlatParameters(model);
     const m = this.flat.zerosLike();
     const v = this.flat.zerosLike();
-    this.m = m.whole;
-    this.v = v.whole;
+    this.m = m.blocks;
+    this.v = v.blocks;
     this.moments = new Map(this.flat.slots.map(({ name }) => [name, { m: m.views.get(name)!, v: v.views.get(name)! }]));
   }
 
@@ -58,8 +60,8 @@ export class AdamW {
     this.step++;
     const hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, step: this.step };
     tidy(() => {
-      for (const { offset, size } of this.flat.gradientRuns()) {
-        const run = (t: Tensor) => t.view(offset, [size]);
+      for (const { block, offset, size } of this.flat.gradientRuns()) {
+        const run = (blocks: readonly Tensor[]) => blocks[block].view(offset, [size]);
         adamwStep(run(this.flat.params), run(this.flat.grads), run(this.m), run(this.v), hyper, gradScale);
       }
     });
@@ -74,8 +76,7 @@ export class AdamW {
       m.dispose();
       v.dispose();
     }
-    this.m.dispose();
-    this.v.dispose();
+    for (const t of [...this.m, ...this.v]) t.dispose();
     this.flat.dispose();
   }
 }

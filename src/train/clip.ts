@@ -23,9 +23,9 @@ const PIECE = 2 ** 24;
 export function clipGradNorm(flat: FlatParameters, maxNorm: number): { norm: Tensor; scale: Tensor } {
   return noGrad(() => {
     let squares: Tensor | null = null;
-    for (const { offset, size } of flat.gradientRuns()) {
+    for (const { block, offset, size } of flat.gradientRuns()) {
       for (let start = 0; start < size; start += PIECE) {
-        const piece = flat.grads.view(offset + start, [Math.min(PIECE, size - start)]);
+        const piece = flat.grads[block].view(offset + start, [Math.min(PIECE, size - start)]);
         const s = sum(mul(piece, piece));
         squares = squares === null ? s : add(squares, s);
       }

@@ -4,12 +4,15 @@
  * with one dispatch per binding window instead of a few per tensor. Any set of trainable tensors fits:
  * whatever `namedParameters()` yields (all of GPT-2, or only an adapter's few matrices).
  *
- * Slots start at the backend's view alignment (kernels bind a view where it begins). The padding
+ * Slots start at the backend's view alignment (kernels bind a view where it begins). A layout larger
+ * than one device buffer (maxStorageSize) is cut into blocks, one buffer each, at slot boundaries:
+ * one dispatch per block then. The padding
  * between them is zero in every buffer of the layout and stays zero under AdamW (0 · decay − lr · 0).
  * backward() writes each gradient into its slot (Tensor.gradTarget); a slot whose tensor got no
  * gradient holds stale values, so the optimizer reads only the runs of slots that did.
  */
 import type { Module } from '../nn/module.js';
+import type { Backend } from '../tensor/backend.js';
 import { zeros } from '../tensor/create.js';
 import { assign } from '../tensor/ops.js';
 import { keep } from '../tensor/scope.js';
@@ -18,28 +21,32 @@ import type { Tensor } from '../tensor/tensor.js';
 export interface FlatSlot {
   name: string;
   shape: readonly number[];
-  /** First element in the flat buffers. */
+  /** Which of the flat buffers holds it. */
+  block: number;
+  /** First element in its block. */
   offset: number;
   /** Elements up to the next slot's start (the tensor's, then padding). */
   extent: number;
 }
 
-/** A stretch [offset, offset + size) of the flat buffers. */
+/** A stretch [offset, offset + size) of one block of the flat buffers. */
 export interface FlatRun {
+  block: number;
   offset: number;
   size: number;
 }
 
 export class FlatParameters {
   readonly slots: readonly FlatSlot[];
-  /** Elements in each flat buffer. */
-  readonly size: number;
-  /** [size]: every parameter's values; the module's parameters are views of it. */
-  readonly params: Tensor;
-  /** [size]: every parameter's gradient, where backward() writes it. */
-  readonly grads: Tensor;
+  /** Elements in each block. */
+  readonly blockSizes: readonly number[];
+  /** Per block, [blockSize]: the parameters' values; the module's parameters are views of them. */
+  readonly params: readonly Tensor[];
+  /** Per block, [blockSize]: the parameters' gradients, where backward() writes them. */
+  readonly grads: readonly Tensor[];
   /** The views the module holds, in slot order. */
   private readonly views: Tensor[];
+  private readonly backend: Backend;
 
   constructor(model: Module) {
     const named = model.namedParameters();
@@ -51,29 +58,36 @@ export class FlatParameters {
     }
     const align = backend.viewAlignment;
     const slots: FlatSlot[] = [];
-    let size = 0;
+    const blockSizes = [0];
     for (const [name, p] of named) {
       const extent = Math.ceil(p.size / align) * align;
-      slots.push({ name, shape: [...p.shape], offset: size, extent });
-      size += extent;
+      if (extent > backend.maxStorageSize) throw new Error(`${name} (${p.size} elements) does not fit one device buffer (${backend.maxStorageSize})`);
+      if (blockSizes.at(-1)! + extent > backend.maxStorageSize) blockSizes.push(0);
+      slots.push({ name, shape: [...p.shape], block: blockSizes.length - 1, offset: blockSizes.at(-1)!, extent });
+      blockSizes[blockSizes.length - 1] += extent;
     }
     this.slots = slots;
-    this.size = size;
-    this.params = keep(zeros([size], { backend }));
-    this.grads = keep(zeros([size], { backend }));
-    this.views = slots.map(({ name, shape, offset }, i) => {
-      const view = this.params.view(offset, shape);
+    this.blockSizes = blockSizes;
+    this.backend = backend;
+    this.params = this.zeroBlocks();
+    this.grads = this.zeroBlocks();
+    this.views = slots.map(({ name, shape, block, offset }, i) => {
+      const view = this.params[block].view(offset, shape);
       assign(view, named[i][1]);
-      view.gradTarget = keep(this.grads.view(offset, shape));
+      view.gradTarget = keep(this.grads[block].view(offset, shape));
       model.replaceParameter(name, view);
       return view;
     });
   }
 
-  /** A zero-filled buffer of this layout (AdamW's moments), and a view of it per slot. */
-  zerosLike(): { whole: Tensor; views: Map<string, Tensor> } {
-    const whole = keep(zeros([this.size], { backend: this.params.backend }));
-    return { whole, views: new Map(this.slots.map((s) => [s.name, keep(whole.view(s.offset, s.shape))])) };
+  /** Zero-filled buffers of this layout (AdamW's moments), and a view of them per slot. */
+  zerosLike(): { blocks: Tensor[]; views: Map<string, Tensor> } {
+    const blocks = this.zeroBlocks();
+    return { blocks, views: new Map(this.slots.map((s) => [s.name, keep(blocks[s.block].view(s.offset, s.shape))])) };
+  }
+
+  private zeroBlocks(): Tensor[] {
+    return this.blockSizes.map((size) => keep(zeros([size], { backend: this.backend })));
   }
 
   /** The module's parameters, in slot order. */
@@ -92,12 +106,12 @@ export class FlatParameters {
   gradientRuns(): FlatRun[] {
     const runs: FlatRun[] = [];
     this.parameters().forEach((p, i) => {
-      const { offset, extent } = this.slots[i];
+      const { block, offset, extent } = this.slots[i];
       if (p.grad === null) return;
       if (p.grad.storage !== p.gradTarget!.storage) assign(p.gradTarget!, p.grad);
       const last = runs.at(-1);
-      if (last !== undefined && last.offset + last.size === offset) last.size += extent;
-      else runs.push({ offset, size: extent });
+      if (last !== undefined && last.block === block && last.offset + last.size === offset) last.size += extent;
+      else runs.push({ block, offset, size: extent });
     });
     return runs;
   }
@@ -112,7 +126,6 @@ export class FlatParameters {
 
   /** Releases this object's hold on the buffers; they live on while the module's views do. */
   dispose(): void {
-    this.params.dispose();
-    this.grads.dispose();
+    for (const t of [...this.params, ...this.grads]) t.dispose();
   }
 }
