@@ -7,10 +7,11 @@
  * factor 1 − lr·wd are computed on the host in float64 and passed as f32 uniforms with lr, β1, β2 and
  * eps: the kernel never raises to a power, and never computes 1 − β2 in f32 (β2 = 0.999 rounds to
  * 0.99900001, so 1 − β2 would be off by 1.3e-5 relative, an error that grows in p step by step).
- * Tensors larger than one binding (GPT-2's wte is 154 MB; a flat buffer of all parameters) are walked
- * in chunks (forEachChunk) of four aligned views. A gradient scale (global-norm clipping) is read from
- * a one-element buffer, so the clip's factor never leaves the device. Each thread takes PER = 8 elements, WG apart: fewer workgroups, which a
- * software rasterizer pays for one by one, while a GPU still gets thousands (docs/kernels.md, adamw).
+ * Tensors larger than one binding (the flat buffer of all parameters, src/train/flat-parameters.ts)
+ * are walked in chunks (forEachChunk) of four aligned views. The clip's factor is read from a
+ * one-element buffer, so it never leaves the device. Each thread takes PER = 8 elements, WG apart:
+ * fewer workgroups, which a software rasterizer pays for one by one, while a GPU still gets
+ * thousands (docs/kernels.md, adamw).
  */
 import type { AdamWHyper } from '../tensor/backend.js';
 import { adamwConstants } from '../tensor/cpu/adamw.js';

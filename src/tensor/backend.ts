@@ -4,7 +4,8 @@
  * in `ops.ts`. Backends see flat storage and the shapes they need, never `Tensor`s or autograd.
  *
  * Conventions: storage is row-major and contiguous; every op returns fresh storage that the caller
- * owns and eventually passes to `release`; shapes are plain arrays; masks and comparison results are
+ * owns and eventually passes to `release` (a `view` shares its base's memory, and only `copy` and
+ * `adamw` write in place); shapes are plain arrays; masks and comparison results are
  * f32 0/1; integer data (token ids, targets) is i32.
  */
 
