@@ -184,11 +184,13 @@ describe('flat parameters past one device buffer', () => {
 });
 
 describe.runIf(gpu !== null)('flat parameters past a binding (WebGPU, 4 KiB bindings)', () => {
-  it('equal the per-tensor path with whole bindings', async () => {
+  it('equal the per-tensor path under the same limits', async () => {
     const seed = freshSeed();
-    // w1 is 37·41·4 = 6068 B, the flat buffers 7424 B: both are bound in windows.
+    // w1 is 37·41·4 = 6068 B, the flat buffers 7424 B: both are bound in windows. The reference
+    // runs under the same limits: the matmuls' own windows change gradients by rounding, which
+    // Adam's m̂/√v̂ magnifies where a gradient is near zero (3e-4 of p against whole bindings).
     const flat = await withBindingLimits(gpu!, 4096, 256, (limited) => flatRun(limited, seed));
-    const reference = await perTensorRun(gpu!, seed);
+    const reference = await withBindingLimits(gpu!, 4096, 256, (limited) => perTensorRun(limited, seed));
     expectSame(flat, reference, seed);
   });
 

@@ -53,11 +53,12 @@ struct Params {
 @group(0) @binding(5) var<uniform> params: Params;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let gradScale = ${scaled ? 'scale[0]' : '1.0'};
   let base = (wid.x + wid.y * nwg.x) * ${WG * PER}u + lid;
   for (var k = 0u; k < ${PER}u; k++) {
     let i = base + k * ${WG}u;
     if (i >= params.count) { break; }
-    let gi = g[i]${scaled ? ' * scale[0]' : ''};
+    let gi = ${scaled ? 'g[i] * gradScale' : 'g[i]'};
     let mi = params.beta1 * m[i] + params.oneMinusBeta1 * gi;
     let vi = params.beta2 * v[i] + params.oneMinusBeta2 * gi * gi;
     m[i] = mi;

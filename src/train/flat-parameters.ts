@@ -124,8 +124,16 @@ export class FlatParameters {
     }
   }
 
-  /** Releases this object's hold on the buffers; they live on while the module's views do. */
+  /**
+   * Releases this object's hold on the buffers and the parameters' on their gradient slots: the
+   * gradient buffers go (unless a gradient is still held), the parameter buffers live on while the
+   * module's views do.
+   */
   dispose(): void {
+    for (const view of this.views) {
+      view.gradTarget?.dispose();
+      view.gradTarget = null;
+    }
     for (const t of [...this.params, ...this.grads]) t.dispose();
   }
 }
