@@ -14,7 +14,7 @@ import { pad, permute, slice } from './cpu/layout.js';
 import { matmul } from './cpu/matmul.js';
 import { reduce } from './cpu/reduce.js';
 import { softmax, softmaxBackward } from './cpu/softmax.js';
-import { CpuStorage } from './cpu/storage.js';
+import { copy, CpuStorage, view } from './cpu/storage.js';
 
 export class CpuBackend implements Backend<CpuStorage> {
   readonly name = 'cpu';
@@ -31,6 +31,10 @@ export class CpuBackend implements Backend<CpuStorage> {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  readonly maxStorageSize = 2 ** 32 - 1;
+  readonly viewAlignment = 1;
+  view = view;
+  copy = copy;
 
   fill = fill;
   random = random;

@@ -187,8 +187,8 @@ export class Trainer {
         const share = noGrad(() => mul(loss, weight));
         total = total === null ? share : noGrad(() => add(total!, share));
       });
-      if (this.config.clip > 0) clipGradNorm(this.model, this.config.clip);
-      this.optimizer.update(lr);
+      const clip = this.config.clip > 0 ? clipGradNorm(this.optimizer.flat, this.config.clip).scale : null;
+      this.optimizer.update(lr, clip);
       this.optimizer.zeroGrad();
       return keep(total!);
     });
