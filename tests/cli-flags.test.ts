@@ -38,3 +38,14 @@ describe('parseFlagTable', () => {
     ]);
   });
 });
+
+describe('README', () => {
+  it('lists the flags of train, generate and eval exactly as --help does', async () => {
+    const { readFileSync } = await import('node:fs');
+    const readme = readFileSync('README.md', 'utf8');
+    const { TRAIN_FLAGS } = await import('../src/cli/train-options.js');
+    const { GENERATE_FLAGS } = await import('../src/cli/generate-options.js');
+    const { EVAL_FLAGS } = await import('../src/cli/eval-options.js');
+    for (const table of [TRAIN_FLAGS, GENERATE_FLAGS, EVAL_FLAGS]) expect(readme).toContain(flagHelp(table));
+  });
+});

@@ -95,6 +95,35 @@ export function parseFlagTable(argv: readonly string[], table: FlagTable): Parse
   return { values, written };
 }
 
+/**
+ * Parses `argv` strictly into the values of parseArgs `options` (no table, so no aliases and no
+ * help text), with the same checks: a flag given twice, negative numbers as values.
+ */
+export function parseFlags<O extends OptionsConfig>(argv: readonly string[], options: O) {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith('--') ? argv[i].slice(2) : null;
+    if (name !== null && options[name]?.type === 'string' && i + 1 < argv.length && NEGATIVE_NUMBER.test(argv[i + 1])) {
+      args.push(`${argv[i]}=${argv[++i]}`);
+    } else {
+      args.push(argv[i]);
+    }
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const seen = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option' || options[token.name]?.multiple) continue;
+    if (seen.has(token.name)) throw new UsageError(`--${token.name} is given twice`);
+    seen.add(token.name);
+  }
+  return parsed.values;
+}
+
 /** The flags' part of `--help`: names, value, then the description and the default, one flag a line. */
 export function flagHelp(table: FlagTable): string {
   const heads = table.map((spec) => {
