@@ -4,7 +4,7 @@
  * validation loss, and `tsx src/eval.ts` on a tiny model folder with a judge: eval.json, the
  * responses file in the course's shape, and perplexity = exp(loss).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Fastify from 'fastify';
@@ -76,7 +76,12 @@ describe('the judge', () => {
     const entries: InstructionEntry[] = [entry, { instruction: 'Add 2 and 3.', input: '', output: '5' }, { instruction: 'Echo', input: 'hi', output: 'hi' }];
     writeFileSync(join(dir, 'data.jsonl'), entries.map((e) => JSON.stringify(e)).join('\n'));
     seen.length = 0;
-    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/eval.ts', '--model', join(dir, 'model'), '--data', join(dir, 'data.jsonl'), '--device', 'cpu', '--judge-url', url, '--judge-model', 'j'], { encoding: 'utf8', timeout: 240_000 });
+    // Spawned, not spawnSync: the judge stub answers from this process's event loop.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/eval.ts', '--model', join(dir, 'model'), '--data', join(dir, 'data.jsonl'), '--device', 'cpu', '--judge-url', url, '--judge-model', 'j']);
+    const run = { status: null as number | null, stdout: '', stderr: '' };
+    child.stdout.on('data', (d) => (run.stdout += d));
+    child.stderr.on('data', (d) => (run.stderr += d));
+    run.status = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/perplexity/);
     const evaluated = JSON.parse(readFileSync(join(dir, 'model', 'eval.json'), 'utf8'));
