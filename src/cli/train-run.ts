@@ -277,7 +277,8 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
         await writeRecords(out, records);
         await writeCurve();
       },
-      shouldStop: () => control.shouldStop() || stoppedEarly,
+      // Early stopping decided at an epoch's end takes effect after the next step (the poll comes between steps).
+      shouldStop: () => stoppedEarly || control.shouldStop(),
     });
     if (resumed) {
       const { position } = resumed.state;

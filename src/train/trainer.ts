@@ -67,7 +67,7 @@ export interface TrainerHooks {
   onValidation?(valLoss: number, position: TrainingPosition): void | Promise<void>;
   /** Called when a checkpoint is due: every saveEvery steps, at each epoch's end, at the end, and when stopped. */
   onCheckpoint?(position: TrainingPosition, records: readonly StepRecord[]): Promise<void>;
-  /** Polled between steps and after each epoch: true stops the run after a checkpoint (Ctrl-C, early stopping). */
+  /** Polled between steps: true stops the run after a checkpoint (Ctrl-C, early stopping). */
   shouldStop?(): boolean;
 }
 
@@ -166,7 +166,6 @@ export class Trainer {
         await this.validate();
         this.position = { step: this.position.step, epoch: epoch + 1, batchInEpoch: 0 };
         await this.hooks.onCheckpoint?.(this.position, this.records);
-        if (this.position.step < this.totalSteps && this.hooks.shouldStop?.()) return { stopped: true };
       }
     }
     if (this.records.at(-1)?.val_loss === undefined) await this.validate();
