@@ -7,7 +7,7 @@ import type { Backend } from '../tensor/backend.js';
 import { getDefaultBackend } from '../tensor/create.js';
 import { isTied, PRESETS, type GPT2Config } from './config.js';
 import { initializeWeights } from './init.js';
-import { GPT2 } from './model.js';
+import { GPT2, type ModelOptions } from './model.js';
 import type { StateDict } from './safetensors.js';
 
 /** The model could not be found or read: a user's mistake, reported without a stack (exit code 2). */
@@ -30,6 +30,8 @@ export interface RandomModelOptions {
   seed?: number;
   /** Default: the backend made by the last createBackend. */
   backend?: Backend;
+  /** Dropout while training (default 0), its masks seeded by `seed`. */
+  dropout?: number;
 }
 
 /**
@@ -38,7 +40,7 @@ export interface RandomModelOptions {
  */
 export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: RandomModelOptions = {}): LoadedModel {
   const config = typeof preset === 'string' ? { ...PRESETS[preset] } : preset;
-  const model = new GPT2(config, options.backend ?? getDefaultBackend());
+  const model = new GPT2(config, options.backend ?? getDefaultBackend(), { dropout: options.dropout, seed: options.seed });
   initializeWeights(model, options.seed ?? 0);
   return { model: model.eval(), config, source: `random init (${typeof preset === 'string' ? preset : 'config'})`, nonFinite: [] };
 }
@@ -50,8 +52,9 @@ export function modelFromStateDict(
   source: string,
   nonFinite: LoadedModel['nonFinite'],
   backend: Backend = getDefaultBackend(),
+  options: Omit<ModelOptions, 'untiedHead'> = {},
 ): LoadedModel {
-  const model = new GPT2(config, backend, { untiedHead: !isTied(config) });
+  const model = new GPT2(config, backend, { ...options, untiedHead: !isTied(config) });
   model.loadStateDict(weights, source);
   return { model: model.eval(), config, source, nonFinite };
 }

@@ -3,7 +3,7 @@
  * holding config.json + model.safetensors (a training run's output folder is one), or a hub repo
  * (`gpt2` … `gpt2-xl`, or owner/name), fetched once into the Hugging Face cache.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ModelLoadError, modelFromStateDict, randomModel, type LoadedModel } from '../gpt/load-model.js';
 import type { Backend } from '../tensor/backend.js';
@@ -15,17 +15,24 @@ import { loadGpt2Weights } from './weights-folder.js';
 export interface LoadModelOptions {
   /** Default: the backend made by the last createBackend, else a new 'auto' one. */
   backend?: Backend;
-  /** Seed of the random init of `tiny` and `demo`. Default 0. */
+  /** Seed of the random init of `tiny` and `demo`, and of the dropout masks. Default 0. */
   seed?: number;
+  /** Dropout while training. Default 0. */
+  dropout?: number;
   /** Called as a hub download's bytes arrive (default: a progress bar on stderr). */
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Where the hub is and its cache (defaults: as Python's huggingface_hub). */
   hub?: Omit<HubOptions, 'onProgress'>;
 }
 
-/** "./run", "../x", "/abs", "~/x", "a/b/c": meant as a folder, never as a hub repo owner/name. */
+/**
+ * "./run", "../x", "/abs", "~/x", "a/b/c", or "runs/x" where a folder runs/ exists here: meant as
+ * a folder, never as a hub repo owner/name.
+ */
 function looksLikePath(spec: string): boolean {
-  return spec.startsWith('.') || spec.startsWith('~') || isAbsolute(spec) || spec.includes('\\') || spec.split('/').length > 2 || spec.endsWith('/');
+  if (spec.startsWith('.') || spec.startsWith('~') || isAbsolute(spec) || spec.includes('\\') || spec.split('/').length > 2 || spec.endsWith('/')) return true;
+  const parent = spec.split('/')[0];
+  return spec.includes('/') && existsSync(parent) && statSync(parent).isDirectory();
 }
 
 /**
@@ -34,7 +41,7 @@ function looksLikePath(spec: string): boolean {
  */
 export function checkModelSpec(spec: string): void {
   if (looksLikePath(spec) && !existsSync(spec)) {
-    throw new ModelLoadError(`--model ${spec}: no such folder (a model folder holds config.json + model.safetensors)`);
+    throw new ModelLoadError(`--model ${spec}: no such model folder (a model folder holds config.json + model.safetensors)`);
   }
   try {
     resolveModelSource(spec);
@@ -59,12 +66,13 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw new ModelLoadError((e as Error).message);
   }
   const backend = options.backend ?? peekDefaultBackend() ?? (await createBackend());
-  if (resolved.kind === 'preset-random') return randomModel(resolved.name, { seed: options.seed, backend });
+  const { seed, dropout } = options;
+  if (resolved.kind === 'preset-random') return randomModel(resolved.name, { seed, dropout, backend });
   let loaded;
   try {
     loaded = await loadGpt2Weights(resolved.folder);
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }
-  return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend);
+  return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, { seed, dropout });
 }
