@@ -76,12 +76,11 @@ describe.each(backends)('%s', (_name, backend) => {
 
     const streamed = requests.map(() => '');
     const results: Promise<GenerateResult>[] = [];
-    let stepsAtSubmit = 0;
     for (const [i, [ids, options]] of requests.entries()) {
       results.push(batcher.submit(ids, { ...options, onToken: (event) => (streamed[i] += event.text) }));
       // Later requests arrive while earlier ones are decoding.
       if (i === 2) {
-        stepsAtSubmit = batcher.steps;
+        const stepsAtSubmit = batcher.steps;
         while (batcher.steps < stepsAtSubmit + 4) await new Promise((resolve) => setTimeout(resolve, 1));
       }
     }

@@ -47,7 +47,7 @@ describe('the judge', () => {
   const seen: { model: string; content: string }[] = [];
   const replies = ['85', 'I would say 40', ' 100.\n', '101'];
   const app = Fastify();
-  app.post('/v1/chat/completions', async (request) => {
+  app.post('/v1/chat/completions', (request) => {
     const body = request.body as { model: string; messages: { content: string }[] };
     seen.push({ model: body.model, content: body.messages[0].content });
     return { choices: [{ index: 0, message: { role: 'assistant', content: replies[(seen.length - 1) % replies.length] } }] };
@@ -84,10 +84,10 @@ describe('the judge', () => {
     run.status = await new Promise<number | null>((resolve) => child.on('close', resolve));
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/perplexity/);
-    const evaluated = JSON.parse(readFileSync(join(dir, 'model', 'eval.json'), 'utf8'));
+    const evaluated = JSON.parse(readFileSync(join(dir, 'model', 'eval.json'), 'utf8')) as { loss: number; perplexity: number; results: { rouge_l: number }[] };
     expect(evaluated).toMatchObject({ complete: true, entries: 3, judge: { model: 'j', scored: 2, non_numeric: 1, mean_score: (85 + 100) / 2 } });
     expect(evaluated.perplexity).toBeCloseTo(Math.exp(evaluated.loss), 9);
-    const responses = JSON.parse(readFileSync(join(dir, 'model', 'instruction-data-with-response.json'), 'utf8'));
+    const responses = JSON.parse(readFileSync(join(dir, 'model', 'instruction-data-with-response.json'), 'utf8')) as (InstructionEntry & { model_response: string })[];
     expect(responses.map((r: InstructionEntry) => r.instruction)).toEqual(entries.map((e) => e.instruction));
     expect(Object.keys(responses[0])).toEqual(['instruction', 'input', 'output', 'model_response']);
     expect(evaluated.results[1].rouge_l).toBe(rougeL(responses[1].model_response, '5'));

@@ -171,7 +171,7 @@ for (const [name, backend] of [['cpu', cpu], ['webgpu', gpu]] as const) {
 
 describe('flat parameters past one device buffer', () => {
   it('are cut into blocks at slot boundaries, with the same numbers', async () => {
-    const small: Backend = Object.create(cpu, { maxStorageSize: { value: 1600 } });
+    const small = Object.create(cpu, { maxStorageSize: { value: 1600 } }) as Backend;
     const model = new Mlp(small, 1);
     const optimizer = new AdamW(model);
     expect(optimizer.flat.slots.map((s) => [s.name, s.block, s.offset])).toEqual([['w1', 0, 0], ['b1', 0, 1517], ['w2', 1, 0], ['b2', 1, 123], ['unused', 1, 126]]);
@@ -195,7 +195,7 @@ describe.runIf(gpu !== null)('flat parameters past a binding (WebGPU, 4 KiB bind
   });
 
   it('lays slots out at the binding alignment', async () => {
-    await withBindingLimits(gpu!, 4096, 256, async (limited) => {
+    await withBindingLimits(gpu!, 4096, 256, (limited) => {
       const model = new Mlp(limited, 1);
       const optimizer = new AdamW(model);
       expect(optimizer.flat.slots.map((s) => [s.name, s.offset])).toEqual([['w1', 0], ['b1', 1536], ['w2', 1600], ['b2', 1728], ['unused', 1792]]);

@@ -75,7 +75,7 @@ describe('--save-steps', () => {
     const dir = await freshDir();
     const out = join(dir, 'run');
     const seen: number[] = [];
-    const state = () => JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8')).position.step as number;
+    const state = () => (JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8')) as { position: { step: number } }).position.step;
     let polls = 0;
     // 24 steps an epoch (about 200 entries in batches of 8): these checkpoints are not the epoch's.
     await train(['--model', 'tiny', '--max-steps', '5', '--save-steps', '2', '--eval-steps', '0', '--device', 'cpu', '--output-dir', out], () => {
@@ -108,7 +108,7 @@ describe('--resume', () => {
     const first = await train(flags(join(dir, 'old')), () => ++polls >= 2);
     expect(first.stopped).toBe(true);
     const stateFile = join(first.out, 'checkpoint', 'state.json');
-    const state = JSON.parse(await readFile(stateFile, 'utf8'));
+    const state = JSON.parse(await readFile(stateFile, 'utf8')) as Record<string, unknown> & { flags: Record<string, unknown> };
     for (const key of ['warmupRatio', 'minLr', 'saveSteps', 'saveLast', 'earlyStoppingPatience', 'loggingSteps', 'dropout']) delete state.flags[key];
     for (const key of ['best', 'evalsWithoutImprovement', 'stoppedEarly']) delete state[key];
     await writeFile(stateFile, JSON.stringify(state));

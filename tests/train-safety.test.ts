@@ -161,7 +161,7 @@ describe('resume', () => {
     const out = join(dir, 'run');
     await tinyRun(dir, out, 2);
     const stateFile = join(out, 'checkpoint', 'state.json');
-    const good = JSON.parse(readFileSync(stateFile, 'utf8'));
+    const good = JSON.parse(readFileSync(stateFile, 'utf8')) as { position: object; flags: object };
     const cases: [unknown, RegExp][] = [
       [{}, /"position" is missing or not an object/],
       [null, /expected a JSON object/],

@@ -22,7 +22,7 @@ export interface ChatSessionOptions {
   raw: boolean;
   conversation: boolean;
   /** Tokens of a text (for fitting the conversation into the context). */
-  countTokens(text: string): number;
+  countTokens: (text: string) => number;
   /** The model's context, and the tokens to leave for a response. */
   contextLength: number;
   responseTokens: number;

@@ -112,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
         if (result.judge_score === null) nonNumeric++;
       } catch (e) {
         if (interrupted) break;
-        throw new Error(`the judge failed: ${(e as Error).message}`);
+        throw new Error(`the judge failed: ${(e as Error).message}`, { cause: e });
       }
     }
     results.push(result);

@@ -64,7 +64,7 @@ try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (e) {
   if (isUserError(e)) {
-    console.error(`error: ${(e as Error).message}`);
+    console.error(`error: ${e.message}`);
     if (e instanceof UsageError) console.error('see: npx tsx src/train.ts --help');
     process.exitCode = 2;
   } else {

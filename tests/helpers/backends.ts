@@ -27,7 +27,7 @@ export async function webgpuOrSkip(): Promise<WebGpuBackend | null> {
  * tensors larger than one binding into windows runs on small tensors.
  */
 export async function withBindingLimits<T>(
-  backend: WebGpuBackend, maxBindingBytes: number, bindingAlignment: number, fn: (limited: WebGpuBackend) => Promise<T>,
+  backend: WebGpuBackend, maxBindingBytes: number, bindingAlignment: number, fn: (limited: WebGpuBackend) => T | Promise<T>,
 ): Promise<T> {
   const { gpu } = backend;
   // The device belongs to `backend`: destroying this Gpu must not release it.
