@@ -8,6 +8,7 @@
  * writing one atomically, is Node's part (src/node/safetensors-file.ts), built on the same pieces.
  * Typed-array views are used as little-endian: true of every platform WebGPU runs on.
  */
+import { widenBfloat16, widenHalf } from '../tensor/half.js';
 
 export interface HostTensor {
   shape: number[];
@@ -90,37 +91,13 @@ function parseHeaderJson(text: string, dataBytes: number, file: string): Entry[]
   return entries;
 }
 
-let halfTable: Float32Array | undefined;
-
-/** All 65536 half-precision values as f32: conversion becomes one lookup per element. */
-function halfToFloatTable(): Float32Array {
-  if (halfTable) return halfTable;
-  halfTable = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >> 10) & 0x1f;
-    const fraction = h & 0x3ff;
-    halfTable[h] =
-      exponent === 0 ? sign * fraction * 2 ** -24
-      : exponent === 31 ? (fraction ? NaN : sign * Infinity)
-      : sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
-  }
-  return halfTable;
-}
-
 /** Bytes per element of an entry's dtype. */
 export const bytesPerElement = (entry: Entry): number => DTYPE_BYTES[entry.dtype];
 
 /** Widens n F16 or BF16 values into out[at…]. */
 export function widenHalves(halves: Uint16Array, n: number, dtype: 'F16' | 'BF16', out: Float32Array, at: number): void {
-  if (dtype === 'F16') {
-    const table = halfToFloatTable();
-    for (let j = 0; j < n; j++) out[at + j] = table[halves[j]];
-  } else {
-    // bfloat16 is the top half of a float32.
-    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-    for (let j = 0; j < n; j++) bits[at + j] = halves[j] << 16;
-  }
+  if (dtype === 'F16') widenHalf(halves.subarray(0, n), out, at);
+  else widenBfloat16(halves.subarray(0, n), out, at);
 }
 
 /**
