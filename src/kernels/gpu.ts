@@ -5,6 +5,7 @@
  * that name the kernel.
  */
 import type { DType, Storage } from '../tensor/backend.js';
+import { widenHalf } from '../tensor/half.js';
 import { isSoftwareAdapter } from './autotune.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import type { AcquiredDevice } from './device.js';
@@ -23,11 +24,15 @@ const MAX_BIND_GROUPS = 4096;
  */
 const sleepCell = typeof SharedArrayBuffer === 'function' && typeof setImmediate === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : null;
 
+/** Bytes an element takes in a buffer: f16 packs two to a u32 word. */
+export const elementBytes = (dtype: DType): number => (dtype === 'f16' ? 2 : 4);
+
 export class GpuStorage implements Storage {
   constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number) {}
 
+  /** Whole 4-byte words: an odd count of f16 values ends in half a word. */
   get byteLength(): number {
-    return this.size * 4;
+    return Math.ceil((this.size * elementBytes(this.dtype)) / 4) * 4;
   }
 }
 
@@ -116,19 +121,22 @@ export class Gpu {
 
   alloc(size: number, dtype: DType = 'f32'): GpuStorage {
     this.throwIfFailed();
-    return new GpuStorage(this.storagePool.acquire(size * 4), dtype, size);
+    return new GpuStorage(this.storagePool.acquire(Math.ceil((size * elementBytes(dtype)) / 4) * 4), dtype, size);
   }
 
   release(storage: GpuStorage): void {
     this.storagePool.release(storage.buffer);
   }
 
-  upload(data: Float32Array | Int32Array): GpuStorage {
+  /** A Uint16Array holds f16 bit patterns (f16 storage). */
+  upload(data: Float32Array | Int32Array | Uint16Array): GpuStorage {
     // queue.writeBuffer runs before any unsubmitted dispatch: flush first, so a pooled buffer that
     // recorded work still reads is not overwritten under it.
     if (this.encoder !== null) this.flush();
-    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : 'f32');
-    if (data.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : data instanceof Uint16Array ? 'f16' : 'f32');
+    // writeBuffer takes whole words: an odd count of halves gets a zero half to finish its last one.
+    const words = data instanceof Uint16Array && data.length % 2 === 1 ? padToWord(data) : data;
+    if (words.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
     return storage;
   }
 
@@ -147,6 +155,7 @@ export class Gpu {
     staging.unmap();
     this.stagingPool.release(staging);
     this.throwIfFailed();
+    if (storage.dtype === 'f16') return widenHalf(new Uint16Array(copy, 0, storage.size));
     return storage.dtype === 'i32' ? new Int32Array(copy) : new Float32Array(copy);
   }
 
@@ -165,8 +174,9 @@ export class Gpu {
 
   /** The whole storage, or `count` elements from `first`, as one binding. */
   view(storage: GpuStorage, first = 0, count = storage.size - first): BufferView {
-    const offset = first * 4;
-    const size = Math.max(4, count * 4);
+    const bytes = elementBytes(storage.dtype);
+    const offset = first * bytes;
+    const size = Math.max(4, Math.ceil((count * bytes) / 4) * 4);
     if (offset % this.bindingAlignment !== 0) {
       throw new Error(`binding offset ${offset} B is not a multiple of the adapter's ${this.bindingAlignment} B alignment`);
     }
@@ -342,6 +352,12 @@ export class Gpu {
   private throwIfFailed(): void {
     if (this.failure) throw this.failure;
   }
+}
+
+function padToWord(halves: Uint16Array): Uint16Array {
+  const out = new Uint16Array(halves.length + 1);
+  out.set(halves);
+  return out;
 }
 
 /** The compiler's messages, each followed by its source line, so a WGSL error reads like a compiler's. */

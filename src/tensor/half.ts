@@ -59,7 +59,7 @@ export function halfBitsToFloat(h: number): number {
 }
 
 /** f16 bit patterns widened to f32 (exact), into `out` from `at` (a new array by default). */
-export function widenHalf(halves: Uint16Array, out = new Float32Array(halves.length), at = 0): Float32Array {
+export function widenHalf(halves: Uint16Array, out: Float32Array = new Float32Array(halves.length), at = 0): Float32Array {
   const table = halfToFloatTable();
   for (let i = 0; i < halves.length; i++) out[at + i] = table[halves[i]];
   return out;
