@@ -3,6 +3,7 @@
  * config. Where the weights come from (a folder, the hub cache, a browser's files) is the runtime's
  * part: src/node/load-model.ts; bytes in memory: model-bytes.ts.
  */
+import type { WeightDType } from '../nn/layers.js';
 import type { Backend } from '../tensor/backend.js';
 import { getDefaultBackend } from '../tensor/create.js';
 import { isTied, PRESETS, type GPT2Config } from './config.js';
@@ -43,15 +44,19 @@ export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: Rando
   return { model: model.eval(), config, source: `random init (${typeof preset === 'string' ? preset : 'config'})`, nonFinite: [] };
 }
 
-/** A model holding `weights` (canonical names, checked against `config`: see state-dict.ts). */
+/**
+ * A model holding `weights` (canonical names, checked against `config`: see state-dict.ts), its
+ * weight matrices stored as `dtype` (see ModelOptions.dtype).
+ */
 export function modelFromStateDict(
   config: GPT2Config,
   weights: StateDict,
   source: string,
   nonFinite: LoadedModel['nonFinite'],
   backend: Backend = getDefaultBackend(),
+  dtype: WeightDType = 'f32',
 ): LoadedModel {
-  const model = new GPT2(config, backend, { untiedHead: !isTied(config) });
+  const model = new GPT2(config, backend, { untiedHead: !isTied(config), dtype });
   model.loadStateDict(weights, source);
   return { model: model.eval(), config, source, nonFinite };
 }

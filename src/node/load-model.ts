@@ -6,6 +6,8 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ModelLoadError, modelFromStateDict, randomModel, type LoadedModel } from '../gpt/load-model.js';
+import { withWeightDType } from '../gpt/model-bytes.js';
+import type { WeightDType } from '../nn/layers.js';
 import type { Backend } from '../tensor/backend.js';
 import { peekDefaultBackend } from '../tensor/create.js';
 import { createBackend } from './backend.js';
@@ -21,6 +23,11 @@ export interface LoadModelOptions {
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Where the hub is and its cache (defaults: as Python's huggingface_hub). */
   hub?: Omit<HubOptions, 'onProgress'>;
+  /**
+   * Storage of the weight matrices: 'f16' halves their memory and the bytes a decoding step reads
+   * (arithmetic stays f32; F16 files stay 16-bit; such a model cannot be fine-tuned). Default 'f32'.
+   */
+  dtype?: WeightDType;
 }
 
 /** "./run", "../x", "/abs", "~/x", "a/b/c": meant as a folder, never as a hub repo owner/name. */
@@ -59,12 +66,12 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw new ModelLoadError((e as Error).message);
   }
   const backend = options.backend ?? peekDefaultBackend() ?? (await createBackend());
-  if (resolved.kind === 'preset-random') return randomModel(resolved.name, { seed: options.seed, backend });
-  let loaded;
+  const dtype = options.dtype ?? 'f32';
   try {
-    loaded = await loadGpt2Weights(resolved.folder);
+    if (resolved.kind === 'preset-random') return await withWeightDType(randomModel(resolved.name, { seed: options.seed, backend }), dtype);
+    const loaded = await loadGpt2Weights(resolved.folder, { keepF16: dtype === 'f16' });
+    return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, dtype);
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }
-  return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend);
 }

@@ -94,6 +94,10 @@ export class Trainer {
     private readonly hooks: TrainerHooks = {},
   ) {
     if (train.length === 0) throw new Error('the training set is empty');
+    const half = model.namedParameters().filter(([, p]) => p.dtype === 'f16');
+    if (half.length > 0) {
+      throw new Error(`this model's weights are stored in f16 (${half.length} tensors, ${half[0][0]} first): full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32'`);
+    }
   }
 
   get batchesPerEpoch(): number {
