@@ -7,7 +7,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { currentVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported } from '../src/kernels/autotune.js';
-import type { GpuStorage } from '../src/kernels/gpu.js';
 import { adapterTraits, matmulPlan, matmulWith } from '../src/kernels/matmul.js';
 import { planMatmul } from '../src/kernels/matmul-plan.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
@@ -131,7 +130,7 @@ describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', ()
     const bias = pr.bias ? g.upload(pr.bias) : null;
     const c = matmulWith(g, MATMUL_VARIANTS[name], a, b, bias, pr.shape, options);
     const out = (await g.read(c)) as Float32Array;
-    for (const x of [a, b, bias, c]) if (x) g.release(x as GpuStorage);
+    for (const x of [a, b, bias, c]) if (x) g.release(x);
     return out;
   }
 

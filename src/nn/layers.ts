@@ -27,7 +27,7 @@ export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
 
-  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' as WeightDType } = {}) {
+  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' }: { bias?: boolean; dtype?: WeightDType } = {}) {
     super();
     this.weight = weight([inFeatures, outFeatures], backend, dtype);
     this.bias = bias ? parameter([outFeatures], 0, backend) : null;
