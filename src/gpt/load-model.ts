@@ -57,6 +57,11 @@ export function modelFromStateDict(
   dtype: WeightDType = 'f32',
 ): LoadedModel {
   const model = new GPT2(config, backend, { untiedHead: !isTied(config), dtype });
-  model.loadStateDict(weights, source);
+  try {
+    model.loadStateDict(weights, source);
+  } catch (e) {
+    model.dispose(); // its zeros: a refused load leaves nothing behind on the device
+    throw e;
+  }
   return { model: model.eval(), config, source, nonFinite };
 }
