@@ -1,15 +1,17 @@
 /**
  * Where a step's device time goes, kernel by kernel. Records the dispatches of one steady-state
- * step — a training step of the demo (`--step train`: src/cli/train-run.ts with the demo's defaults) or
- * a cached decode step (`--step decode`: bench/kvcache.ts's shapes, `--shapes`, at token 300) — then
+ * step — a training step of the demo (`--step train`: src/cli/train-run.ts with the demo's defaults),
+ * a cached decode step (`--step decode`: bench/kvcache.ts's shapes, `--shapes`, at token 300) or a
+ * continuous-batching decode step (`--step serve`: `--rows` sequences of 64, 72, 80, … tokens, each
+ * in its own slot of a KVCachePool, as the server's ContinuousBatcher runs them) — then
  * replays each dispatch on its own, `--repeat` times with the device drained before and after, and
  * sums the times per kernel and configuration. The sum exceeds the step's own time by a drain per
  * dispatch (~0.1 ms on lavapipe), which matters only for the smallest kernels: the table is for
  * ranking, not for the step time itself (bench/train.ts and bench/kvcache.ts measure that).
  *
- *   npx tsx bench/profile.ts [--step train|decode] [--shapes default|gpt2|gpt2-medium] [--repeat 3]
+ *   npx tsx bench/profile.ts [--step train|decode|serve] [--shapes default|gpt2|gpt2-medium] [--rows 16] [--repeat 3]
  *
- * Prints a table and, last, one JSON line: {"bench":"profile","step":…,"dispatches":…,"replayed_ms":…,"rows":[…]}
+ * Prints a table and, last, one JSON line: {"bench":"profile","step":…,"shapes":…,("batch_rows":N with --step serve,)"dispatches":…,"replayed_ms":…,"rows":[…]}
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,8 +21,12 @@ import { printTable } from './harness.js';
 import { benchShapes } from './shapes.js';
 import { generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
+import { KVCachePool } from '../src/gpt/kv-cache-pool.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { Gpu } from '../src/kernels/gpu.js';
+import { tensor } from '../src/tensor/create.js';
+import { noGrad } from '../src/tensor/graph.js';
+import { tidy } from '../src/tensor/scope.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import { parseTrainOptions } from '../src/cli/train-options.js';
@@ -36,19 +42,27 @@ function parseFlags() {
       step: { type: 'string', default: 'train' },
       shapes: { type: 'string', default: 'default' },
       repeat: { type: 'string', default: '3' },
+      rows: { type: 'string' },
     },
   });
-  if (values.step !== 'train' && values.step !== 'decode') throw new Error(`--step must be train or decode, got ${values.step}`);
+  if (values.step !== 'train' && values.step !== 'decode' && values.step !== 'serve') {
+    throw new Error(`--step must be train, decode or serve, got ${values.step}`);
+  }
+  const step: 'train' | 'decode' | 'serve' = values.step;
   benchShapes(values.shapes);
-  if (values.step === 'train' && values.shapes !== 'default') throw new Error('--shapes applies to --step decode (the training step is the demo\'s)');
+  if (values.step === 'train' && values.shapes !== 'default') throw new Error('--shapes applies to --step decode and serve (the training step is the demo\'s)');
+  if (values.step !== 'serve' && values.rows !== undefined) throw new Error('--rows applies to --step serve');
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
-  return { step: values.step as 'train' | 'decode', shapes: values.shapes, repeat };
+  const rows = Number(values.rows ?? '16');
+  if (!Number.isInteger(rows) || rows < 1) throw new Error(`--rows must be a positive integer, got ${values.rows}`);
+  return { step, shapes: values.shapes, repeat, rows };
 }
 
 /** Wraps Gpu.dispatch so that the dispatches made while `recording()` is true are kept (and still run). */
 function recordDispatches(recording: () => boolean): DispatchArgs[] {
   const recorded: DispatchArgs[] = [];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the original is kept to be applied to each instance the wrapper runs on
   const dispatch = Gpu.prototype.dispatch;
   Gpu.prototype.dispatch = function (this: Gpu, ...args: DispatchArgs) {
     dispatch.apply(this, args);
@@ -94,19 +108,46 @@ async function recordDecodeStep(backend: WebGpuBackend, shapes: string): Promise
   return recorded;
 }
 
+/** ContinuousBatcher's decode step: `rows` sequences of 64, 72, 80, … tokens, each prefilled into its own pool slot. */
+async function recordServeStep(backend: WebGpuBackend, shapes: string, rows: number): Promise<DispatchArgs[]> {
+  const config = benchShapes(shapes);
+  const model = new GPT2(config, backend);
+  initializeWeights(model, 0);
+  model.eval();
+  const pool = new KVCachePool(config, rows, backend);
+  const slots = Array.from({ length: rows }, () => pool.acquire());
+  const ids = (values: number[], shape: number[]) => tensor(Int32Array.from(values, (i) => (i * 7919) % 50000), shape, { backend });
+  for (const [i, slot] of slots.entries()) {
+    const length = 64 + 8 * i;
+    const logits = tidy(() => noGrad(() => model.forward(ids(Array.from({ length }, (_, t) => t), [1, length]), { pooled: { pool, slots: [slot] }, lastOnly: true })));
+    await logits.toFloat32();
+    logits.dispose();
+  }
+  let recording = true;
+  const recorded = recordDispatches(() => recording);
+  const logits = tidy(() => noGrad(() => model.forward(ids(slots, [rows, 1]), { pooled: { pool, slots }, lastOnly: true })));
+  recording = false;
+  await logits.toFloat32();
+  logits.dispose();
+  pool.dispose();
+  model.dispose();
+  return recorded;
+}
+
 async function main(): Promise<void> {
-  const { step, shapes, repeat } = parseFlags();
+  const { step, shapes, repeat, rows: batchRows } = parseFlags();
   const backend = await createBackend('webgpu');
   if (backend.name !== 'webgpu') throw new Error('bench/profile.ts profiles WebGPU kernels: no adapter was found');
   const { gpu } = backend as WebGpuBackend;
   console.log(`device: ${gpu.description}`);
-  const recorded = step === 'train' ? await recordTrainingStep() : await recordDecodeStep(backend as WebGpuBackend, shapes);
-  const dispatch = Object.getPrototypeOf(gpu).dispatch as Gpu['dispatch'];
+  const recorded = step === 'train' ? await recordTrainingStep()
+    : step === 'decode' ? await recordDecodeStep(backend as WebGpuBackend, shapes)
+    : await recordServeStep(backend as WebGpuBackend, shapes, batchRows);
   const byLabel = new Map<string, { ms: number; dispatches: number }>();
   for (const args of recorded) {
     await gpu.sync();
     const start = performance.now();
-    for (let r = 0; r < repeat; r++) dispatch.apply(gpu, args);
+    for (let r = 0; r < repeat; r++) gpu.dispatch(...args);
     await gpu.sync();
     const row = byLabel.get(label(args)) ?? { ms: 0, dispatches: 0 };
     row.ms += (performance.now() - start) / repeat;
@@ -115,9 +156,9 @@ async function main(): Promise<void> {
   }
   const rows = [...byLabel].map(([kernel, r]) => ({ kernel, dispatches: r.dispatches, ms: r.ms })).sort((a, b) => b.ms - a.ms);
   const total = rows.reduce((s, r) => s + r.ms, 0);
-  console.log(`one ${step} step: ${recorded.length} dispatches, ${total.toFixed(1)} ms replayed one by one`);
+  console.log(`one ${step} step${step === 'serve' ? ` of ${batchRows} rows` : ''}: ${recorded.length} dispatches, ${total.toFixed(1)} ms replayed one by one`);
   printTable(rows.map((r) => ({ kernel: r.kernel, dispatches: r.dispatches, ms: r.ms.toFixed(2), share: `${((100 * r.ms) / total).toFixed(1)}%` })));
-  console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, shapes: step === 'decode' ? shapes : 'demo', dispatches: recorded.length, replayed_ms: total, rows }));
+  console.log(JSON.stringify({ bench: 'profile', device: gpu.description, step, shapes: step === 'train' ? 'demo' : shapes, ...(step === 'serve' ? { batch_rows: batchRows } : {}), dispatches: recorded.length, replayed_ms: total, rows }));
   releaseBackend();
 }
 

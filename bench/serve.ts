@@ -7,11 +7,11 @@
  * that prompt's text when it ran alone (temperature 0).
  *
  * Reports per N: requests/s, generated tokens/s in total, time to first token and per-token latency
- * (median and p95 over requests), and the device memory in use (buffer pool: live bytes) before and
- * after. Prints a table, then one JSON line:
+ * (median and p95 over requests), the decode step's mean rows (sequences served per batched step), and
+ * the device memory in use (buffer pool: live bytes) before and after. Prints a table, then one JSON line:
  *   {"bench":"serve","device":…,"config":{…},"max_tokens":…,"results":[{"clients":N,"requests":…,
  *    "requests_per_s":…,"tokens_per_s":…,"ttft_ms":{"median":…,"p95":…},"token_ms":{"median":…,"p95":…},
- *    "failed":…,"mismatched":…,"disconnects":…,"malformed":…,"gpu_live_bytes_before":…,"gpu_live_bytes_after":…}]}
+ *    "rows_per_step":…,"failed":…,"mismatched":…,"disconnects":…,"malformed":…,"gpu_live_bytes_before":…,"gpu_live_bytes_after":…}]}
  *
  *   npx tsx bench/serve.ts [--clients 1,4,16,64] [--requests 4] [--max-tokens 32] [--slots 64] [--shapes default] [--device webgpu|cpu]
  */
@@ -157,6 +157,7 @@ async function main(): Promise<void> {
     const results = [];
     for (const clients of flags.clients) {
       const before = liveBytes();
+      const [stepsBefore, rowsBefore] = [batcher.steps, batcher.rowsServed];
       let failed = 0;
       let mismatched = 0;
       let disconnects = 0;
@@ -191,6 +192,7 @@ async function main(): Promise<void> {
         clients, requests: outcomes.length, requests_per_s: outcomes.length / seconds, tokens_per_s: tokens / seconds,
         ttft_ms: { median: quantile(outcomes.map((o) => o.ttftMs), 0.5), p95: quantile(outcomes.map((o) => o.ttftMs), 0.95) },
         token_ms: { median: quantile(tokenMs, 0.5), p95: quantile(tokenMs, 0.95) },
+        rows_per_step: (batcher.rowsServed - rowsBefore) / (batcher.steps - stepsBefore),
         failed, mismatched, disconnects, malformed: malformedOk,
         gpu_live_bytes_before: before, gpu_live_bytes_after: liveBytes(),
       });
@@ -198,6 +200,7 @@ async function main(): Promise<void> {
     printTable(results.map((r) => ({
       clients: r.clients, 'ok requests': r.requests, 'req/s': r.requests_per_s, 'tokens/s': r.tokens_per_s,
       'TTFT ms (med)': r.ttft_ms.median, 'TTFT ms (p95)': r.ttft_ms.p95, 'ms/token (med)': r.token_ms.median, 'ms/token (p95)': r.token_ms.p95,
+      'rows/step': r.rows_per_step,
       failed: r.failed, mismatched: r.mismatched, disconnects: r.disconnects, '400s': r.malformed,
       'MB before': r.gpu_live_bytes_before / 1e6, 'MB after': r.gpu_live_bytes_after / 1e6,
     })));

@@ -46,12 +46,13 @@ function parseFlags() {
   });
   benchShapes(values.shapes);
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
+  const device: 'webgpu' | 'cpu' = values.device;
   const int = (name: 'batch' | 'seq' | 'steps' | 'warmup', min: number) => {
     const x = Number(values[name]);
     if (!Number.isInteger(x) || x < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${values[name]}`);
     return x;
   };
-  return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device: values.device as 'webgpu' | 'cpu' };
+  return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device };
 }
 
 /** The best GFLOP/s over bench/kernels.ts' GPT-2 matmul shapes. */

@@ -3,8 +3,9 @@
  * float64; WebGPU forward, logSumExp and backward against the CPU reference on ragged sizes
  * (T = 1, 7, 33, 129; hs = 64, 24, 13, 1) with outliers; attention through the KV cache (a prefill,
  * then single-token and small multi-token steps, q, k and v read from c_attn's qkv layout, the
- * output written as [B, n, C]) against full causal attention on both backends; tensors larger than
- * one binding.
+ * output written as [B, n, C]) against full causal attention on both backends; slot attention
+ * (continuous batching's decode step: a slot and a position per row in a pooled cache) against the
+ * reference and against each row decoded alone; tensors larger than one binding.
  */
 import { describe, expect, it } from 'vitest';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
@@ -12,7 +13,7 @@ import type { AttentionShape, Backend, Storage } from '../src/tensor/backend.js'
 import { backward } from '../src/tensor/autograd.js';
 import { tensor } from '../src/tensor/create.js';
 import { attendCausal, attendCausalBackward } from '../src/tensor/cpu/attention.js';
-import { attention, cachedAttention } from '../src/tensor/fused.js';
+import { attention, cachedAttention, slotAttention } from '../src/tensor/fused.js';
 import { noGrad } from '../src/tensor/graph.js';
 import { mul, sum } from '../src/tensor/ops.js';
 import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
@@ -250,30 +251,33 @@ describe('attention through the KV cache equals full causal attention', () => {
   // whichever is larger), so the caches, qkv and outputs of batches of several sequences are split
   // into windows at offsets aligned to 256 B (cache rows of 3·81·24 and 2·40·13 floats: unaligned).
   const backends: [string, Backend | null, boolean][] = [['cpu', cpu, false], ['webgpu', gpu, false], ['webgpu, binding windows', gpu, true]];
-  // [B, H, hs, maxLen, prefill, then steps of these many tokens]
-  const cases: [number, number, number, number, number, number[]][] = [
-    [2, 3, 24, 81, 7, [1, 1, 1, 3, 1, 5, 1]], // prefill through the flash kernel (7 > 4 queries)
-    [1, 12, 64, 160, 129, [1, 1, 2, 1]], // past four 32-key decode chunks
-    [3, 2, 13, 40, 1, [1, 1, 4, 1, 6, 1, 1]], // odd head size, a one-token prefill
-    [1, 2, 260, 90, 70, [1, 2, 1]], // a wide head (65 vec4s a row), past two 32-key decode chunks
-    [1, 4, 16, 70, 30, [3, 1, 4]], // decode steps whose new keys straddle a 32-key chunk (30–32, 34–37)
+  // [B, H, hs, maxLen, prefill, then steps of these many tokens, the batch's first slot]: from a slot
+  // above 0, the caches hold one more sequence before and after the batch's (a pool of slots).
+  const cases: [number, number, number, number, number, number[], number][] = [
+    [2, 3, 24, 81, 7, [1, 1, 1, 3, 1, 5, 1], 0], // prefill through the flash kernel (7 > 4 queries)
+    [1, 12, 64, 160, 129, [1, 1, 2, 1], 0], // past four 32-key decode chunks
+    [3, 2, 13, 40, 1, [1, 1, 4, 1, 6, 1, 1], 0], // odd head size, a one-token prefill
+    [1, 2, 260, 90, 70, [1, 2, 1], 0], // a wide head (65 vec4s a row), past two 32-key decode chunks
+    [1, 4, 16, 70, 30, [3, 1, 4], 0], // decode steps whose new keys straddle a 32-key chunk (30–32, 34–37)
+    [2, 3, 24, 81, 7, [1, 3, 1], 1], // a prefill (flash) and steps into slots 1 and 2 of a pool of 4
+    [1, 2, 13, 40, 9, [1, 2, 1], 1], // one sequence into slot 1 of a pool of 3
   ];
   for (const [name, backend, windows] of backends) {
-    for (const [B, H, hs, maxLen, prefill, steps] of cases) {
-      it.runIf(backend !== null && (!windows || B > 1))(`${name}: B=${B} H=${H} hs=${hs}, prefill ${prefill}, steps ${steps}`, async () => {
+    for (const [B, H, hs, maxLen, prefill, steps, slot] of cases) {
+      it.runIf(backend !== null && (!windows || B > 1 || slot > 0))(`${name}: B=${B} H=${H} hs=${hs}, prefill ${prefill}, steps ${steps}, slot ${slot}`, async () => {
         const b = backend!;
         if (windows) {
           const sequence = Math.max(H * maxLen * hs, Math.max(prefill, ...steps) * 3 * H * hs) * 4;
           const limit = Math.ceil((1.5 * sequence) / 256) * 256;
-          await withBindingLimits(b as WebGpuBackend, limit, 256, (limited) => cacheSteps(limited, B, H, hs, maxLen, prefill, steps));
+          await withBindingLimits(b as WebGpuBackend, limit, 256, (limited) => cacheSteps(limited, B, H, hs, maxLen, prefill, steps, slot));
         } else {
-          await cacheSteps(b, B, H, hs, maxLen, prefill, steps);
+          await cacheSteps(b, B, H, hs, maxLen, prefill, steps, slot);
         }
       });
     }
   }
 
-  async function cacheSteps(b: Backend, B: number, H: number, hs: number, maxLen: number, prefill: number, steps: number[]): Promise<void> {
+  async function cacheSteps(b: Backend, B: number, H: number, hs: number, maxLen: number, prefill: number, steps: number[], slot: number): Promise<void> {
     const seed = freshSeed();
     const T = prefill + steps.reduce((a, s) => a + s, 0);
     const C = H * hs;
@@ -300,23 +304,26 @@ describe('attention through the KV cache equals full causal attention', () => {
       }
       return out;
     };
-    // Rows past the written ones hold NaN: reading any of them would poison the output.
-    const garbage = new Float32Array(B * H * maxLen * hs).fill(NaN);
-    const kCache = tensor(garbage, [B, H, maxLen, hs], { backend: b });
-    const vCache = tensor(garbage, [B, H, maxLen, hs], { backend: b });
+    // Rows past the written ones, and other slots, hold NaN: reading any of them would poison the output.
+    const slots = slot === 0 ? B : slot + B + 1;
+    const garbage = new Float32Array(slots * H * maxLen * hs).fill(NaN);
+    const kCache = tensor(garbage, [slots, H, maxLen, hs], { backend: b });
+    const vCache = tensor(garbage, [slots, H, maxLen, hs], { backend: b });
     let position = 0;
     for (const n of [prefill, ...steps]) {
       const qkv = tensor(tokensOf([x.q, x.k, x.v], position, n), [B, n, 3 * C], { backend: b });
-      const out = noGrad(() => cachedAttention(qkv, kCache, vCache, position));
+      const out = noGrad(() => cachedAttention(qkv, kCache, vCache, position, slot));
       expect(out.shape).toEqual([B, n, C]);
       // The CPU's cached and full attention run the same float64 loops; WebGPU holds the f32 bound.
       expectClose(await out.toFloat32(), tokensOf([full], position, n), { seed, floor, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
       position += n;
       for (const t of [qkv, out]) t.dispose();
     }
-    // The caches hold exactly the written rows, NaN after them.
+    // The batch's slots hold exactly the written rows, NaN after them; the other slots only NaN.
     for (const [cache, rows] of [[kCache, x.k], [vCache, x.v]] as const) {
-      const host = await cache.toFloat32();
+      const pooled = await cache.toFloat32();
+      const host = pooled.slice(slot * H * maxLen * hs, (slot + B) * H * maxLen * hs);
+      expect([...pooled.subarray(0, slot * H * maxLen * hs), ...pooled.subarray((slot + B) * H * maxLen * hs)].every(Number.isNaN)).toBe(true);
       const written = Float32Array.from(host.filter((_, i) => Math.floor(i / hs) % maxLen < T));
       expectClose(written, rows, { tolerance: 0 });
       expect(host.filter((_, i) => Math.floor(i / hs) % maxLen >= T).every(Number.isNaN)).toBe(true);
@@ -325,13 +332,106 @@ describe('attention through the KV cache equals full causal attention', () => {
     vCache.dispose();
   }
 
-  it('cachedAttention refuses a graph, a full cache, a negative position and a wrong qkv', () => {
+  it('cachedAttention refuses a graph, a full cache, a negative position, a slot past the caches and a wrong qkv', () => {
     const qkv = tensor(new Float32Array(12), [1, 1, 12], { backend: cpu, requiresGrad: true });
     const cache = tensor(new Float32Array(8), [1, 1, 2, 4], { backend: cpu });
     expect(() => cachedAttention(qkv, cache, cache, 0)).toThrow(/inside noGrad/);
     expect(() => noGrad(() => cachedAttention(qkv, cache, cache, 2))).toThrow(/cache of 2 positions cannot take 1 more at position 2/);
     expect(() => noGrad(() => cachedAttention(qkv, cache, cache, -1))).toThrow('cache position must be a non-negative integer, got -1');
+    expect(() => noGrad(() => cachedAttention(qkv, cache, cache, 0, 1))).toThrow('cachedAttention: 1 sequences from slot 1 do not fit caches of 1');
     expect(() => noGrad(() => cachedAttention(tensor(new Float32Array(8), [1, 1, 8], { backend: cpu }), cache, cache, 0))).toThrow(/cachedAttention qkv must have shape \[1,1,12\], got \[1,1,8\]/);
+  });
+});
+
+describe('slot attention: rows at their own positions in a pooled cache', () => {
+  // Each row of a decode step writes its key and value into its own slot of caches [S, H, maxLen, hs]
+  // at its own position and attends to that slot's prefix. Every cache row no call should read is NaN
+  // (unused slots, rows past a prefix), so reading a wrong slot or row poisons the output. The third
+  // backend lowers the binding limit to 1.5 slots of cache, so each slot gets a window (offsets aligned
+  // to 256 B; slots of 3·81·24 and 2·70·13 floats are not).
+  const backends: [string, Backend | null, boolean][] = [['cpu', cpu, false], ['webgpu', gpu, false], ['webgpu, binding windows', gpu, true]];
+  // [S, H, hs, maxLen, each row's slot, each row's position]: positions straddle the 32-key chunks
+  // (31, 32, 33, 63, 64) and include empty and one-row prefixes (0, 1).
+  const cases: [number, number, number, number, number[], number[]][] = [
+    [6, 3, 24, 81, [4, 0, 5, 2, 1, 3], [0, 1, 31, 32, 33, 80]],
+    [5, 2, 13, 70, [3, 1], [63, 64]], // odd head size (no vec4 path), fewer rows than slots
+    [4, 4, 64, 160, [2, 0, 3], [129, 5, 96]], // past four chunks beside a short row
+    [3, 1, 260, 40, [2, 1], [0, 31]], // a wide head (65 vec4s a row)
+  ];
+  for (const [name, backend, windows] of backends) {
+    for (const [S, H, hs, maxLen, slots, positions] of cases) {
+      it.runIf(backend !== null)(`${name}: S=${S} H=${H} hs=${hs}, slots ${slots}, positions ${positions}`, async () => {
+        const b = backend!;
+        if (windows) {
+          const limit = Math.ceil((1.5 * H * maxLen * hs * 4) / 256) * 256;
+          await withBindingLimits(b as WebGpuBackend, limit, 256, (limited) => slotStep(limited, S, H, hs, maxLen, slots, positions));
+        } else {
+          await slotStep(b, S, H, hs, maxLen, slots, positions);
+        }
+      });
+    }
+  }
+
+  async function slotStep(b: Backend, S: number, H: number, hs: number, maxLen: number, slots: number[], positions: number[]): Promise<void> {
+    const seed = freshSeed();
+    const B = slots.length;
+    const C = H * hs;
+    const spread = Math.sqrt(3) / Math.pow(hs, 0.25);
+    const qkv = new Float32Array(B * 3 * C);
+    const cacheBefore = [new Float32Array(S * H * maxLen * hs).fill(NaN), new Float32Array(S * H * maxLen * hs).fill(NaN)];
+    const cacheAfter = cacheBefore.map((c) => c.slice());
+    const expected = new Float32Array(B * C);
+    const at = (slot: number, h: number, row: number) => ((slot * H + h) * maxLen + row) * hs;
+    for (let r = 0; r < B; r++) {
+      const [slot, position] = [slots[r], positions[r]];
+      const q = randomArray(C, seed, 10 * r, -spread, spread);
+      // [H, position + 1, hs]: the prefix already in the cache, then this step's key or value.
+      const k = randomArray(H * (position + 1) * hs, seed, 10 * r + 1, -spread, spread);
+      const v = randomArray(H * (position + 1) * hs, seed, 10 * r + 2, -1, 1);
+      qkv.set(q, r * 3 * C);
+      for (let h = 0; h < H; h++) {
+        [k, v].forEach((kv, part) => {
+          const rows = kv.subarray(h * (position + 1) * hs, (h + 1) * (position + 1) * hs);
+          cacheBefore[part].set(rows.subarray(0, position * hs), at(slot, h, 0));
+          cacheAfter[part].set(rows, at(slot, h, 0));
+          qkv.set(rows.subarray(position * hs), r * 3 * C + (part + 1) * C + h * hs);
+        });
+      }
+      attendCausal(q, k, v, { pairs: H, qLen: 1, qPos: position, kvStride: position + 1, headSize: hs }, expected.subarray(r * C, (r + 1) * C), null);
+    }
+    const [kCache, vCache] = cacheBefore.map((c) => tensor(c, [S, H, maxLen, hs], { backend: b }));
+    const ids = (xs: number[]) => tensor(Int32Array.from(xs), [B], { backend: b });
+    const qkvT = tensor(qkv, [B, 1, 3 * C], { backend: b });
+    const out = noGrad(() => slotAttention(qkvT, kCache, vCache, ids(slots), ids(positions), Math.max(...positions) + 1));
+    expect(out.shape).toEqual([B, 1, C]);
+    const actual = await out.toFloat32();
+    const floor = 1e-3 * expected.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    expectClose(actual, expected, { seed, floor, tolerance: b.name === 'cpu' ? 1e-6 : 1e-4 });
+    // Each slot gained exactly its row's key and value; nothing else was written.
+    for (const [cache, want] of [[kCache, cacheAfter[0]], [vCache, cacheAfter[1]]] as const) {
+      const host = await cache.toFloat32();
+      expect(host.every((x, i) => (Number.isNaN(want[i]) ? Number.isNaN(x) : x === want[i])), `seed ${seed}`).toBe(true);
+    }
+    // Bit for bit what each row computes decoding alone in a batch-1 cache (continuous batching's promise).
+    for (let r = 0; r < B; r++) {
+      const one = (c: Float32Array) => tensor(c.slice(at(slots[r], 0, 0), at(slots[r] + 1, 0, 0)), [1, H, maxLen, hs], { backend: b });
+      const row = tensor(qkv.slice(r * 3 * C, (r + 1) * 3 * C), [1, 1, 3 * C], { backend: b });
+      const alone = await noGrad(() => cachedAttention(row, one(cacheBefore[0]), one(cacheBefore[1]), positions[r])).toFloat32();
+      expect(Array.from(actual.subarray(r * C, (r + 1) * C)), `seed ${seed}, row ${r}`).toEqual(Array.from(alone));
+    }
+  }
+
+  it('slotAttention refuses a graph, shared or out-of-range slots, wrong ids and a bound past the cache', () => {
+    const cache = tensor(new Float32Array(2 * 4 * 4), [2, 1, 4, 4], { backend: cpu });
+    const qkv = (requiresGrad = false) => tensor(new Float32Array(2 * 12), [2, 1, 12], { backend: cpu, requiresGrad });
+    const ids = (...xs: number[]) => tensor(Int32Array.from(xs), [xs.length], { backend: cpu });
+    expect(() => slotAttention(qkv(true), cache, cache, ids(0, 1), ids(0, 0), 1)).toThrow(/inside noGrad/);
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(0), ids(0, 0), 1))).toThrow('slotAttention slots must be 2 i32 values, got i32 [1]');
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(0, 1), tensor(new Float32Array(2), [2], { backend: cpu }), 1))).toThrow(/positions must be 2 i32 values, got f32/);
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(0, 1), ids(0, 0), 5))).toThrow('slotAttention: longest must be an integer in [1, 4], got 5');
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(1, 1), ids(0, 0), 1))).toThrow('slotAttention: rows share a slot (1, 1)');
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(0, 2), ids(0, 0), 1))).toThrow("slotAttention: row 1's slot 2 is outside [0, 2)");
+    expect(() => noGrad(() => slotAttention(qkv(), cache, cache, ids(0, 1), ids(0, 3), 2))).toThrow("slotAttention: row 1's position 3 is outside [0, 2)");
   });
 });
 

@@ -17,7 +17,7 @@ describe('Rng', () => {
   it('continues the exact sequence from a saved state', () => {
     const rng = new Rng(1234);
     for (let i = 0; i < 10; i++) rng.next();
-    const resumed = Rng.fromState(JSON.parse(JSON.stringify(rng.state())));
+    const resumed = Rng.fromState(JSON.parse(JSON.stringify(rng.state())) as number[]);
     expect(Array.from({ length: 20 }, () => resumed.nextU32())).toEqual(Array.from({ length: 20 }, () => rng.nextU32()));
   });
 

@@ -15,7 +15,7 @@ const servedir = mkdtempSync(join(tmpdir(), 'gpt2-webgpu-engine-page-'));
 let browser: Browser | null = null;
 let served: ServedPages;
 
-const DATA = JSON.stringify(JSON.parse(readFileSync('data/instructions.json', 'utf8')).slice(0, 12));
+const DATA = JSON.stringify((JSON.parse(readFileSync('data/instructions.json', 'utf8')) as unknown[]).slice(0, 12));
 const OPTIONS: FineTuneOptions = { epochs: 1, batchSize: 4, learningRate: 1e-3, maxSteps: 3, valFraction: 0, seed: 7 };
 const PROMPT = 'Below is an instruction that describes a task.';
 const NEW_TOKENS = 12;

@@ -165,7 +165,7 @@ describe('model folders', () => {
     await saveGpt2Weights(folder, untied, weights);
     const raw = await readSafetensors(join(folder, 'model.safetensors'));
     expect(raw.has('lm_head.weight') && raw.has('transformer.wte.weight') && !raw.has('wte.weight')).toBe(true);
-    const json = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8'));
+    const json = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8')) as unknown;
     expect(json).toMatchObject({ model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], tie_word_embeddings: false, n_ctx: P, activation_function: 'gelu_new' });
     expectSameTensors((await loadGpt2Weights(folder)).weights, weights);
   });

@@ -1,13 +1,16 @@
 /**
  * Continuous batching on both backends: requests of different prompt lengths, lengths and sampling
  * settings, arriving while others decode, with fewer slots than requests (so slots are reused),
- * each equal to `generate` alone; the per-row decode step against a row decoded alone; an aborted
- * request frees its slot; the queue bound; requests that do not fit in the context.
+ * each equal to `generate` alone; the pooled decode step (rows in slots of one KVCachePool, each at
+ * its own position) and the prefill into a slot against rows decoded alone, bit for bit; the pool's
+ * slot bookkeeping; an aborted request frees its slot; the queue bound; requests that do not fit in
+ * the context.
  */
 import { describe, expect, it } from 'vitest';
 import { ClosedError, ContinuousBatcher, QueueFullError } from '../src/gpt/continuous-batch.js';
 import { generate, type GenerateOptions, type GenerateResult } from '../src/gpt/generate.js';
 import { KVCache } from '../src/gpt/kv-cache.js';
+import { KVCachePool } from '../src/gpt/kv-cache-pool.js';
 import type { Backend } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
 import { noGrad } from '../src/tensor/graph.js';
@@ -22,28 +25,37 @@ const prompt = (length: number, seed: number, stream: number): number[] => Array
 const summary = (r: GenerateResult) => ({ ids: r.ids, text: r.text, promptTokens: r.promptTokens, newTokens: r.newTokens, stopReason: r.stopReason });
 
 describe.each(backends)('%s', (_name, backend) => {
-  it.runIf(backend !== null)('one decode step over rows at different positions equals each row decoded alone', async () => {
+  it.runIf(backend !== null)('one decode step over rows at different positions in pooled slots equals each row decoded alone', async () => {
     const seed = freshSeed();
     const model = sharpTinyModel(backend!, seed % 1000);
-    const lengths = [1, 7, 30];
-    const shared = lengths.map(() => new KVCache(model.config, 1, backend!));
+    const lengths = [1, 7, 30, 33];
+    const pool = new KVCachePool(model.config, 5, backend!);
+    // Rows in slots out of order, one slot left free between them: [3, 0, 4, 2].
+    const taken = [0, 1, 2, 3, 4].map(() => pool.acquire());
+    pool.release(taken[1]);
+    const slots = [3, 0, 4, 2];
     const alone = lengths.map(() => new KVCache(model.config, 1, backend!));
     const next = prompt(lengths.length, seed, 99);
     const expected: Float32Array[] = [];
     for (const [i, length] of lengths.entries()) {
       const ids = tensor(Int32Array.from(prompt(length, seed, i)), [1, length], { backend: backend! });
-      for (const cache of [shared[i], alone[i]]) await noGrad(() => model.forward(ids, { cache, lastOnly: true })).toFloat32();
+      const prefilled = await noGrad(() => model.forward(ids, { pooled: { pool, slots: [slots[i]] }, lastOnly: true })).toFloat32();
+      const prefilledAlone = await noGrad(() => model.forward(ids, { cache: alone[i], lastOnly: true })).toFloat32();
+      expect(Array.from(prefilled), `seed ${seed}, prefill ${i}`).toEqual(Array.from(prefilledAlone));
       const one = tensor(Int32Array.of(next[i]), [1, 1], { backend: backend! });
       expected.push(await noGrad(() => model.forward(one, { cache: alone[i], lastOnly: true })).toFloat32());
     }
     const batch = tensor(Int32Array.from(next), [lengths.length, 1], { backend: backend! });
-    const rows = await noGrad(() => model.forward(batch, { rowCaches: shared, lastOnly: true })).toFloat32();
+    const rows = await noGrad(() => model.forward(batch, { pooled: { pool, slots }, lastOnly: true })).toFloat32();
     const V = model.config.vocab_size;
     for (const [i, length] of lengths.entries()) {
       expect(Array.from(rows.subarray(i * V, (i + 1) * V)), `seed ${seed}, row ${i}`).toEqual(Array.from(expected[i]));
-      expect(shared[i].length).toBe(length + 1);
+      expect(pool.length(slots[i])).toBe(length + 1);
     }
-    expect(() => model.forward(batch, { rowCaches: shared.slice(1) })).toThrow(/one batch-1 cache per row/);
+    expect(() => model.forward(batch, { pooled: { pool, slots: slots.slice(1) } })).toThrow(/one distinct slot per row/);
+    expect(() => model.forward(batch, { pooled: { pool, slots: [3, 0, 3, 2] } })).toThrow(/one distinct slot per row/);
+    expect(() => model.forward(tensor(Int32Array.of(1, 2), [1, 2], { backend: backend! }), { pooled: { pool, slots: [1] } })).toThrow('slot 1 is not a taken slot of this pool of 5');
+    pool.dispose();
   });
 
   it.runIf(backend !== null)('requests that join and leave a running batch each equal generate alone, slots reused', async () => {
@@ -90,6 +102,25 @@ describe.each(backends)('%s', (_name, backend) => {
 });
 
 describe('cpu', () => {
+  it('a cache pool hands out each slot once, forgets a released slot and refuses overflow', () => {
+    const model = sharpTinyModel(cpu, 3);
+    const pool = new KVCachePool(model.config, 2, cpu, 8);
+    expect(pool.layer(0).k.shape).toEqual([2, model.config.n_head, 8, model.config.n_embd / model.config.n_head]);
+    const [a, b] = [pool.acquire(), pool.acquire()];
+    expect([a, b]).toEqual([0, 1]);
+    expect(() => pool.acquire()).toThrow('all 2 cache slots are taken');
+    pool.advance(b, 5);
+    expect(() => pool.advance(b, 4)).toThrow('cache slot 1 of 8 positions overflows at 9');
+    pool.release(b);
+    expect(() => pool.length(b)).toThrow('slot 1 is not a taken slot of this pool of 2');
+    expect(() => pool.release(b)).toThrow('slot 1 is not a taken slot of this pool of 2');
+    expect(pool.acquire()).toBe(1);
+    expect(pool.length(1)).toBe(0);
+    expect(pool.freeCount).toBe(0);
+    expect(() => new KVCachePool(model.config, 0, cpu)).toThrow('a cache pool needs an integer ≥ 1 of slots, got 0');
+    pool.dispose();
+  });
+
   it('an aborted request frees its slot for the next; the queue is bounded; a request must fit the context', async () => {
     const model = sharpTinyModel(cpu, 11);
     const batcher = new ContinuousBatcher(model, { slots: 1, queue: 1 });

@@ -17,14 +17,54 @@ import { afterAll, describe, expect, it } from 'vitest';
 const scratch = mkdtempSync(join(tmpdir(), 'experiments-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-interface Output {
-  json: Record<string, any>;
+interface Output<Json> {
+  json: Json;
   stdout: string;
 }
 
+/** The fields of each experiment's JSON line that the tests read. */
+interface QuickTrain { steps: number; first_loss: number; last_loss: number; val_loss: number; val_perplexity: number }
+interface Temperature { positions: number; results: { temperature: number; entropy: number; max_prob: number; nll: number }[] }
+interface AttentionScaling { results: { head_dim: number; unscaled: Record<string, number>; scaled: Record<string, number> }[] }
+interface QkvProjections { results: { case: string; self_weight: number; self_is_top: number; symmetric: boolean }[] }
+interface Logits {
+  vocab: number;
+  gap: number;
+  exact_loss: number;
+  from_logits: { loss: number; nonfinite_grads: number; grad_at_target: number };
+  from_probabilities: { loss: string; p_target: number; nonfinite_grads: number };
+  p_target_at_t2: number;
+  exact_log_p_target_at_t2: number;
+}
+interface DataSet {
+  entries: number;
+  tokens: { total: number; prompt: number; template: number; response: number; eos: number };
+  lengths: { shortest: number; median: number; longest: number };
+  targets: { real: number; counted: number; eos_counted: number; mask_prompt: number; notebook: number };
+  padding: { per_batch: number; sorted_batches: number; whole_set: number; full_context: number };
+}
+interface Tokenizer {
+  word_vocab: number;
+  word_vocab_cap: number;
+  samples: { name: string; words: number; bpe_tokens: number; oov_words: number; round_trip: boolean }[];
+  pieces: { count: number };
+  special: { as_text: number[]; as_special: number[] };
+}
+interface KvCache {
+  presets: { name: string; bytes_per_token: number; parameters: number; context_bytes: number }[];
+  work: { ratio: number; positions_cached: number; concat_bytes_copied_medium: number; in_place_bytes_medium: number }[];
+}
+interface Recall { results: { split: string; exact: number; entries: number; answers: { index: number; reference: string; generated: string }[] }[] }
+interface Sampling {
+  max_tokens: number;
+  tail_mass: { temperature_0_7: number; temperature_1: number };
+  results: { setting: string; stop_rate: number; mean_tokens: number; distinct2: number; f1: number }[];
+}
+interface Overfitting { best_val_step: number; recites_training_answer: boolean; records: { step: number; loss: number; val_loss: number }[] }
+
 /** Runs docs/experiments/<name>.ts; resolves with its stdout and its last line parsed as JSON. */
-function experiment(name: string, args: string[] = []): Promise<Output> {
-  const run = new Promise<Output>((resolve, reject) => {
+function experiment<Json>(name: string, args: string[] = []): Promise<Output<Json>> {
+  const run = new Promise<Output<Json>>((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', `docs/experiments/${name}.ts`, ...args], { env: process.env });
     let stdout = '';
     let stderr = '';
@@ -35,7 +75,7 @@ function experiment(name: string, args: string[] = []): Promise<Output> {
       if (code !== 0) return reject(new Error(`${name}.ts exited with ${code}:\n${stderr}\n${stdout}`));
       const last = stdout.trim().split('\n').at(-1) ?? '';
       try {
-        resolve({ json: JSON.parse(last), stdout });
+        resolve({ json: JSON.parse(last) as Json, stdout });
       } catch {
         reject(new Error(`${name}.ts: the last line is not JSON: ${last}\n${stderr}`));
       }
@@ -47,20 +87,20 @@ function experiment(name: string, args: string[] = []): Promise<Output> {
 
 const LN_V = Math.log(50257);
 const quickModel = join(scratch, 'quick');
-const quick = experiment('quick-train', ['--out', quickModel]);
-const temperature = quick.then(() => experiment('temperature', ['--model', quickModel]));
-const sampling = temperature.then(() => experiment('sampling', ['--model', quickModel]), () => experiment('sampling', ['--model', quickModel]));
-const recall = sampling.then(() => experiment('recall', ['--model', quickModel, '--entries', '3']), () => experiment('recall', ['--model', quickModel, '--entries', '3']));
+const quick = experiment<QuickTrain>('quick-train', ['--out', quickModel]);
+const temperature = quick.then(() => experiment<Temperature>('temperature', ['--model', quickModel]));
+const sampling = temperature.then(() => experiment<Sampling>('sampling', ['--model', quickModel]), () => experiment<Sampling>('sampling', ['--model', quickModel]));
+const recall = sampling.then(() => experiment<Recall>('recall', ['--model', quickModel, '--entries', '3']), () => experiment<Recall>('recall', ['--model', quickModel, '--entries', '3']));
 temperature.catch(() => {});
 sampling.catch(() => {});
 recall.catch(() => {});
-const overfitting = experiment('overfitting');
-const attention = experiment('attention-scaling');
-const projections = experiment('qkv-projections');
-const logits = experiment('logits');
-const dataSet = experiment('data-set');
-const tokenizer = experiment('tokenizer');
-const kvCache = experiment('kv-cache');
+const overfitting = experiment<Overfitting>('overfitting');
+const attention = experiment<AttentionScaling>('attention-scaling');
+const projections = experiment<QkvProjections>('qkv-projections');
+const logits = experiment<Logits>('logits');
+const dataSet = experiment<DataSet>('data-set');
+const tokenizer = experiment<Tokenizer>('tokenizer');
+const kvCache = experiment<KvCache>('kv-cache');
 
 describe('docs/experiments', () => {
   it('quick-train: the loss falls from ln V, the held-out loss is measured, the model folder is written', async () => {
@@ -76,7 +116,7 @@ describe('docs/experiments', () => {
 
   it('temperature: entropy rises and the top probability falls with T; T = 1 fits the held-out tokens best', async () => {
     const { json } = await temperature;
-    const [cold, one, hot] = json.results as { temperature: number; entropy: number; max_prob: number; nll: number }[];
+    const [cold, one, hot] = json.results;
     expect([cold.temperature, one.temperature, hot.temperature]).toEqual([0.5, 1, 2]);
     expect(json.positions).toBeGreaterThan(50);
     expect(cold.entropy).toBeLessThan(one.entropy - 1);
@@ -91,7 +131,7 @@ describe('docs/experiments', () => {
 
   it('attention-scaling: q·k/√d keeps unit variance and low saturation; unscaled scores saturate as d grows', async () => {
     const { json } = await attention;
-    const rows = json.results as { head_dim: number; unscaled: Record<string, number>; scaled: Record<string, number> }[];
+    const rows = json.results;
     expect(rows.map((r) => r.head_dim)).toEqual([4, 16, 64, 256, 1024]);
     for (const { head_dim: d, unscaled, scaled } of rows) {
       expect(Math.abs(unscaled.score_std / Math.sqrt(d) - 1)).toBeLessThan(0.2);
@@ -107,7 +147,7 @@ describe('docs/experiments', () => {
 
   it('qkv-projections: with q = k = x each token attends mostly to itself and the scores are symmetric; projections undo both', async () => {
     const { json } = await projections;
-    const [identity, projected] = json.results as { case: string; self_weight: number; self_is_top: number; symmetric: boolean }[];
+    const [identity, projected] = json.results;
     expect(identity.case).toBe('q = k = x');
     expect(identity.self_weight).toBeGreaterThan(0.5);
     expect(identity.self_is_top).toBe(1);
@@ -154,7 +194,7 @@ describe('docs/experiments', () => {
 
   it('tokenizer: BPE round-trips every text with no unknown token; the word vocabulary misses held-out words', async () => {
     const { json } = await tokenizer;
-    const samples = json.samples as { name: string; words: number; bpe_tokens: number; oov_words: number; round_trip: boolean }[];
+    const samples = json.samples;
     expect(json.word_vocab).toBeLessThanOrEqual(json.word_vocab_cap);
     for (const s of samples) {
       expect(s.round_trip, s.name).toBe(true);
@@ -172,13 +212,13 @@ describe('docs/experiments', () => {
 
   it('kv-cache: bytes per token and parameter counts of the presets; the uncached path computes far more positions', async () => {
     const { json } = await kvCache;
-    const byName = Object.fromEntries((json.presets as { name: string }[]).map((p) => [p.name, p])) as Record<string, any>;
+    const byName = Object.fromEntries(json.presets.map((p) => [p.name, p]));
     expect(byName.gpt2.bytes_per_token).toBe(2 * 12 * 768 * 4);
     expect(byName['gpt2-medium'].bytes_per_token).toBe(2 * 24 * 1024 * 4);
     expect(byName.gpt2.parameters).toBe(124_439_808);
     expect(byName['gpt2-medium'].parameters).toBe(354_823_168);
     expect(byName['gpt2-medium'].context_bytes).toBe(1024 * 196_608);
-    const [short, long] = json.work as { ratio: number; positions_cached: number; concat_bytes_copied_medium: number; in_place_bytes_medium: number }[];
+    const [short, long] = json.work;
     expect(short.positions_cached).toBe(64 + 64 - 1);
     expect(short.ratio).toBeGreaterThan(10);
     expect(long.ratio).toBeGreaterThan(short.ratio);
@@ -188,7 +228,7 @@ describe('docs/experiments', () => {
   it('recall: the first entries of each split, their references from the data set, an exact match counted only when the text is equal', async () => {
     const { json } = await recall;
     const data = JSON.parse(readFileSync('data/instructions.json', 'utf8')) as { output: string }[];
-    const results = json.results as { split: string; exact: number; entries: number; answers: { index: number; reference: string; generated: string }[] }[];
+    const results = json.results;
     expect(results.map((r) => [r.split, r.entries])).toEqual([['train', 3], ['validation', 3]]);
     for (const r of results) {
       for (const a of r.answers) expect(a.reference).toBe(data[a.index].output.trim());
@@ -200,7 +240,7 @@ describe('docs/experiments', () => {
   it('sampling: a higher temperature puts more mass past the top 40 and runs longer; the scores are in range', async () => {
     const { json } = await sampling;
     expect(json.tail_mass.temperature_1).toBeGreaterThan(json.tail_mass.temperature_0_7);
-    const results = json.results as { setting: string; stop_rate: number; mean_tokens: number; distinct2: number; f1: number }[];
+    const results = json.results;
     expect(results).toHaveLength(6);
     for (const r of results) {
       for (const v of [r.stop_rate, r.distinct2, r.f1]) expect(v, r.setting).toBeGreaterThanOrEqual(0);
@@ -213,7 +253,7 @@ describe('docs/experiments', () => {
 
   it('overfitting: the training loss goes to ~0 while the held-out loss turns up; the answer recites a training answer', async () => {
     const { json } = await overfitting;
-    const records = json.records as { step: number; loss: number; val_loss: number }[];
+    const records = json.records;
     expect(records).toHaveLength(30);
     const best = records.find((r) => r.step === json.best_val_step)!;
     const last = records.at(-1)!;

@@ -50,7 +50,7 @@ async function startFakeHub(files: Map<string, Buffer>): Promise<FakeHub> {
     }
     if (req.method === 'POST' && url.pathname === `/api/models/${REPO}/paths-info/${COMMIT}`) {
       let body = '';
-      req.on('data', (c) => (body += c)).on('end', () => json(200, (JSON.parse(body).paths as string[]).filter((p) => files.has(p)).map(describeFile)));
+      req.on('data', (c) => (body += c)).on('end', () => json(200, (JSON.parse(body) as { paths: string[] }).paths.filter((p) => files.has(p)).map(describeFile)));
       return;
     }
     const file = url.pathname.match(new RegExp(`^/${REPO}/resolve/(?:main|${COMMIT})/(.+)$`))?.[1];

@@ -69,8 +69,8 @@ async function run(backend: Backend, inp: Inputs, rows: number, dim: number): Pr
   const [x, weight, bias, dy] = [inp.x, inp.weight, inp.bias, inp.dy].map((a) => backend.upload(a));
   const f = backend.layerNorm(x, weight, bias, rows, dim, EPS);
   const ref = cpu.layerNorm(cpu.upload(inp.x), cpu.upload(inp.weight), cpu.upload(inp.bias), rows, dim, EPS);
-  const mean = backend.upload((await cpu.read(ref.mean)) as Float32Array);
-  const rstd = backend.upload((await cpu.read(ref.rstd)) as Float32Array);
+  const mean = backend.upload(await cpu.read(ref.mean));
+  const rstd = backend.upload(await cpu.read(ref.rstd));
   const b = backend.layerNormBackward(dy, x, weight, mean, rstd, rows, dim);
   const out = await readAll(backend, { y: f.y, mean: f.mean, rstd: f.rstd, dx: b.dx, dWeight: b.dWeight, dBias: b.dBias });
   for (const s of [x, weight, bias, dy, mean, rstd]) backend.release(s);

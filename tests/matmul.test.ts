@@ -20,7 +20,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported, type MatmulVariantName,
 } from '../src/kernels/autotune.js';
-import type { GpuStorage } from '../src/kernels/gpu.js';
 import { adapterTraits, matmulPlan, matmulVariant, matmulWith } from '../src/kernels/matmul.js';
 import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits } from '../src/kernels/matmul-plan.js';
@@ -230,7 +229,7 @@ describe.runIf(gpu !== null)('every matmul variant', () => {
     const bias = pr.bias ? g.upload(pr.bias) : null;
     const c = matmulWith(g, MATMUL_VARIANTS[name], a, b, bias, pr.shape, options);
     const out = (await g.read(c)) as Float32Array;
-    for (const x of [a, b, bias, c]) if (x) g.release(x as GpuStorage);
+    for (const x of [a, b, bias, c]) if (x) g.release(x);
     return out;
   }
 
@@ -593,7 +592,7 @@ describe.runIf(gpu !== null)('the matmul tuner', () => {
       expect(candidates).toContain(result.variant);
       expect(Object.keys(result.gflops).sort()).toEqual([...candidates].sort());
       expect(currentVariant(traits)).toBe(result.variant);
-      const record = JSON.parse(readFileSync(file, 'utf8'))[backend.gpu.description];
+      const record = (JSON.parse(readFileSync(file, 'utf8')) as Record<string, { variant: string }>)[backend.gpu.description];
       expect(record.variant).toBe(result.variant);
       // A fresh process (simulated by forgetting) takes the file's choice without measuring.
       forgetVariant(backend.gpu.description);

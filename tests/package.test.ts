@@ -28,8 +28,8 @@ describe('the npm package', () => {
     npm(['run', 'build'], '.', 120_000);
     const [packed] = JSON.parse(npm(['pack', '--json', '--pack-destination', root], '.', 60_000)) as { filename: string; files: { path: string }[] }[];
     const files = packed.files.map((f) => f.path);
-    const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
-    const targets = Object.values(pkg.exports['.'] as Record<string, Record<string, string>>).flatMap((c) => Object.values(c));
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { types: string; exports: Record<string, Record<string, Record<string, string>>> };
+    const targets = Object.values(pkg.exports['.']).flatMap((c) => Object.values(c));
     for (const target of [...targets, pkg.types]) expect(files, `${target} is in the tarball`).toContain(target.replace(/^\.\//, ''));
     expect(files.some((f) => f.startsWith('src/') || f.startsWith('tests/'))).toBe(false);
 

@@ -26,7 +26,7 @@ describe('safetensors F32 round trip', () => {
     const bytes = await readFile(file);
     const headerLength = Number(bytes.readBigUInt64LE(0));
     expect((8 + headerLength) % 8).toBe(0);
-    expect(JSON.parse(bytes.subarray(8, 8 + headerLength).toString()).__metadata__).toEqual({ format: 'pt' });
+    expect((JSON.parse(bytes.subarray(8, 8 + headerLength).toString()) as { __metadata__: unknown }).__metadata__).toEqual({ format: 'pt' });
     expect(await readdir(join(file, '..'))).toEqual(['w.safetensors']);
   });
 

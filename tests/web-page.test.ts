@@ -20,7 +20,7 @@ const downloads = join(work, 'downloads');
 let browser: Browser | null = null;
 let served: ServedPages;
 
-const DATA = JSON.stringify(JSON.parse(readFileSync('data/instructions.json', 'utf8')).slice(0, 24), null, 1);
+const DATA = JSON.stringify((JSON.parse(readFileSync('data/instructions.json', 'utf8')) as unknown[]).slice(0, 24), null, 1);
 const INSTRUCTION = 'How many eggs are in 2 boxes of 12?';
 const NEW_TOKENS = 10;
 
@@ -170,6 +170,7 @@ test('a device lost mid-training shows a message and keeps the last finished ste
   if (browser === null) return context.skip();
   // Keep the page's device where the test can destroy it, as a GPU reset would.
   const { page, errors } = await openPage(browser, served.url, (p) => p.evaluateOnNewDocument(() => {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- the original is kept to be called on the adapter the wrapper runs on
     const requestDevice = GPUAdapter.prototype.requestDevice;
     GPUAdapter.prototype.requestDevice = async function (this: GPUAdapter, descriptor?: GPUDeviceDescriptor) {
       const device = await requestDevice.call(this, descriptor);

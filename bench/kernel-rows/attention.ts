@@ -40,7 +40,7 @@ export async function attentionRows(backend: Backend, copyGbps: number): Promise
   const kCache = backend.random(H * maxLen * hs, 5, 'normal');
   const vCache = backend.random(H * maxLen * hs, 6, 'normal');
   const qkv = backend.random(3 * H * hs, 7, 'normal'); // c_attn's output for one token: q, k, v
-  const cacheShape = { batch: 1, heads: H, newLen: 1, position, maxLen, headSize: hs };
+  const cacheShape = { batch: 1, heads: H, newLen: 1, position, maxLen, headSize: hs, slot: 0 };
   const ms = await medianMs(backend, () => backend.release(backend.cachedAttention(qkv, kCache, vCache, cacheShape)), { warmup: 3, runs: 21 });
   const gbps = (2 * H * (position + 1) * hs * 4) / ms / 1e6;
   rows.push({ op: 'attention_decode', shape: [1, H, position + 1, hs], ms, gbps, fraction_of_copy: gbps / copyGbps });

@@ -66,11 +66,11 @@ export function parseExperimentFlags(extra: ParseArgsConfig['options'] = {}): Ex
       ...extra,
     },
   });
-  const device = values.device as string;
+  const device = values.device;
   if (device !== 'auto' && device !== 'webgpu' && device !== 'cpu') throw new Error(`--device must be auto, webgpu or cpu, got ${device}`);
   const steps = Number(values.steps);
   if (!Number.isInteger(steps) || steps < 0) throw new Error(`--steps must be an integer ≥ 0, got ${values.steps}`);
-  return { model: (values.model as string | undefined) ?? null, device, steps, values };
+  return { model: values.model ?? null, device, steps, values };
 }
 
 export interface DataSplit {

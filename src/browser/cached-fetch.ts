@@ -53,7 +53,7 @@ export async function fetchCached(url: string, onProgress?: ByteProgress): Promi
   try {
     response = await fetch(url);
   } catch (error) {
-    throw new Error(`${url}: the download failed (${(error as Error).message}); check the connection`);
+    throw new Error(`${url}: the download failed (${(error as Error).message}); check the connection`, { cause: error });
   }
   if (!response.ok) {
     const hint = response.status === 404 ? ' (no such file: check the model name)' : response.status === 401 ? ' (a private or gated repo)' : '';

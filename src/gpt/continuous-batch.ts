@@ -1,14 +1,15 @@
 /**
  * Continuous batching: many independent requests decode through one model, one batched step at a
- * time. A request waits in a bounded queue until a cache slot is free, is prefilled on its own
- * ([1, L], its slot's KVCache), and from the next step on feeds one token a step in the shared
- * decode step ([B, 1] with one cache per row, each at its own position: `rowCaches` in
- * GPT2.forward). A request that stops leaves the batch at once and its slot serves the next one; a
- * request whose signal aborts (a client gone) leaves before the next step.
+ * time. A request waits in a bounded queue until a slot of the cache pool (KVCachePool, allocated
+ * up front) is free, is prefilled on its own ([1, L] into its slot), and from the next step on feeds
+ * one token a step in the shared decode step ([B, 1], each row in its own slot at its own position:
+ * `pooled` in GPT2.forward, one slotAttention per layer). A request that stops leaves the batch at
+ * once and its slot serves the next one; a request whose signal aborts (a client gone) leaves before
+ * the next step.
  *
- * Every row computes exactly what the request would compute alone (its prefill is the same call as
- * `generate`'s, its decode rows attend to its own cache), and it draws with Rng(seed, 0) as a single
- * `generate` does: at temperature 0, and seeded, a request's output equals `generate` alone.
+ * Every row computes exactly what the request would compute alone (its prefill runs the same kernels
+ * as `generate`'s, its decode rows attend to its own slot only), and it draws with Rng(seed, 0) as a
+ * single `generate` does: at temperature 0, and seeded, a request's output equals `generate` alone.
  *
  * Unlike `generate`, a request must fit in the context (prompt + maxNewTokens ≤ n_positions): no
  * window restarts, so no slot ever re-prefills and a step never waits on one sequence.
@@ -18,7 +19,7 @@ import { noGrad } from '../tensor/graph.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { advance, checkOptions, nextTurn, sequenceResult, startSequence, type GenerateOptions, type GenerateResult, type Sequence, type TokenEvent } from './generate.js';
-import { KVCache } from './kv-cache.js';
+import { KVCachePool } from './kv-cache-pool.js';
 import type { GPT2 } from './model.js';
 import { sampleToken, type SamplingOptions } from './sampling.js';
 import { EOS_ID } from './tokenizer.js';
@@ -27,7 +28,7 @@ import { EOS_ID } from './tokenizer.js';
 export type BatchRequestOptions = Omit<GenerateOptions, 'useCache' | 'onWarning'>;
 
 export interface ContinuousBatcherOptions {
-  /** Sequences decoding at once (each holds one KVCache of the whole context). Default 8. */
+  /** Sequences decoding at once: the pool holds a cache of the whole context for each, allocated up front. Default 8. */
   slots?: number;
   /** Requests that may wait for a slot; one more is refused with QueueFullError. Default 64. */
   queue?: number;
@@ -52,7 +53,7 @@ interface Job {
   signal?: AbortSignal;
   onToken?: (event: TokenEvent) => void;
   started: number;
-  cache: KVCache | null;
+  slot: number | null;
   resolve: (result: GenerateResult) => void;
   reject: (error: unknown) => void;
 }
@@ -62,7 +63,7 @@ export class ContinuousBatcher {
   readonly queueBound: number;
   private readonly waiting: Job[] = [];
   private readonly active: Job[] = [];
-  private readonly freeCaches: KVCache[] = [];
+  private readonly pool: KVCachePool;
   private loop: Promise<void> | null = null;
   private closed = false;
   /** Decode steps run so far and the rows they served, for /health and the bench. */
@@ -74,6 +75,7 @@ export class ContinuousBatcher {
     if (!(Number.isInteger(queue) && queue >= 0)) throw new RangeError(`queue must be an integer ≥ 0, got ${queue}`);
     this.slots = slots;
     this.queueBound = queue;
+    this.pool = new KVCachePool(model.config, slots, model.backend);
     model.eval();
   }
 
@@ -109,7 +111,7 @@ export class ContinuousBatcher {
         sequence: startSequence(tokens, seed, 0, maxNewTokens === 0 ? 'length' : null),
         sampling: { ...options, temperature: options.temperature ?? 0 },
         maxNewTokens, eosId, stop, signal: options.signal, onToken: options.onToken,
-        started: performance.now(), cache: null, resolve, reject,
+        started: performance.now(), slot: null, resolve, reject,
       });
       this.loop ??= this.run().finally(() => (this.loop = null));
     });
@@ -121,9 +123,9 @@ export class ContinuousBatcher {
     await this.loop;
   }
 
-  /** Frees the cache slots' device memory. Call after close() has resolved. */
+  /** Frees the cache pool's device memory. Call after close() has resolved. */
   dispose(): void {
-    for (const cache of this.freeCaches.splice(0)) cache.dispose();
+    this.pool.dispose();
   }
 
   private async run(): Promise<void> {
@@ -157,12 +159,12 @@ export class ContinuousBatcher {
   /** Prefills a job's prompt into a free slot and draws its first token. */
   private async prefill(job: Job): Promise<void> {
     if (job.sequence.done !== null) return this.settle(job); // maxNewTokens 0
-    job.cache = this.freeCaches.pop() ?? new KVCache(this.model.config, 1, this.model.backend);
+    job.slot = this.pool.acquire();
     this.active.push(job);
     const { tokens } = job.sequence;
-    const cache = job.cache;
+    const pooled = { pool: this.pool, slots: [job.slot] };
     const rows = await readAndDispose(tidy(() =>
-      noGrad(() => this.model.forward(tensor(Int32Array.from(tokens), [1, tokens.length], { backend: this.model.backend }), { cache, lastOnly: true })),
+      noGrad(() => this.model.forward(tensor(Int32Array.from(tokens), [1, tokens.length], { backend: this.model.backend }), { pooled, lastOnly: true })),
     ));
     this.take(job, rows);
   }
@@ -172,9 +174,9 @@ export class ContinuousBatcher {
     const jobs = [...this.active];
     const B = jobs.length;
     const ids = Int32Array.from(jobs, (job) => job.sequence.tokens[job.sequence.tokens.length - 1]);
-    const rowCaches = jobs.map((job) => job.cache!);
+    const pooled = { pool: this.pool, slots: jobs.map((job) => job.slot!) };
     const rows = await readAndDispose(tidy(() =>
-      noGrad(() => this.model.forward(tensor(ids, [B, 1], { backend: this.model.backend }), { rowCaches, lastOnly: true })),
+      noGrad(() => this.model.forward(tensor(ids, [B, 1], { backend: this.model.backend }), { pooled, lastOnly: true })),
     ));
     this.steps++;
     this.rowsServed += B;
@@ -202,10 +204,9 @@ export class ContinuousBatcher {
   }
 
   private settle(job: Job, error?: unknown): void {
-    if (job.cache) {
-      job.cache.reset();
-      this.freeCaches.push(job.cache);
-      job.cache = null;
+    if (job.slot !== null) {
+      this.pool.release(job.slot);
+      job.slot = null;
     }
     if (error !== undefined) job.reject(error);
     else job.resolve(sequenceResult(job.sequence, (performance.now() - job.started) / 1000));

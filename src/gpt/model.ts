@@ -9,11 +9,12 @@ import { Dropout, Embedding, LayerNorm, Linear, Projection, type WeightDType } f
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
-import { attention, cachedAttention } from '../tensor/fused.js';
-import { add, matmul, pad, permute, reshape, slice, split } from '../tensor/ops.js';
+import { attention, cachedAttention, slotAttention } from '../tensor/fused.js';
+import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
 import type { KVCache } from './kv-cache.js';
+import type { KVCachePool } from './kv-cache-pool.js';
 
 export interface ModelOptions {
   /** Keep an output head of its own instead of reusing wte (the notebook's book-style model does). */
@@ -29,8 +30,13 @@ export interface ModelOptions {
   dtype?: WeightDType;
 }
 
-/** A layer's cache: one for the whole batch at one position, or one per row, each at its own position. */
-type LayerCache = { k: Tensor; v: Tensor; position: number } | { rows: { k: Tensor; v: Tensor; position: number }[] };
+/**
+ * A layer's cache: the batch's sequences from `slot` on, all at one position; or one token per row,
+ * each in its own slot at its own position (continuous batching's decode step).
+ */
+type LayerCache =
+  | { k: Tensor; v: Tensor; position: number; slot: number }
+  | { k: Tensor; v: Tensor; slots: Tensor; positions: Tensor; longest: number };
 
 class CausalSelfAttention extends Module {
   c_attn: Linear;
@@ -48,19 +54,12 @@ class CausalSelfAttention extends Module {
     const H = this.config.n_head;
     const hs = C / H;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]: q, k, v, each [H, hs] per token
-    if (cache && 'rows' in cache) {
-      // Each row attends to its own cache at its own position; padding each row's [1, T, C] to
-      // [B, T, C] and summing puts them side by side exactly (every element has one non-zero term).
-      const rows = cache.rows.map(({ k, v, position }, b) =>
-        pad(cachedAttention(slice(qkv, [b, 0, 0], [1, T, 3 * C]), k, v, position), [b, 0, 0], [B, T, C]),
-      );
-      return this.c_proj.forward(rows.reduce((sum, row) => add(sum, row)), { residual });
+    // The cached kernels append k and v to the cache, read q, k, v in place and return [B, T, C]:
+    // no copies while decoding.
+    if (cache && 'slots' in cache) {
+      return this.c_proj.forward(slotAttention(qkv, cache.k, cache.v, cache.slots, cache.positions, cache.longest), { residual });
     }
-    if (cache) {
-      // The cached kernels append k and v to the cache, read q, k, v in place and return [B, T, C]:
-      // no copies while decoding.
-      return this.c_proj.forward(cachedAttention(qkv, cache.k, cache.v, cache.position), { residual });
-    }
+    if (cache) return this.c_proj.forward(cachedAttention(qkv, cache.k, cache.v, cache.position, cache.slot), { residual });
     const heads = permute(reshape(qkv, [B, T, 3, H, hs]), [2, 0, 3, 1, 4]); // [3, B, H, T, hs]
     const [q, k, v] = split(heads, [1, 1, 1], 0).map((t) => reshape(t, [B, H, T, hs]));
     const y = attention(q, k, v); // [B, H, T, hs]
@@ -116,10 +115,12 @@ export interface ForwardOptions {
   /** Attend through (and append to) this cache; positions continue from its length. */
   cache?: KVCache;
   /**
-   * One cache per row, each continuing from its own length: sequences at different positions decode
-   * in one step (continuous batching). Each row computes exactly what it would alone with its cache.
+   * Rows in slots of a pooled cache, row b in slots[b] (distinct), each continuing from its slot's
+   * length: sequences at different positions decode in one step (continuous batching). A call of more
+   * than one token (a prefill) takes one row. Each row computes exactly what it would alone with a
+   * cache of its own.
    */
-  rowCaches?: readonly KVCache[];
+  pooled?: { pool: KVCachePool; slots: readonly number[] };
   /** Compute logits for the last position only ([B, 1, V]): all that sampling needs. */
   lastOnly?: boolean;
 }
@@ -164,26 +165,27 @@ export class GPT2 extends Module {
   }
 
   /** ids: i32 [B, T] → final hidden states, after ln_f: [B, T, C] (or [B, 1, C] with lastOnly). */
-  hidden(ids: Tensor, { cache, rowCaches, lastOnly = false }: ForwardOptions = {}): Tensor {
+  hidden(ids: Tensor, { cache, pooled, lastOnly = false }: ForwardOptions = {}): Tensor {
     const [B, T] = ids.shape;
-    if (rowCaches && (cache || rowCaches.length !== B || rowCaches.some((c) => c.batch !== 1))) {
-      throw new Error(`rowCaches needs one batch-1 cache per row (${B} rows) and no shared cache`);
+    if (pooled && (cache || pooled.slots.length !== B || new Set(pooled.slots).size !== B || (T > 1 && B > 1))) {
+      throw new Error(`pooled needs one distinct slot per row (${B} rows of ${T} tokens; one row for more than one token) and no shared cache`);
     }
-    // Each row's first position: its own cache's length, or the shared cache's.
-    const starts = rowCaches ? rowCaches.map((c) => c.length) : [cache?.length ?? 0];
+    // Each row's first position: its slot's length, or the shared cache's.
+    const starts = pooled ? pooled.slots.map((slot) => pooled.pool.length(slot)) : [cache?.length ?? 0];
     const last = Math.max(...starts) + T - 1;
     if (last >= this.config.n_positions) throw new Error(`position ${last} exceeds the model's context of ${this.config.n_positions}`);
     const positionIds = Int32Array.from({ length: starts.length * T }, (_, i) => starts[Math.floor(i / T)] + (i % T));
-    const positions = tensor(positionIds, rowCaches ? [B, T] : [T], { backend: this.backend });
+    const positions = tensor(positionIds, pooled ? [B, T] : [T], { backend: this.backend });
+    const slots = pooled && T === 1 ? tensor(Int32Array.from(pooled.slots), [B], { backend: this.backend }) : null;
     let x = this.dropout.forward(add(this.wte.forward(ids), this.wpe.forward(positions))); // [B, T, C] + [T, C] or [B, T, C]
-    this.h.forEach((block, layer) => {
-      const layerCache = rowCaches
-        ? { rows: rowCaches.map((c) => ({ ...c.layer(layer), position: c.length })) }
-        : cache && { ...cache.layer(layer), position: starts[0] };
-      x = block.forward(x, layerCache);
-    });
+    const layerCache = (layer: number): LayerCache | undefined => {
+      if (!pooled) return cache && { ...cache.layer(layer), position: starts[0], slot: 0 };
+      const { k, v } = pooled.pool.layer(layer);
+      return slots ? { k, v, slots, positions, longest: last + 1 } : { k, v, position: starts[0], slot: pooled.slots[0] };
+    };
+    this.h.forEach((block, layer) => (x = block.forward(x, layerCache(layer))));
     cache?.advance(T);
-    for (const c of rowCaches ?? []) c.advance(T);
+    if (pooled) for (const slot of pooled.slots) pooled.pool.advance(slot, T);
     if (lastOnly && T > 1) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]); // [B, T, C] → [B, 1, C]
     return this.ln_f.forward(x);
   }

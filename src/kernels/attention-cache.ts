@@ -18,9 +18,14 @@
  * from qkv meanwhile): a separate write pass would be one more dispatch per layer, and a dispatch
  * has a fixed cost however small. Calls with more than DECODE_MAX_QUERIES queries per pair (a
  * prefill) write the cache and take the flash kernel of attention.ts.
+ *
+ * A call may fill sequences [slot, slot + B) of caches that hold more (a pool of slots, continuous
+ * batching's prefill). Continuous batching's decode step (`attention_decode_slots`, slotAttention)
+ * is the decode kernel with a slot and a position per row, read from i32 tensors: sequences at
+ * different positions decode in one dispatch (plus the combine) per layer.
  * Measurements and the variants tried: docs/kernels.md.
  */
-import type { CachedAttentionShape } from '../tensor/backend.js';
+import type { CachedAttentionShape, SlotAttentionShape } from '../tensor/backend.js';
 import { flashForward, loadFn, storeFn } from './attention.js';
 import { forEachUnitWindow } from './binding-windows.js';
 import type { Gpu, GpuStorage } from './gpu.js';
@@ -33,11 +38,6 @@ const CK = 32;
 const DECODE_WG = 16;
 /** Calls with at most this many new queries per pair use split-K decoding. */
 const DECODE_MAX_QUERIES = 4;
-// The cached ops read q, k and v straight from c_attn's output qkv [B, n, 3C] (C = H·hs: for token
-// (b, t), q of head h at (b·n + t)·3C + h·hs, k at + C, v at + 2C) and write the attention output
-// as [B, n, C], the layout c_proj reads: decoding runs no permute or slice copies. Binding windows
-// hold whole sequences (forEachUnitWindow over the batch).
-
 const WRITE_WG = 256;
 
 const writeCacheKernel: Kernel = {
@@ -66,10 +66,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 };
 
 function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
   const C = H * hs;
   const cachePerSequence = H * maxLen * hs;
-  const tensors = [{ storage: qkv, perUnit: n * 3 * C }, { storage: kCache, perUnit: cachePerSequence }, { storage: vCache, perUnit: cachePerSequence }];
+  const tensors = [
+    { storage: qkv, perUnit: n * 3 * C },
+    { storage: kCache, perUnit: cachePerSequence, firstUnit: slot },
+    { storage: vCache, perUnit: cachePerSequence, firstUnit: slot },
+  ];
   forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv]) => {
     // k and v share a layout and a size: their windows have the same offset.
     const elements = count * n * C;
@@ -229,7 +233,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 };
 
 function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
   const C = H * hs;
   const out = gpu.alloc(B * n * C);
   const chunks = Math.ceil((position + n) / CK);
@@ -237,8 +241,8 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
   const params = { d4, vec4: hs % 4 === 0 };
   const tensors = [
     { storage: qkv, perUnit: n * 3 * C },
-    { storage: kCache, perUnit: H * maxLen * hs },
-    { storage: vCache, perUnit: H * maxLen * hs },
+    { storage: kCache, perUnit: H * maxLen * hs, firstUnit: slot },
+    { storage: vCache, perUnit: H * maxLen * hs, firstUnit: slot },
     { storage: out, perUnit: n * C },
   ];
   forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv, wo]) => {
@@ -254,6 +258,121 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
   return out;
 }
 
+const slotDecodeKernel: Kernel<DecodeParams> = {
+  name: 'attention_decode_slots',
+  bindings: ['read', 'read', 'read', 'write', 'write', 'write', 'write'],
+  wgsl: ({ d4, vec4 }) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read> slots: array<u32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(4) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
+@group(0) @binding(6) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
+struct Params {
+  rows: u32,       // (batch row, head) pairs
+  heads: u32,
+  hs: u32,
+  chunks: u32,
+  scale: f32,
+  pairStride: u32, // maxLen * hs
+  firstSlot: u32,  // the cache windows hold slots [firstSlot, firstSlot + slotCount)
+  slotCount: u32,
+  kvOffset: u32,
+}
+@group(0) @binding(7) var<uniform> params: Params;
+const CK = ${CK}u;
+const D4 = ${d4}u;
+${rowAccess('qkv', vec4)}
+${rowAccess('k', vec4)}
+${rowAccess('v', vec4)}
+${rowAccess('k', vec4, true)}
+${rowAccess('v', vec4, true)}
+${flatIndexWgsl(DECODE_WG)}
+@compute @workgroup_size(${DECODE_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
+  let thread = flatIndex(gid, nwg);
+  let row = thread / params.chunks;
+  if (row >= params.rows) { return; }
+  let b = row / params.heads;
+  let sequence = slots[b] - params.firstSlot; // wraps past slotCount below the window
+  if (sequence >= params.slotCount) { return; } // another window's row
+  let chunk = thread % params.chunks;
+  let hs = params.hs;
+  let C = params.heads * hs;
+  let head = row % params.heads;
+  let last = positions[b];
+  let key0 = chunk * CK;
+  let count = select(0u, min(CK, last + 1u - key0), last >= key0);
+  let qRow = b * 3u * C + head * hs;
+  let kvBase = params.kvOffset + (sequence * params.heads + head) * params.pairStride + key0 * hs;
+  // The thread whose chunk holds the row's own position appends its key and value before reading
+  // them back: no other thread of this dispatch reads that cache row (rows have distinct slots).
+  if (last / CK == chunk) {
+    let cacheRow = kvBase + (last - key0) * hs;
+    for (var c = 0u; c < D4; c++) {
+      store_k(cacheRow, c, load_qkv(qRow + C, c));
+      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
+    }
+  }
+  var q: array<vec4f, D4>;
+  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
+  var s: array<f32, CK>;
+  var m = ${LOWEST_FINITE};
+  for (var j = 0u; j < count; j++) {
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
+    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
+    m = max(m, s[j]);
+  }
+  var l = 0.0;
+  var acc: array<vec4f, D4>;
+  for (var j = 0u; j < count; j++) {
+    let p = exp(s[j] - m);
+    l += p;
+    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
+  }
+  stats[thread * 2u] = m;
+  stats[thread * 2u + 1u] = l;
+  for (var c = 0u; c < D4; c++) { partial[thread * D4 + c] = acc[c]; }
+}`,
+};
+
+/**
+ * Continuous batching's decode step (SlotAttentionShape): one query per (row, head), each in its own
+ * cache slot at its own position, split-K over chunks of CK keys up to the longest row's, then the
+ * same combine as `decode`. A row's chunks past its own length score no key and add exact zeros in
+ * the combine, so each row's output equals decoding it alone, bit for bit. Cache windows hold whole
+ * slots: a pool larger than one binding runs the decode kernel once per window, each row's threads
+ * working in its slot's window only; qkv, the output and the partials are bound whole.
+ */
+export function slotAttention(
+  gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, slots: GpuStorage, positions: GpuStorage, shape: SlotAttentionShape,
+): GpuStorage {
+  const { batch: B, heads: H, headSize: hs, slots: S, maxLen, longest } = shape;
+  const rows = B * H;
+  const out = gpu.alloc(rows * hs);
+  const chunks = Math.ceil(longest / CK);
+  const d4 = Math.ceil(hs / 4);
+  const params = { d4, vec4: hs % 4 === 0 };
+  const scale = f32(1 / Math.sqrt(hs));
+  const stats = gpu.alloc(rows * chunks * 2);
+  const partial = gpu.alloc(rows * chunks * d4 * 4);
+  const cache = (storage: GpuStorage) => ({ storage, perUnit: H * maxLen * hs });
+  forEachUnitWindow(gpu, S, [cache(kCache), cache(vCache)], (first, count, [wk, wv]) => {
+    gpu.dispatch(
+      slotDecodeKernel, params, [qkv, slots, positions, wk.view, wv.view, stats, partial],
+      [rows, H, hs, chunks, scale, maxLen * hs, first, count, wk.offset],
+      grid1d(rows * chunks, DECODE_WG, gpu.maxWorkgroupsPerDimension),
+    );
+  });
+  gpu.dispatch(combineKernel, params, [stats, partial, out], [rows, 1, H, 0, maxLen * hs, hs, chunks, scale, 0, 0, 0], grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
+  gpu.release(stats);
+  gpu.release(partial);
+  return out;
+}
+
 /**
  * Appends the keys and values of qkv [B, n, 3C] to the caches at `position`, then attends its
  * queries to the caches' first position + n rows; returns [B, n, C]. Up to DECODE_MAX_QUERIES
@@ -265,11 +384,11 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
 export function cachedAttention(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
   if (shape.newLen <= DECODE_MAX_QUERIES) return decode(gpu, qkv, kCache, vCache, shape);
   writeCache(gpu, kCache, vCache, qkv, shape);
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
   const qTokenMajor = slice(gpu, qkv, [B, n, 3, H, hs], [0, 0, 0, 0, 0], [B, n, 1, H, hs]);
   const q = permute(gpu, qTokenMajor, [B, n, H, hs], [0, 2, 1, 3]); // [B, n, H, hs] → [B, H, n, hs]
   gpu.release(qTokenMajor);
-  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs });
+  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs, kvFirstPair: slot * H });
   gpu.release(q);
   gpu.release(lse);
   const merged = permute(gpu, out, [B, H, n, hs], [0, 2, 1, 3]); // → [B, n, H, hs] = [B, n, C]

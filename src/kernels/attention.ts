@@ -180,18 +180,20 @@ export interface FlashProblem {
   qPos: number;
   kvStride: number;
   headSize: number;
+  /** The pair of k and v that pair 0 of q reads (k and v may hold more pairs: a pooled cache). */
+  kvFirstPair?: number;
 }
 
 export function flashForward(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStorage, p: FlashProblem): { out: GpuStorage; lse: GpuStorage } {
-  const { pairs, qLen, qPos, kvStride, headSize: hs } = p;
+  const { pairs, qLen, qPos, kvStride, headSize: hs, kvFirstPair = 0 } = p;
   const out = gpu.alloc(pairs * qLen * hs);
   const lse = gpu.alloc(pairs * qLen);
   const params = tileParams(hs);
   const qBlocks = Math.ceil(qLen / params.br);
   const tensors = [
     { storage: q, perUnit: qLen * hs },
-    { storage: k, perUnit: kvStride * hs },
-    { storage: v, perUnit: kvStride * hs },
+    { storage: k, perUnit: kvStride * hs, firstUnit: kvFirstPair },
+    { storage: v, perUnit: kvStride * hs, firstUnit: kvFirstPair },
     { storage: out, perUnit: qLen * hs },
     { storage: lse, perUnit: qLen },
   ];

@@ -36,29 +36,31 @@ export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, coun
 
 /**
  * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
- * tensor's window fits one binding (an f16 tensor's elements take 2 bytes). Each tensor holds `perUnit` elements per unit; its window starts at
- * the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
- * With tensors that fit one binding this is a single group of offset 0.
+ * tensor's window fits one binding (an f16 tensor's elements take 2 bytes). Each tensor holds
+ * `perUnit` elements per unit, its units starting at its unit `firstUnit` (default 0: a tensor may
+ * hold more units than the call covers, such as the sequences of a pooled cache); its window starts
+ * at the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
+ * With tensors that fit one binding this is a single group.
  */
 export function forEachUnitWindow(
   gpu: Gpu,
   units: number,
-  tensors: readonly { storage: GpuStorage; perUnit: number }[],
+  tensors: readonly { storage: GpuStorage; perUnit: number; firstUnit?: number }[],
   fn: (first: number, count: number, windows: UnitWindow[]) => void,
 ): void {
   let group = units;
-  for (const { storage, perUnit } of tensors) {
+  for (const { storage, perUnit, firstUnit = 0 } of tensors) {
     const bytes = elementBytes(storage.dtype);
     const alignElements = gpu.bindingAlignment / bytes;
     // Whole words: an f16 window may end in half of one.
     const maxElements = Math.floor(gpu.maxBindingBytes / 4) * (4 / bytes);
-    if (perUnit * units <= maxElements) continue;
+    if (perUnit * units + ((firstUnit * perUnit) % alignElements) <= maxElements) continue;
     group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));
   }
   if (group < 1) throw new Error(`one unit of ${Math.max(...tensors.map((t) => t.perUnit))} elements exceeds this adapter's binding limit (${gpu.maxBindingBytes} B)`);
   for (let first = 0; first < units; first += group) {
     const count = Math.min(group, units - first);
-    const windows = tensors.map(({ storage, perUnit }) => alignedWindow(gpu, storage, first * perUnit, count * perUnit));
+    const windows = tensors.map(({ storage, perUnit, firstUnit = 0 }) => alignedWindow(gpu, storage, (firstUnit + first) * perUnit, count * perUnit));
     fn(first, count, windows);
   }
 }

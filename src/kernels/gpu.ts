@@ -110,7 +110,7 @@ export class Gpu {
     this.stagingPool = new BufferPool(device, usage.MAP_READ | usage.COPY_DST, 'staging');
     device.addEventListener('uncapturederror', (event) => {
       const kernels = this.batchKernels.slice(-8).join(', ') || 'none';
-      this.failure ??= new Error(`WebGPU error (kernels in the failing batch, latest last: ${kernels}): ${(event as GPUUncapturedErrorEvent).error.message}`);
+      this.failure ??= new Error(`WebGPU error (kernels in the failing batch, latest last: ${kernels}): ${event.error.message}`);
     });
     void device.lost.then((info) => {
       if (info.reason !== 'destroyed') this.failure ??= new Error(`WebGPU device lost: ${info.message}`);

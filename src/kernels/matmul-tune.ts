@@ -75,11 +75,11 @@ export async function autotuneMatmul(gpu: Gpu, options: TuneOptions = {}): Promi
   const gflops: Partial<Record<MatmulVariantName, number>> = {};
   for (const [name, ms] of best) {
     gflops[name] = (2 * m * k * n) / (ms * 1e6);
-    log?.(`matmul tune: ${name} ${gflops[name]!.toFixed(2)} GFLOP/s`);
+    log?.(`matmul tune: ${name} ${gflops[name].toFixed(2)} GFLOP/s`);
   }
   const [variant] = [...best].reduce((x, y) => (y[1] < x[1] ? y : x));
   rememberTune(gpu.description, {
-    variant, gflops: gflops as Record<string, number>, shape, version: MATMUL_KERNEL_VERSION, measuredAt: new Date().toISOString(),
+    variant, gflops, shape, version: MATMUL_KERNEL_VERSION, measuredAt: new Date().toISOString(),
   });
   return { variant, gflops, measured: true };
 }

@@ -2,7 +2,7 @@
 import type { Backend } from '../tensor/backend.js';
 import { adamw } from './adamw.js';
 import { attention, attentionBackward } from './attention.js';
-import { cachedAttention } from './attention-cache.js';
+import { cachedAttention, slotAttention } from './attention-cache.js';
 import { crossEntropy } from './cross-entropy.js';
 import { binary, cast, fill, random, unary, where } from './elementwise.js';
 import { embedding, embeddingBackward } from './embedding.js';
@@ -51,6 +51,7 @@ export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
     attention: on(gpu, attention),
     attentionBackward: on(gpu, attentionBackward),
     cachedAttention: on(gpu, cachedAttention),
+    slotAttention: on(gpu, slotAttention),
     embedding: on(gpu, embedding),
     embeddingBackward: on(gpu, embeddingBackward),
     crossEntropy: on(gpu, crossEntropy),

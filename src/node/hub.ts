@@ -106,6 +106,7 @@ export async function fetchHubModel(repo: string, options: HubOptions = {}): Pro
       denied
         ? `${repo}: no such repo on ${hubUrl} (HTTP ${e.statusCode}; a private or gated one needs HF_TOKEN), and no local folder of that name`
         : `${repo}: the hub at ${hubUrl} answered HTTP ${e.statusCode}: ${e.message}`,
+      { cause: e },
     );
   }
   const missing = FILES.filter((f) => !sizes.has(f));
@@ -121,6 +122,7 @@ export async function fetchHubModel(repo: string, options: HubOptions = {}): Pro
       throw new Error(
         `downloading ${file} of ${repo} from ${hubUrl} failed (${reasonOf(e)}); run again to retry ` +
           `(a partial download is never taken for the real file)`,
+        { cause: e },
       );
     }
     const got = (await stat(path)).size;

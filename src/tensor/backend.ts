@@ -60,15 +60,33 @@ export interface AttentionShape {
   headSize: number;
 }
 
-/** Queries for positions [position, position + newLen) against a cache holding position + newLen valid rows. */
+/**
+ * Queries for positions [position, position + newLen) against a cache holding position + newLen valid
+ * rows. The batch's sequences sit in cache sequences [slot, slot + batch) of caches that may hold more.
+ */
 export interface CachedAttentionShape {
   batch: number;
   heads: number;
   newLen: number;
   position: number;
-  /** Rows the cache was allocated for: its shape is [B, H, maxLen, hs]. */
+  /** Rows the cache was allocated for: its shape is [slots, H, maxLen, hs], slots ≥ slot + batch. */
   maxLen: number;
   headSize: number;
+  slot: number;
+}
+
+/**
+ * One new token per row, each row decoding in its own sequence (slot) of pooled caches
+ * [slots, H, maxLen, hs] at its own position.
+ */
+export interface SlotAttentionShape {
+  batch: number;
+  heads: number;
+  headSize: number;
+  slots: number;
+  maxLen: number;
+  /** Keys the longest row attends to: 1 + the largest position (bounds the work per row). */
+  longest: number;
 }
 
 export interface AdamWHyper {
@@ -153,6 +171,12 @@ export interface Backend<S extends Storage = Storage> {
    * [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
    */
   cachedAttention(qkv: S, kCache: S, vCache: S, shape: CachedAttentionShape): S;
+  /**
+   * Continuous batching's decode step: row b of qkv [B, 1, 3C] writes its key and value into cache
+   * sequence slots[b] (i32 [B], distinct) at positions[b] (i32 [B], each < longest), in place, then
+   * attends its query to that sequence's rows 0..positions[b]. Returns [B, 1, C].
+   */
+  slotAttention(qkv: S, kCache: S, vCache: S, slots: S, positions: S, shape: SlotAttentionShape): S;
 
   /** Gathers rows of table [vocab, dim] (f32 or f16) for i32 ids [n]; the rows come out f32. */
   embedding(ids: S, table: S, n: number, vocab: number, dim: number): S;

@@ -4,7 +4,7 @@
  */
 import type { Backend } from './backend.js';
 import { adamw } from './cpu/adamw.js';
-import { attention, attentionBackward, cachedAttention } from './cpu/attention.js';
+import { attention, attentionBackward, cachedAttention, slotAttention } from './cpu/attention.js';
 import { crossEntropy } from './cpu/cross-entropy.js';
 import { cast, fill, random, unary, binary, where } from './cpu/elementwise.js';
 import { embedding, embeddingBackward } from './cpu/embedding.js';
@@ -25,8 +25,8 @@ export class CpuBackend implements Backend<CpuStorage> {
     return new CpuStorage(data.slice());
   }
 
-  async read(x: CpuStorage): Promise<Float32Array | Int32Array> {
-    return x.data instanceof Uint16Array ? widenHalf(x.data) : x.data.slice();
+  read(x: CpuStorage): Promise<Float32Array | Int32Array> {
+    return Promise.resolve(x.data instanceof Uint16Array ? widenHalf(x.data) : x.data.slice());
   }
 
   release(): void {}
@@ -53,6 +53,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   attention = attention;
   attentionBackward = attentionBackward;
   cachedAttention = cachedAttention;
+  slotAttention = slotAttention;
   embedding = embedding;
   embeddingBackward = embeddingBackward;
   crossEntropy = crossEntropy;

@@ -76,30 +76,57 @@ function expectPosition(position: number): void {
   if (!Number.isInteger(position) || position < 0) throw new Error(`cache position must be a non-negative integer, got ${position}`);
 }
 
-/** The shape of a cached call: qkv [B, n, 3C] against caches [B, H, maxLen, hs] with H·hs = C. */
-function cachedShape(what: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number): CachedAttentionShape {
-  if (kCache.rank !== 4) throw new Error(`${what} expects caches of [B, H, maxLen, hs], got [${kCache.shape}]`);
+/** Caches [slots, H, maxLen, hs], k and v alike. */
+function cacheShape(what: string, kCache: Tensor, vCache: Tensor): { slots: number; heads: number; maxLen: number; headSize: number } {
+  if (kCache.rank !== 4) throw new Error(`${what} expects caches of [slots, H, maxLen, hs], got [${kCache.shape}]`);
   expectShape(`${what} value cache`, vCache, kCache.shape);
+  const [slots, heads, maxLen, headSize] = kCache.shape;
+  return { slots, heads, maxLen, headSize };
+}
+
+/** The shape of a cached call: qkv [B, n, 3C] against cache sequences [slot, slot + B) with H·hs = C. */
+function cachedShape(what: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number, slot: number): CachedAttentionShape {
+  const { slots, heads, maxLen, headSize } = cacheShape(what, kCache, vCache);
   expectPosition(position);
-  const [batch, heads, maxLen, headSize] = kCache.shape;
   if (qkv.rank !== 3) throw new Error(`${what} expects qkv of [B, n, 3C], got [${qkv.shape}]`);
-  const newLen = qkv.shape[1];
+  const [batch, newLen] = qkv.shape;
   expectShape(`${what} qkv`, qkv, [batch, newLen, 3 * heads * headSize]);
+  if (!Number.isInteger(slot) || slot < 0 || slot + batch > slots) throw new Error(`${what}: ${batch} sequences from slot ${slot} do not fit caches of ${slots}`);
   if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot take ${newLen} more at position ${position}`);
-  return { batch, heads, newLen, position, maxLen, headSize };
+  return { batch, heads, newLen, position, maxLen, headSize, slot };
 }
 
 /**
  * Appends the keys and values of qkv [B, n, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
- * per token) to preallocated caches [B, H, maxLen, hs] at `position`, in place, then attends its
- * queries (positions [position, position + n)) to the caches' first position + n rows. Returns
- * [B, n, C], the heads side by side. Inference only.
+ * per token) to preallocated caches [slots, H, maxLen, hs] at `position` of sequences
+ * [slot, slot + B), in place, then attends its queries (positions [position, position + n)) to those
+ * sequences' first position + n rows. Returns [B, n, C], the heads side by side. Inference only.
  */
-export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number): Tensor {
+export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number, slot = 0): Tensor {
   if (isGradEnabled() && qkv.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
-  const shape = cachedShape('cachedAttention', qkv, kCache, vCache, position);
+  const shape = cachedShape('cachedAttention', qkv, kCache, vCache, position, slot);
   const { batch, newLen, heads, headSize } = shape;
   return new Tensor(qkv.backend, qkv.backend.cachedAttention(qkv.storage, kCache.storage, vCache.storage, shape), [batch, newLen, heads * headSize]);
+}
+
+/**
+ * One decode token per row of qkv [B, 1, 3C], row b in cache sequence slots[b] (i32, B distinct
+ * slots) at positions[b] (i32, B values, each < `longest`, the caller's bound): appends each row's key
+ * and value to its sequence in place and attends its query to that sequence's rows 0..positions[b].
+ * Returns [B, 1, C]. Inference only.
+ */
+export function slotAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, longest: number): Tensor {
+  if (isGradEnabled() && qkv.requiresGrad) throw new Error('slotAttention is for inference: call it inside noGrad()');
+  const { slots: slotCount, heads, maxLen, headSize } = cacheShape('slotAttention', kCache, vCache);
+  const batch = qkv.shape[0];
+  expectShape('slotAttention qkv', qkv, [batch, 1, 3 * heads * headSize]);
+  for (const [name, t] of [['slots', slots], ['positions', positions]] as const) {
+    if (t.dtype !== 'i32' || t.size !== batch) throw new Error(`slotAttention ${name} must be ${batch} i32 values, got ${t.dtype} [${t.shape}]`);
+  }
+  if (batch > slotCount) throw new Error(`slotAttention: ${batch} rows exceed caches of ${slotCount} slots`);
+  if (!Number.isInteger(longest) || longest < 1 || longest > maxLen) throw new Error(`slotAttention: longest must be an integer in [1, ${maxLen}], got ${longest}`);
+  const shape = { batch, heads, headSize, slots: slotCount, maxLen, longest };
+  return new Tensor(qkv.backend, qkv.backend.slotAttention(qkv.storage, kCache.storage, vCache.storage, slots.storage, positions.storage, shape), [batch, 1, heads * headSize]);
 }
 
 /** Rows of table [vocab, dim] for each i32 id; the result has shape [...ids.shape, dim]. */

@@ -88,7 +88,7 @@ export interface FineTuneOptions {
   /** After every validation, with the mean validation loss and the step it follows. */
   onValidation?(valLoss: number, step: number): void;
   /** Warnings about the data (entries cut to the context or skipped). Default: console.warn. */
-  onWarning?(message: string): void;
+  onWarning?: (message: string) => void;
   /** Stops the run after the step in flight; the result then has `stopped: true`. */
   signal?: AbortSignal;
 }

@@ -33,7 +33,7 @@ export function parseTrainingState(text: string, file: string): TrainingState {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`, { cause: e });
   }
   const fail = (what: string): never => {
     throw new Error(`${file}: ${what}`);

@@ -91,7 +91,7 @@ export async function waitForPage(page: Page, errors: readonly string[], predica
   try {
     await page.waitForFunction(predicate, { timeout, polling: 50 });
   } catch (error) {
-    throw new Error(`${(error as Error).message}; page errors: ${errors.length === 0 ? 'none' : errors.join(' | ')}`);
+    throw new Error(`${(error as Error).message}; page errors: ${errors.length === 0 ? 'none' : errors.join(' | ')}`, { cause: error });
   }
 }
 

@@ -86,9 +86,9 @@ export class Float64Backend implements Backend {
     return new F64Storage(data instanceof Int32Array ? data.slice() : Float64Array.from(data));
   }
   /** Rounded to f32, as the interface says; read64 gives the float64 values. */
-  async read(x: Storage): Promise<Float32Array | Int32Array> {
+  read(x: Storage): Promise<Float32Array | Int32Array> {
     const data = d64(x);
-    return data instanceof Int32Array ? data.slice() : Float32Array.from(data);
+    return Promise.resolve(data instanceof Int32Array ? data.slice() : Float32Array.from(data));
   }
   read64(x: Storage): Float64Array {
     return Float64Array.from(d64(x));
@@ -231,6 +231,7 @@ export class Float64Backend implements Backend {
   softmaxBackward = unsupported('softmaxBackward');
   attentionBackward = unsupported('attentionBackward');
   cachedAttention = unsupported('cachedAttention');
+  slotAttention = unsupported('slotAttention');
   embeddingBackward = unsupported('embeddingBackward');
   adamw = unsupported('adamw');
 

@@ -6,8 +6,8 @@
  * numbers and write into caller-given arrays, so tests can run them in float64 end to end (the
  * finite-difference gradient checks) while the backend wraps them for f32 storage.
  */
-import type { AttentionShape, CachedAttentionShape, Storage } from '../backend.js';
-import { CpuStorage, f32 } from './storage.js';
+import type { AttentionShape, CachedAttentionShape, SlotAttentionShape, Storage } from '../backend.js';
+import { CpuStorage, f32, i32 } from './storage.js';
 
 type Values = ArrayLike<number>;
 type Out = Float32Array | Float64Array;
@@ -143,28 +143,58 @@ function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: 
 }
 
 function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
   for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
     const rows = headsOf(f32(qkv), part, shape);
     const dst = f32(cache);
     for (let pair = 0; pair < B * H; pair++) {
-      dst.set(rows.subarray(pair * n * hs, (pair + 1) * n * hs), (pair * maxLen + position) * hs);
+      dst.set(rows.subarray(pair * n * hs, (pair + 1) * n * hs), ((slot * H + pair) * maxLen + position) * hs);
     }
   }
+}
+
+/** Cache sequences [slot, slot + count) of [slots, H, maxLen, hs]. */
+function sequences(cache: Storage, slot: number, count: number, { heads: H, maxLen, headSize: hs }: { heads: number; maxLen: number; headSize: number }): Float32Array {
+  const perSequence = H * maxLen * hs;
+  return f32(cache).subarray(slot * perSequence, (slot + count) * perSequence);
 }
 
 /** Appends qkv's keys and values to the caches at shape.position, then attends its queries to them. */
 export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): CpuStorage {
   writeCache(kCache, vCache, qkv, shape);
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs } = shape;
+  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
   const heads = new Float32Array(B * H * n * hs);
-  attendCausal(headsOf(f32(qkv), 0, shape), f32(kCache), f32(vCache), { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs }, heads, null);
+  const [k, v] = [kCache, vCache].map((cache) => sequences(cache, slot, B, shape));
+  attendCausal(headsOf(f32(qkv), 0, shape), k, v, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs }, heads, null);
   // [B, H, n, hs] → [B, n, H, hs] = [B, n, C]
   const out = new Float32Array(heads.length);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       for (let t = 0; t < n; t++) out.set(heads.subarray(((b * H + h) * n + t) * hs, ((b * H + h) * n + t + 1) * hs), ((b * n + t) * H + h) * hs);
     }
+  }
+  return new CpuStorage(out);
+}
+
+/**
+ * Each row b: cachedAttention of its one token at positions[b] in cache sequence slots[b]. A row's
+ * q, k and v ([H, hs] each) and its output ([H, 1, hs] = [C]) are contiguous, so each row is one
+ * batch-1 call.
+ */
+export function slotAttention(qkv: Storage, kCache: Storage, vCache: Storage, slots: Storage, positions: Storage, shape: SlotAttentionShape): CpuStorage {
+  const { batch: B, heads: H, headSize: hs, slots: S, maxLen, longest } = shape;
+  const [slotOf, positionOf] = [i32(slots), i32(positions)];
+  if (slotOf.length !== B || positionOf.length !== B) throw new Error(`slotAttention: ${slotOf.length} slots and ${positionOf.length} positions for ${B} rows`);
+  if (new Set(slotOf).size !== B) throw new Error(`slotAttention: rows share a slot (${slotOf.join(', ')})`);
+  const C = H * hs;
+  const out = new Float32Array(B * C);
+  for (let b = 0; b < B; b++) {
+    const [slot, position] = [slotOf[b], positionOf[b]];
+    if (slot < 0 || slot >= S) throw new Error(`slotAttention: row ${b}'s slot ${slot} is outside [0, ${S})`);
+    if (position < 0 || position >= longest) throw new Error(`slotAttention: row ${b}'s position ${position} is outside [0, ${longest})`);
+    const row = new CpuStorage(f32(qkv).slice(b * 3 * C, (b + 1) * 3 * C));
+    const one = cachedAttention(row, kCache, vCache, { batch: 1, heads: H, newLen: 1, position, maxLen, headSize: hs, slot });
+    out.set(one.data, b * C);
   }
   return new CpuStorage(out);
 }
