@@ -11,7 +11,7 @@ import { generate } from '../src/gpt/generate.js';
 import { modelFromStateDict } from '../src/gpt/load-model.js';
 import { hostWeights, modelFromBytes, modelToBytes, withWeightDType } from '../src/gpt/model-bytes.js';
 import type { GPT2 } from '../src/gpt/model.js';
-import type { StateDict } from '../src/gpt/safetensors.js';
+import { parseSafetensors, type StateDict } from '../src/gpt/safetensors.js';
 import { loadModel } from '../src/node/load-model.js';
 import { readSafetensors } from '../src/node/safetensors-file.js';
 import { saveModel } from '../src/node/weights-folder.js';
@@ -140,6 +140,23 @@ describe('loading and saving f16 weights', () => {
       /big\.safetensors: values outside f16's range \(±65504\) in wpe\.weight \(1 value\), h\.0\.mlp\.c_fc\.weight \(2 values\): load these weights as f32/,
     );
     expect(modelFromStateDict(PRESETS.tiny, weights, 'big.safetensors', [], cpu, 'f32').model.wte.weight.dtype).toBe('f32');
+  });
+
+  it('keeps F16 tensors 16-bit and widens BF16 ones (so the range check sees them) when reading for f16', () => {
+    const header = JSON.stringify({
+      half: { dtype: 'F16', shape: [2], data_offsets: [0, 4] },
+      brain: { dtype: 'BF16', shape: [2], data_offsets: [4, 8] },
+    });
+    const json = new TextEncoder().encode(header);
+    const bytes = new Uint8Array(8 + json.length + 8);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+    bytes.set(json, 8);
+    // F16 1 and -2; BF16 1 and 2^17 (beyond f16's range).
+    bytes.set(new Uint8Array(Uint16Array.of(0x3c00, 0xc000, 0x3f80, 0x4800).buffer), 8 + json.length);
+    const dict = parseSafetensors(bytes, 'mixed.safetensors', { keepF16: true });
+    expect(dict.get('half')!.data).toEqual(Uint16Array.of(0x3c00, 0xc000));
+    expect(dict.get('brain')!.data).toEqual(Float32Array.of(1, 2 ** 17));
+    expect(parseSafetensors(bytes, 'mixed.safetensors').get('half')!.data).toEqual(Float32Array.of(1, -2));
   });
 
   it('refuses to fine-tune a model whose weights are f16', async () => {

@@ -4,6 +4,7 @@
  * by index — so `h[3].attn.c_attn.weight` is the parameter `h.3.attn.c_attn.weight`, the name the
  * Hugging Face checkpoint uses.
  */
+import type { DType } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
 import { halfOverflow, narrowToHalf, widenHalf } from '../tensor/half.js';
 import { keep } from '../tensor/scope.js';
@@ -16,7 +17,7 @@ export interface HostTensor {
 }
 
 /** Host values in a parameter's storage type: f16 rounds to nearest even, f32 widens exactly. */
-function asStorageType(data: Float32Array | Uint16Array, dtype: string): Float32Array | Uint16Array {
+function asStorageType(data: Float32Array | Uint16Array, dtype: DType): Float32Array | Uint16Array {
   if (dtype === 'f16') return data instanceof Float32Array ? narrowToHalf(data) : data;
   return data instanceof Uint16Array ? widenHalf(data) : data;
 }
