@@ -30,7 +30,7 @@ async function run(backend: Backend, p0: Float32Array, grads: Float32Array[], we
   const v = backend.fill(p0.length, 0, 'f32');
   for (const [t, g] of grads.entries()) {
     const gs = backend.upload(g);
-    backend.adamw(p, gs, m, v, hyper(t + 1, weightDecay, lr));
+    backend.adamw(p, gs, m, v, hyper(t + 1, weightDecay, lr), null);
     backend.release(gs);
   }
   const out = { p: (await backend.read(p)) as Float32Array, m: (await backend.read(m)) as Float32Array, v: (await backend.read(v)) as Float32Array };
@@ -73,7 +73,7 @@ describe('AdamW CPU reference', () => {
     const m = cpu.fill(3, 0, 'f32');
     const v = cpu.fill(3, 0, 'f32');
     for (let t = 0; t < 2; t++) {
-      cpu.adamw(p, cpu.upload(Float32Array.from(grads[t])), m, v, h(t + 1));
+      cpu.adamw(p, cpu.upload(Float32Array.from(grads[t])), m, v, h(t + 1), null);
       // State rounded to f32 after each step: ~1e-7 relative.
       for (const [s, e] of [[p, expected.p[t]], [m, expected.m[t]], [v, expected.v[t]]] as const) {
         expectClose((s as unknown as { data: Float32Array }).data, e, { tolerance: 1e-6 });
@@ -83,8 +83,8 @@ describe('AdamW CPU reference', () => {
 
   it('rejects step 0 and mismatched sizes', () => {
     const p = cpu.upload(new Float32Array(3));
-    expect(() => cpu.adamw(p, p, p, p, h(0))).toThrow(/step must be a positive integer/);
-    expect(() => cpu.adamw(p, cpu.upload(new Float32Array(2)), p, p, h(1))).toThrow(/grad has 2 elements, the parameter 3/);
+    expect(() => cpu.adamw(p, p, p, p, h(0), null)).toThrow(/step must be a positive integer/);
+    expect(() => cpu.adamw(p, cpu.upload(new Float32Array(2)), p, p, h(1), null)).toThrow(/grad has 2 elements, the parameter 3/);
   });
 });
 

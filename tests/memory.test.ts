@@ -2,9 +2,9 @@
  * GPU memory stays flat over training: 100 steps of forward + backward + update of a small MLP
  * (matmul + bias, tanh, relu, a weight used twice, a mean-squared loss) inside tidy leave the same
  * live buffers and bytes after step 100 as after step 1, and the pool creates no buffer after the
- * warm-up steps. Two updates: SGD that replaces each parameter by a new tensor (disposing the old),
- * and AdamW in place (adamwStep). The same loop on the CPU backend, counting its storages. The
- * pool's trim with recorded work in flight.
+ * warm-up steps. Three updates: SGD that replaces each parameter by a new tensor (disposing the old),
+ * AdamW in place (adamwStep), and the trainer's AdamW over flat buffers with the gradient clip. The
+ * same loop on the CPU backend, counting its storages. The pool's trim with recorded work in flight.
  */
 import { describe, expect, it } from 'vitest';
 import { backward } from '../src/tensor/autograd.js';
@@ -15,6 +15,9 @@ import { noGrad } from '../src/tensor/graph.js';
 import { matmul, mean, mul, relu, sub, tanh } from '../src/tensor/ops.js';
 import { keep, tidy } from '../src/tensor/scope.js';
 import type { Tensor } from '../src/tensor/tensor.js';
+import { Module } from '../src/nn/module.js';
+import { AdamW } from '../src/train/adamw.js';
+import { clipGradNorm } from '../src/train/clip.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
 import { counting } from './helpers/counting.js';
 import { freshSeed, randomArray } from './helpers/random-data.js';
@@ -120,6 +123,52 @@ describe.runIf(gpu !== null)('WebGPU memory over 100 training steps', () => {
       expect(stats().liveBuffers, 'nothing left once the parameters and moments are disposed').toBe(start.liveBuffers);
     });
   }
+});
+
+/** The parameters as a Module, whose fields AdamW replaces by views of its flat buffer. */
+class Mlp extends Module implements Params {
+  w1: Tensor; b1: Tensor; w2: Tensor; b2: Tensor;
+  constructor(p: Params) {
+    super();
+    ({ w1: this.w1, b1: this.b1, w2: this.w2, b2: this.b2 } = p);
+  }
+}
+
+describe.runIf(gpu !== null)('WebGPU memory over 100 steps of the flat AdamW', () => {
+  it('clip + AdamW over flat buffers: live buffers flat, no buffer created after warm-up, all freed at the end', async () => {
+    const b = gpu!;
+    const seed = freshSeed();
+    const start = b.gpu.memoryStats();
+    const model = new Mlp(initParams(b, seed));
+    const optimizer = new AdamW(model, { weightDecay: 0.01 });
+    const xh = randomArray(BATCH * D, seed, 10);
+    const yh = randomArray(BATCH * D, seed, 11, -0.5, 0.5);
+    const live: number[] = [];
+    const losses: number[] = [];
+    let warmCreated = 0;
+    for (let step = 1; step <= 100; step++) {
+      const loss = tidy(() => {
+        const l = lossOf(model, tensor(xh, [BATCH, D], { backend: b }), tensor(yh, [BATCH, D], { backend: b }));
+        backward(l);
+        optimizer.update(1e-2, clipGradNorm(optimizer.flat, 1).scale);
+        optimizer.zeroGrad();
+        return l;
+      });
+      if (step % 10 === 1) losses.push(await loss.item());
+      loss.dispose();
+      live.push(b.gpu.memoryStats().liveBuffers);
+      if (step === 3) warmCreated = b.gpu.memoryStats().createdBuffers;
+    }
+    expect(new Set(live).size, `seed ${seed}: live buffers per step ${[...new Set(live)]}`).toBe(1);
+    expect(b.gpu.memoryStats().createdBuffers, 'buffers created after the warm-up').toBe(warmCreated);
+    // Parameters, gradients, m, v: one buffer each, whatever the number of parameters.
+    expect(live[0] - start.liveBuffers).toBe(4);
+    expect(losses.at(-1)!, `seed ${seed}: the loss falls (${losses.map((l) => l.toFixed(4))})`).toBeLessThan(losses[0] * 0.9);
+    optimizer.dispose();
+    expect(b.gpu.memoryStats().liveBuffers, 'the parameters\' views keep their buffer, not the gradients\'').toBe(start.liveBuffers + 1);
+    model.dispose();
+    expect(b.gpu.memoryStats().liveBuffers, 'nothing left once the model is disposed').toBe(start.liveBuffers);
+  });
 });
 
 describe.runIf(gpu !== null)('the buffer pool', () => {

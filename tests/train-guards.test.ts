@@ -16,6 +16,7 @@ import { PRESETS } from '../src/gpt/config.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { full } from '../src/tensor/create.js';
+import { assign } from '../src/tensor/ops.js';
 import { AdamW } from '../src/train/adamw.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/node/checkpoint-folder.js';
 import { NonFiniteState } from '../src/train/training-state.js';
@@ -65,7 +66,7 @@ describe('saveCheckpoint', () => {
     model.replaceParameter('h.1.mlp.c_fc.bias', finite);
 
     const slot = optimizer.moments.get('wpe.weight')!;
-    slot.v = full(slot.v.shape, Infinity, { backend: cpu });
+    assign(slot.v, full(slot.v.shape, Infinity, { backend: cpu }));
     error = await rejectionOf(save(3));
     expect(error).toBeInstanceOf(NonFiniteState);
     expect(error.message).toMatch(/v\.wpe\.weight: 2048/);

@@ -15,7 +15,7 @@ export async function adamwRows(backend: Backend, copyGbps: number): Promise<Ben
   const v = backend.fill(n, 0, 'f32');
   let step = 0;
   const hyper = () => ({ lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: ++step });
-  const ms = await medianMs(backend, () => backend.adamw(p, g, m, v, hyper()), { warmup: 1, runs: 5 });
+  const ms = await medianMs(backend, () => backend.adamw(p, g, m, v, hyper(), null), { warmup: 1, runs: 5 });
   for (const s of [p, g, m, v]) backend.release(s);
   const gbps = (7 * n * 4) / ms / 1e6;
   return [{ op: 'adamw', shape: [n], ms, gbps, fraction_of_copy: gbps / copyGbps }];

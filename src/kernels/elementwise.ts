@@ -308,7 +308,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 export function cast(gpu: Gpu, x: GpuStorage, dtype: ComputeDType): GpuStorage {
   const out = gpu.alloc(x.size, dtype);
   if (x.dtype === dtype) {
-    gpu.copy(x.buffer, 0, out.buffer, 0, x.byteLength);
+    gpu.copyStorage(x, out);
     return out;
   }
   forEachChunk(gpu, x.size, (start, count) => {

@@ -28,11 +28,19 @@ const sleepCell = typeof SharedArrayBuffer === 'function' && typeof setImmediate
 export const elementBytes = (dtype: DType): number => (dtype === 'f16' ? 2 : 4);
 
 export class GpuStorage implements Storage {
-  constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number) {}
+  /**
+   * `offset`: the first element within `buffer`. `isView`: the buffer belongs to another storage
+   * (Gpu.viewOf), which releases it.
+   */
+  constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number, readonly offset = 0, readonly isView = false) {}
 
   /** Whole 4-byte words: an odd count of f16 values ends in half a word. */
   get byteLength(): number {
     return Math.ceil((this.size * elementBytes(this.dtype)) / 4) * 4;
+  }
+
+  get byteOffset(): number {
+    return this.offset * elementBytes(this.dtype);
   }
 }
 
@@ -64,6 +72,8 @@ export class Gpu {
   readonly maxBindingBytes: number;
   /** Required alignment of a binding's byte offset. */
   readonly bindingAlignment: number;
+  /** Elements one storage may hold: the pool rounds a request up by less than 1/8, within maxBufferSize. */
+  readonly maxStorageSize: number;
   readonly maxWorkgroupsPerDimension: number;
   immediate: boolean;
   private readonly validate: boolean;
@@ -99,6 +109,7 @@ export class Gpu {
     if (this.bindingAlignment % limits.minStorageBufferOffsetAlignment !== 0) {
       throw new Error(`binding alignment ${this.bindingAlignment} B is not a multiple of the adapter's ${limits.minStorageBufferOffsetAlignment} B`);
     }
+    this.maxStorageSize = Math.floor((limits.maxBufferSize * 8) / 9 / 4);
     this.maxWorkgroupsPerDimension = limits.maxComputeWorkgroupsPerDimension;
     this.immediate = options.immediate ?? false;
     this.validate = options.validate ?? false;
@@ -125,7 +136,24 @@ export class Gpu {
   }
 
   release(storage: GpuStorage): void {
-    this.storagePool.release(storage.buffer);
+    if (!storage.isView) this.storagePool.release(storage.buffer);
+  }
+
+  /** `size` elements of `base` from element `offset` (a binding offset, so aligned), sharing its buffer. */
+  viewOf(base: GpuStorage, offset: number, size: number): GpuStorage {
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > base.size) {
+      throw new Error(`a view of ${size} elements from ${offset} lies outside storage of ${base.size}`);
+    }
+    if ((offset * elementBytes(base.dtype)) % this.bindingAlignment !== 0) {
+      throw new Error(`a view at element ${offset} is not aligned to the adapter's ${this.bindingAlignment} B binding alignment`);
+    }
+    return new GpuStorage(base.buffer, base.dtype, size, base.offset + offset, true);
+  }
+
+  /** Records a copy of src's elements into dst. */
+  copyStorage(src: GpuStorage, dst: GpuStorage): void {
+    if (src.size !== dst.size || src.dtype !== dst.dtype) throw new Error(`copy: ${src.size} elements of ${src.dtype} into ${dst.size} of ${dst.dtype}`);
+    if (src.size > 0) this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, src.byteLength);
   }
 
   /** A Uint16Array holds f16 bit patterns (f16 storage). */
@@ -143,7 +171,7 @@ export class Gpu {
   async read(storage: GpuStorage): Promise<Float32Array | Int32Array> {
     const bytes = storage.byteLength;
     const staging = this.stagingPool.acquire(bytes);
-    this.copy(storage.buffer, 0, staging, 0, Math.ceil(bytes / 4) * 4);
+    this.copy(storage.buffer, storage.byteOffset, staging, 0, Math.ceil(bytes / 4) * 4);
     try {
       this.flush();
     } finally {
@@ -175,7 +203,7 @@ export class Gpu {
   /** The whole storage, or `count` elements from `first`, as one binding. */
   view(storage: GpuStorage, first = 0, count = storage.size - first): BufferView {
     const bytes = elementBytes(storage.dtype);
-    const offset = first * bytes;
+    const offset = storage.byteOffset + first * bytes;
     const size = Math.max(4, Math.ceil((count * bytes) / 4) * 4);
     if (offset % this.bindingAlignment !== 0) {
       throw new Error(`binding offset ${offset} B is not a multiple of the adapter's ${this.bindingAlignment} B alignment`);

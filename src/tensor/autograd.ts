@@ -6,7 +6,7 @@
 import { ones } from './create.js';
 import { noGrad } from './graph.js';
 import { gradRules } from './grad-rules.js';
-import { add, sumToShape } from './ops.js';
+import { add, assign, sumToShape } from './ops.js';
 import { keep, tidy } from './scope.js';
 import type { Tensor } from './tensor.js';
 
@@ -38,7 +38,8 @@ function topologicalOrder(root: Tensor): Tensor[] {
 }
 
 /**
- * Accumulates d(root)/d(leaf) into `leaf.grad` for every leaf that requires a gradient. The graph
+ * Accumulates d(root)/d(leaf) into `leaf.grad` for every leaf that requires a gradient (into its
+ * `gradTarget`, in place, when it has one). The graph
  * is consumed: nodes are cleared, and a second backward through any of them throws (run the
  * forward again). Gradients of leaves disposed meanwhile are dropped.
  */
@@ -80,6 +81,13 @@ export function backward(root: Tensor): void {
 
 function accumulateLeaf(leaf: Tensor, dy: Tensor): void {
   if (leaf.isDisposed) return; // nobody can read it, and dispose() has already run
+  const target = leaf.gradTarget;
+  if (target !== null && (leaf.grad === null || leaf.grad.storage === target.storage)) {
+    // The gradient lives in a flat buffer that the optimizer reads whole: written there in place.
+    assign(target, leaf.grad === null ? dy : add(leaf.grad, dy));
+    leaf.grad ??= keep(target.share());
+    return;
+  }
   if (leaf.grad === null) {
     leaf.grad = keep(dy.share());
   } else {

@@ -4,7 +4,8 @@
  * in `ops.ts`. Backends see flat storage and the shapes they need, never `Tensor`s or autograd.
  *
  * Conventions: storage is row-major and contiguous; every op returns fresh storage that the caller
- * owns and eventually passes to `release`; shapes are plain arrays; masks and comparison results are
+ * owns and eventually passes to `release` (a `view` shares its base's memory, and only `copy` and
+ * `adamw` write in place); shapes are plain arrays; masks and comparison results are
  * f32 0/1; integer data (token ids, targets) is i32.
  *
  * f16 is a storage type for frozen weights, read into f32 arithmetic: only matmul's B and the
@@ -119,6 +120,17 @@ export interface Backend<S extends Storage = Storage> {
   flush(): void;
   /** Resolves when all submitted work has finished (for benchmarks). */
   sync(): Promise<void>;
+  /** Elements one storage may hold (one device buffer: WebGPU's maxBufferSize). */
+  readonly maxStorageSize: number;
+  /** Elements at which a view may start: kernels bind a view where it begins. */
+  readonly viewAlignment: number;
+  /**
+   * `size` elements of `base` from element `offset` (a multiple of viewAlignment), sharing its memory:
+   * releasing the view leaves `base` alone, and `base` must outlive it.
+   */
+  view(base: S, offset: number, size: number): S;
+  /** Writes src's elements into dst, in place (same size and dtype). */
+  copy(src: S, dst: S): void;
 
   // --- primitives ---
   fill(size: number, value: number, dtype: ComputeDType): S;
@@ -191,6 +203,9 @@ export interface Backend<S extends Storage = Storage> {
    */
   crossEntropy(logits: S, targets: S, weights: S, rows: number, vocab: number): { loss: S; dLogits: S };
 
-  /** One AdamW step in place on param, m and v (PyTorch semantics, decoupled weight decay). */
-  adamw(param: S, grad: S, m: S, v: S, hyper: AdamWHyper): void;
+  /**
+   * One AdamW step in place on param, m and v (PyTorch semantics, decoupled weight decay), with the
+   * gradient multiplied first by `gradScale`'s one element when given (global-norm clipping).
+   */
+  adamw(param: S, grad: S, m: S, v: S, hyper: AdamWHyper, gradScale: S | null): void;
 }

@@ -14,7 +14,7 @@ import { pad, permute, slice } from './cpu/layout.js';
 import { matmul } from './cpu/matmul.js';
 import { reduce } from './cpu/reduce.js';
 import { softmax, softmaxBackward } from './cpu/softmax.js';
-import { CpuStorage } from './cpu/storage.js';
+import { copy, CpuStorage, view } from './cpu/storage.js';
 import { widenHalf } from './half.js';
 
 export class CpuBackend implements Backend<CpuStorage> {
@@ -32,6 +32,10 @@ export class CpuBackend implements Backend<CpuStorage> {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  readonly maxStorageSize = 2 ** 32 - 1;
+  readonly viewAlignment = 1;
+  view = view;
+  copy = copy;
 
   fill = fill;
   random = random;

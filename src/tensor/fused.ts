@@ -163,10 +163,11 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Float32Array
   return lossT;
 }
 
-/** One AdamW step, in place on the parameter and its moments. */
-export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: AdamWHyper): void {
+/** One AdamW step, in place on the parameter and its moments; the gradient is multiplied by the scalar `gradScale` first if given. */
+export function adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: AdamWHyper, gradScale: Tensor | null = null): void {
   for (const [name, t] of [['grad', grad], ['m', m], ['v', v]] as const) {
     if (t.size !== sizeOf(param.shape)) throw new Error(`adamw: ${name} has shape [${t.shape}], the parameter [${param.shape}]`);
   }
-  param.backend.adamw(param.storage, grad.storage, m.storage, v.storage, hyper);
+  if (gradScale !== null && gradScale.size !== 1) throw new Error(`adamw: the gradient scale has shape [${gradScale.shape}], not one element`);
+  param.backend.adamw(param.storage, grad.storage, m.storage, v.storage, hyper, gradScale?.storage ?? null);
 }

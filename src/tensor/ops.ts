@@ -98,6 +98,15 @@ export function where(cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar): Ten
   return record(new Tensor(cond.backend, storage, outShape), 'where', [ta, tb], {}, [cond]);
 }
 
+/** Writes `value`'s elements into `target` in place (same size and dtype); not differentiable. */
+export function assign(target: Tensor, value: Tensor): void {
+  sameBackend(target, value);
+  if (target.size !== value.size || target.dtype !== value.dtype) {
+    throw new Error(`assign: a value of shape [${value.shape}] (${value.dtype}) into a tensor of shape [${target.shape}] (${target.dtype})`);
+  }
+  target.backend.copy(value.storage, target.storage);
+}
+
 export function cast(x: Tensor, dtype: 'f32' | 'i32'): Tensor {
   expectNotHalf('cast', x);
   return x.dtype === dtype ? x.share() : new Tensor(x.backend, x.backend.cast(x.storage, dtype), x.shape);

@@ -3,10 +3,13 @@ import { releaseNode, type GraphNode } from './graph.js';
 import { trackInScope } from './scope.js';
 import { sizeOf } from './shape.js';
 
-/** Storage shared by a tensor and its reshapes; released when the last of them is disposed. */
+/**
+ * Storage shared by a tensor and its reshapes; released when the last of them is disposed. A view's
+ * storage holds its base's, so the base lives until its last view is disposed too.
+ */
 class SharedStorage {
   private refs = 1;
-  constructor(readonly backend: Backend, readonly storage: Storage) {}
+  constructor(readonly backend: Backend, readonly storage: Storage, private readonly base: SharedStorage | null = null) {}
 
   retain(): this {
     this.refs++;
@@ -14,7 +17,9 @@ class SharedStorage {
   }
 
   release(): void {
-    if (--this.refs === 0) this.backend.release(this.storage);
+    if (--this.refs > 0) return;
+    this.backend.release(this.storage);
+    this.base?.release();
   }
 }
 
@@ -23,6 +28,11 @@ export class Tensor {
   readonly size: number;
   requiresGrad = false;
   grad: Tensor | null = null;
+  /**
+   * Where backward() puts this leaf's gradient, in place: a view into a flat gradient buffer (see
+   * src/train/flat-parameters.ts), owned by this tensor. Null: the gradient is a tensor of its own.
+   */
+  gradTarget: Tensor | null = null;
   /**
    * How this tensor was computed, while a backward pass may still need it. Disposing the tensor
    * keeps it while a live tensor's graph still reaches it (backward reads only shapes and the node's
@@ -76,6 +86,17 @@ export class Tensor {
     return new Tensor(this.live().retain(), shape);
   }
 
+  /**
+   * A tensor of `shape` on this one's elements from `offset` (a multiple of the backend's
+   * viewAlignment), sharing its memory: writes through either are seen by both, and the memory
+   * lives until both are disposed.
+   */
+  view(offset: number, shape: readonly number[]): Tensor {
+    const base = this.live();
+    const storage = base.backend.view(base.storage, offset, sizeOf(shape));
+    return new Tensor(new SharedStorage(base.backend, storage, base.retain()), shape);
+  }
+
   async data(): Promise<Float32Array | Int32Array> {
     return this.backend.read(this.storage);
   }
@@ -97,6 +118,8 @@ export class Tensor {
     releaseNode(this);
     this.grad?.dispose();
     this.grad = null;
+    this.gradTarget?.dispose();
+    this.gradTarget = null;
   }
 
   toString(): string {

@@ -1,19 +1,26 @@
 /**
  * AdamW with PyTorch's semantics (torch.optim.AdamW): decoupled weight decay p -= lr·wd·p, then the
- * Adam update with bias correction. Moments live beside the parameters on the same backend and are
- * updated in place by one fused kernel per parameter.
+ * Adam update with bias correction. The parameters, their gradients and the two moments each live
+ * in one flat buffer of the same layout (FlatParameters), updated in place by one fused kernel over
+ * the whole layout (per block of it, past one device buffer), with the clip's factor applied to the
+ * gradient on the way.
  */
 import type { Module } from '../nn/module.js';
-import { zeros } from '../tensor/create.js';
 import { adamwStep } from '../tensor/fused.js';
-import { keep } from '../tensor/scope.js';
+import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { FlatParameters } from './flat-parameters.js';
 
 export interface AdamWOptions {
   beta1?: number;
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+}
+
+export interface Moments {
+  readonly m: Tensor;
+  readonly v: Tensor;
 }
 
 export class AdamW {
@@ -23,40 +30,45 @@ export class AdamW {
   readonly weightDecay: number;
   /** Steps taken so far (the bias correction uses step + 1 for the next one). */
   step = 0;
-  readonly moments: Map<string, { m: Tensor; v: Tensor }>;
+  /** The model's trainable parameters and their gradients, moved into flat buffers. */
+  readonly flat: FlatParameters;
+  /** Each parameter's moments: views of the flat moment buffers, written in place. */
+  readonly moments: ReadonlyMap<string, Moments>;
+  /** The flat moment buffers, one per block of the layout. */
+  private readonly m: Tensor[];
+  private readonly v: Tensor[];
 
-  constructor(private readonly model: Module, options: AdamWOptions = {}) {
+  /** Moves the model's parameters into a flat buffer: build it after the weights are loaded. */
+  constructor(model: Module, options: AdamWOptions = {}) {
     this.beta1 = options.beta1 ?? 0.9;
     this.beta2 = options.beta2 ?? 0.999;
     this.eps = options.eps ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
-    this.moments = new Map(
-      model.namedParameters().map(([name, p]) => [name, { m: keep(zeros(p.shape, { backend: p.backend })), v: keep(zeros(p.shape, { backend: p.backend })) }]),
-    );
+    this.flat = new FlatParameters(model);
+    const m = this.flat.zerosLike();
+    const v = this.flat.zerosLike();
+    this.m = m.blocks;
+    this.v = v.blocks;
+    this.moments = new Map(this.flat.slots.map(({ name }) => [name, { m: m.views.get(name)!, v: v.views.get(name)! }]));
   }
 
-  /** Updates every parameter that has a gradient, with learning rate `lr`. */
-  update(lr: number): void {
+  /**
+   * Updates every parameter that has a gradient, with learning rate `lr`, each gradient multiplied
+   * first by the scalar `gradScale` when given (clipGradNorm's).
+   */
+  update(lr: number, gradScale: Tensor | null = null): void {
     this.step++;
-    for (const [name, p] of this.model.namedParameters()) {
-      if (p.grad === null) continue;
-      const { m, v } = this.moments.get(name)!;
-      adamwStep(p, p.grad, m, v, {
-        lr,
-        beta1: this.beta1,
-        beta2: this.beta2,
-        eps: this.eps,
-        weightDecay: this.weightDecay,
-        step: this.step,
-      });
-    }
+    const hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, step: this.step };
+    tidy(() => {
+      for (const { block, offset, size } of this.flat.gradientRuns()) {
+        const run = (blocks: readonly Tensor[]) => blocks[block].view(offset, [size]);
+        adamwStep(run(this.flat.params), run(this.flat.grads), run(this.m), run(this.v), hyper, gradScale);
+      }
+    });
   }
 
   zeroGrad(): void {
-    for (const p of this.model.parameters()) {
-      p.grad?.dispose();
-      p.grad = null;
-    }
+    this.flat.zeroGrad();
   }
 
   dispose(): void {
@@ -64,5 +76,7 @@ export class AdamW {
       m.dispose();
       v.dispose();
     }
+    for (const t of [...this.m, ...this.v]) t.dispose();
+    this.flat.dispose();
   }
 }

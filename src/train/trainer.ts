@@ -94,10 +94,6 @@ export class Trainer {
     private readonly hooks: TrainerHooks = {},
   ) {
     if (train.length === 0) throw new Error('the training set is empty');
-    const half = model.namedParameters().filter(([, p]) => p.dtype === 'f16');
-    if (half.length > 0) {
-      throw new Error(`this model's weights are stored in f16 (${half.length} tensors, ${half[0][0]} first): full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32'`);
-    }
   }
 
   get batchesPerEpoch(): number {
@@ -191,8 +187,8 @@ export class Trainer {
         const share = noGrad(() => mul(loss, weight));
         total = total === null ? share : noGrad(() => add(total!, share));
       });
-      if (this.config.clip > 0) clipGradNorm(this.model, this.config.clip);
-      this.optimizer.update(lr);
+      const clip = this.config.clip > 0 ? clipGradNorm(this.optimizer.flat, this.config.clip).scale : null;
+      this.optimizer.update(lr, clip);
       this.optimizer.zeroGrad();
       return keep(total!);
     });

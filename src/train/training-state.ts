@@ -5,6 +5,7 @@
  */
 import type { HostTensor, StateDict } from '../gpt/safetensors.js';
 import { tensor } from '../tensor/create.js';
+import { assign } from '../tensor/ops.js';
 import type { AdamW } from './adamw.js';
 import type { TrainingPosition } from './trainer.js';
 
@@ -52,7 +53,7 @@ export function parseTrainingState(text: string, file: string): TrainingState {
   return state as unknown as TrainingState;
 }
 
-/** Puts saved moments back into the optimizer (shapes checked against the model's parameters). */
+/** Writes saved moments into the optimizer's, in place (shapes checked against the model's parameters). */
 export function restoreOptimizer(optimizer: AdamW, moments: StateDict, step: number, source: string): void {
   for (const [name, slot] of optimizer.moments) {
     for (const key of ['m', 'v'] as const) {
@@ -62,8 +63,8 @@ export function restoreOptimizer(optimizer: AdamW, moments: StateDict, step: num
         throw new Error(`${source}: ${key}.${name} has shape [${saved.shape}], the parameter [${slot[key].shape}]`);
       }
       const restored = tensor(saved.data, slot[key].shape, { backend: slot[key].backend });
-      slot[key].dispose();
-      slot[key] = restored;
+      assign(slot[key], restored);
+      restored.dispose();
     }
   }
   optimizer.step = step;

@@ -6,6 +6,7 @@
 import { PRESETS } from '../../src/gpt/config.js';
 import { GPT2 } from '../../src/gpt/model.js';
 import { full } from '../../src/tensor/create.js';
+import { assign } from '../../src/tensor/ops.js';
 import { CpuBackend } from '../../src/tensor/cpu-backend.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { saveCheckpoint } from '../../src/node/checkpoint-folder.js';
@@ -17,8 +18,8 @@ const optimizer = new AdamW(model);
 for (let step = 1; ; step++) {
   for (const [name, p] of model.namedParameters()) model.replaceParameter(name, full(p.shape, step, { backend }));
   for (const slot of optimizer.moments.values()) {
-    slot.m = full(slot.m.shape, step, { backend });
-    slot.v = full(slot.v.shape, step, { backend });
+    assign(slot.m, full(slot.m.shape, step, { backend }));
+    assign(slot.v, full(slot.v.shape, step, { backend }));
   }
   optimizer.step = step;
   const position = { step, epoch: 0, batchInEpoch: step };

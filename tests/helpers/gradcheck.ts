@@ -96,6 +96,10 @@ export class Float64Backend implements Backend {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  readonly maxStorageSize = 2 ** 32 - 1;
+  readonly viewAlignment = 1;
+  view = unsupported('view');
+  copy = unsupported('copy');
 
   fill(size: number, value: number, dtype: DType): Storage {
     return new F64Storage(dtype === 'i32' ? new Int32Array(size).fill(value) : new Float64Array(size).fill(value));

@@ -18,14 +18,17 @@ export function adamwConstants({ lr, beta1, beta2, weightDecay, step }: AdamWHyp
   return { decay: 1 - lr * weightDecay, biasCorrection1: 1 - beta1 ** step, biasCorrection2: 1 - beta2 ** step };
 }
 
+/** `gradScale` multiplies each gradient first, rounded to f32 as the clipped gradient would be stored. */
 export function adamwUpdate(
   p: Float32Array | Float64Array, g: ArrayLike<number>, m: Float32Array | Float64Array, v: Float32Array | Float64Array, hyper: AdamWHyper,
+  gradScale = 1,
 ): void {
   const { lr, beta1, beta2, eps } = hyper;
   const { decay, biasCorrection1, biasCorrection2 } = adamwConstants(hyper);
   for (let i = 0; i < p.length; i++) {
-    const mi = beta1 * m[i] + (1 - beta1) * g[i];
-    const vi = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+    const gi = gradScale === 1 ? g[i] : Math.fround(g[i] * gradScale);
+    const mi = beta1 * m[i] + (1 - beta1) * gi;
+    const vi = beta2 * v[i] + (1 - beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
     const mHat = m[i] / biasCorrection1;
@@ -34,10 +37,11 @@ export function adamwUpdate(
   }
 }
 
-export function adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void {
+export function adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper, gradScale: Storage | null): void {
   const p = f32(param);
   for (const [name, s] of [['grad', grad], ['m', m], ['v', v]] as const) {
     if (s.size !== p.length) throw new Error(`adamw: ${name} has ${s.size} elements, the parameter ${p.length}`);
   }
-  adamwUpdate(p, f32(grad), f32(m), f32(v), hyper);
+  if (gradScale !== null && gradScale.size !== 1) throw new Error(`adamw: the gradient scale has ${gradScale.size} elements, not 1`);
+  adamwUpdate(p, f32(grad), f32(m), f32(v), hyper, gradScale === null ? 1 : f32(gradScale)[0]);
 }

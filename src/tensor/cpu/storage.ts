@@ -32,4 +32,22 @@ export function weightValues(s: Storage): Float32Array {
   return data instanceof Uint16Array ? widenHalf(data) : f32(s);
 }
 
+/** `size` elements of `base` from `offset`, sharing its memory. */
+export function view(base: Storage, offset: number, size: number): CpuStorage {
+  const data = (base as CpuStorage).data;
+  if (!Number.isInteger(offset) || offset < 0 || offset + size > data.length) {
+    throw new Error(`a view of ${size} elements from ${offset} lies outside storage of ${data.length}`);
+  }
+  return new CpuStorage(data.subarray(offset, offset + size));
+}
+
+export function copy(src: Storage, dst: Storage): void {
+  const from = (src as CpuStorage).data;
+  const to = (dst as CpuStorage).data;
+  if (from.length !== to.length || from.constructor !== to.constructor) {
+    throw new Error(`copy: ${from.length} elements of ${src.dtype} into ${to.length} of ${dst.dtype}`);
+  }
+  to.set(from);
+}
+
 export const wrapF32 = (data: Float32Array): CpuStorage => new CpuStorage(data);

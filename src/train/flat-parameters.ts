@@ -1,0 +1,140 @@
+/**
+ * llm.c's layout: a module's trainable tensors moved into one allocation and their gradients into
+ * another, each tensor a view of its slot, so that AdamW updates and the clip measures all of them
+ * with one dispatch per binding window instead of a few per tensor. Any set of trainable tensors fits:
+ * whatever `namedParameters()` yields (all of GPT-2, or only an adapter's few matrices).
+ *
+ * Slots start at the backend's view alignment (kernels bind a view where it begins). A layout larger
+ * than one device buffer (maxStorageSize) is cut into blocks, one buffer each, at slot boundaries:
+ * one dispatch per block then. The padding
+ * between them is zero in every buffer of the layout and stays zero under AdamW (0 · decay − lr · 0).
+ * backward() writes each gradient into its slot (Tensor.gradTarget); a slot whose tensor got no
+ * gradient holds stale values, so the optimizer reads only the runs of slots that did.
+ */
+import type { Module } from '../nn/module.js';
+import type { Backend } from '../tensor/backend.js';
+import { zeros } from '../tensor/create.js';
+import { assign } from '../tensor/ops.js';
+import { keep } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export interface FlatSlot {
+  name: string;
+  shape: readonly number[];
+  /** Which of the flat buffers holds it. */
+  block: number;
+  /** First element in its block. */
+  offset: number;
+  /** Elements up to the next slot's start (the tensor's, then padding). */
+  extent: number;
+}
+
+/** A stretch [offset, offset + size) of one block of the flat buffers. */
+export interface FlatRun {
+  block: number;
+  offset: number;
+  size: number;
+}
+
+export class FlatParameters {
+  readonly slots: readonly FlatSlot[];
+  /** Elements in each block. */
+  readonly blockSizes: readonly number[];
+  /** Per block, [blockSize]: the parameters' values; the module's parameters are views of them. */
+  readonly params: readonly Tensor[];
+  /** Per block, [blockSize]: the parameters' gradients, where backward() writes them. */
+  readonly grads: readonly Tensor[];
+  /** The views the module holds, in slot order. */
+  private readonly views: Tensor[];
+  private readonly backend: Backend;
+
+  constructor(model: Module) {
+    const named = model.namedParameters();
+    if (named.length === 0) throw new Error('the model has no trainable parameter');
+    const backend = named[0][1].backend;
+    for (const [name, p] of named) {
+      if (p.backend !== backend) throw new Error(`${name} lives on ${p.backend.name}, ${named[0][0]} on ${backend.name}: one flat buffer needs one backend`);
+      if (p.dtype === 'f16') throw new Error(`${name} is stored in f16: full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32'`);
+      if (p.dtype !== 'f32') throw new Error(`${name} is ${p.dtype}: trainable parameters are f32`);
+    }
+    const align = backend.viewAlignment;
+    const slots: FlatSlot[] = [];
+    const blockSizes = [0];
+    for (const [name, p] of named) {
+      const extent = Math.ceil(p.size / align) * align;
+      if (extent > backend.maxStorageSize) throw new Error(`${name} (${p.size} elements) does not fit one device buffer (${backend.maxStorageSize})`);
+      if (blockSizes.at(-1)! + extent > backend.maxStorageSize) blockSizes.push(0);
+      slots.push({ name, shape: [...p.shape], block: blockSizes.length - 1, offset: blockSizes.at(-1)!, extent });
+      blockSizes[blockSizes.length - 1] += extent;
+    }
+    this.slots = slots;
+    this.blockSizes = blockSizes;
+    this.backend = backend;
+    this.params = this.zeroBlocks();
+    this.grads = this.zeroBlocks();
+    this.views = slots.map(({ name, shape, block, offset }, i) => {
+      const view = this.params[block].view(offset, shape);
+      assign(view, named[i][1]);
+      view.gradTarget = keep(this.grads[block].view(offset, shape));
+      model.replaceParameter(name, view);
+      return view;
+    });
+  }
+
+  /** Zero-filled buffers of this layout (AdamW's moments), and a view of them per slot. */
+  zerosLike(): { blocks: Tensor[]; views: Map<string, Tensor> } {
+    const blocks = this.zeroBlocks();
+    return { blocks, views: new Map(this.slots.map((s) => [s.name, keep(blocks[s.block].view(s.offset, s.shape))])) };
+  }
+
+  private zeroBlocks(): Tensor[] {
+    return this.blockSizes.map((size) => keep(zeros([size], { backend: this.backend })));
+  }
+
+  /** The module's parameters, in slot order. */
+  parameters(): Tensor[] {
+    return this.views.map((view, i) => {
+      if (view.isDisposed) throw new Error(`${this.slots[i].name} was replaced or disposed after its flat buffer was made: build the optimizer after loading weights`);
+      return view;
+    });
+  }
+
+  /**
+   * The stretches of consecutive slots whose tensors have a gradient in this step, each with the
+   * padding after it: the whole buffer when every tensor has one. A gradient set by hand, not by
+   * backward(), is first copied into its slot.
+   */
+  gradientRuns(): FlatRun[] {
+    const runs: FlatRun[] = [];
+    this.parameters().forEach((p, i) => {
+      const { block, offset, extent } = this.slots[i];
+      if (p.grad === null) return;
+      if (p.grad.storage !== p.gradTarget!.storage) assign(p.gradTarget!, p.grad);
+      const last = runs.at(-1);
+      if (last !== undefined && last.block === block && last.offset + last.size === offset) last.size += extent;
+      else runs.push({ block, offset, size: extent });
+    });
+    return runs;
+  }
+
+  /** Drops every gradient; the slots keep their values until backward() writes the next ones. */
+  zeroGrad(): void {
+    for (const p of this.parameters()) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /**
+   * Releases this object's hold on the buffers and the parameters' on their gradient slots: the
+   * gradient buffers go (unless a gradient is still held), the parameter buffers live on while the
+   * module's views do.
+   */
+  dispose(): void {
+    for (const view of this.views) {
+      view.gradTarget?.dispose();
+      view.gradTarget = null;
+    }
+    for (const t of [...this.params, ...this.grads]) t.dispose();
+  }
+}
