@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { largestTensorBytes, loadModel as loadModelInBrowser } from '../src/browser/load-model.js';
 import { PRESETS } from '../src/gpt/config.js';
 import { generate } from '../src/gpt/generate.js';
 import { modelFromStateDict } from '../src/gpt/load-model.js';
@@ -117,6 +118,15 @@ describe('loading and saving f16 weights', () => {
       expect(loaded.model.h[1].mlp.c_fc.weight.dtype).toBe(dtype);
       expect(await lastLogits(loaded.model, PROMPT)).toEqual(expected);
     }
+  });
+
+  it('the browser loader takes dtype too, and its size check counts 2 bytes an element', async () => {
+    const [, half] = both(cpu, await tinyWeights(9, true));
+    const bytes = await modelToBytes(half);
+    const loaded = await loadModelInBrowser({ config: bytes.config, weights: bytes.weights }, { backend: cpu, dtype: 'f16' });
+    expect(loaded.model.h[0].attn.c_proj.weight.dtype).toBe('f16');
+    expect(await lastLogits(loaded.model, PROMPT)).toEqual(await lastLogits(half, PROMPT));
+    expect(largestTensorBytes(PRESETS.tiny, 'f16')).toBe(largestTensorBytes(PRESETS.tiny) / 2);
   });
 
   it('a random preset loads as f16 (rounded from its f32 init)', async () => {
