@@ -149,7 +149,7 @@ async function main(): Promise<void> {
     initializeWeights(model, 0);
     model.eval();
     // The same weights, the matrices rounded to f16, beside the f32 model (see Method).
-    const half = flags.dtype === 'f16' ? modelFromStateDict(config, await hostWeights(model), 'bench', [], backend, 'f16').model : null;
+    const half = flags.dtype === 'f16' ? modelFromStateDict(config, await hostWeights(model), 'bench', [], backend, { dtype: 'f16' }).model : null;
     const tokenizer = new Tokenizer();
     const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
 

@@ -52,6 +52,7 @@ function parseFlags() {
     return x;
   };
   if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
+  const device: 'webgpu' | 'cpu' = values.device;
   return {
     clients: values.clients.split(',').map((c) => positive(c, 'clients')),
     requests: positive(values.requests, 'requests'),
@@ -59,7 +60,7 @@ function parseFlags() {
     slots: positive(values.slots, 'slots'),
     config: benchShapes(values.shapes),
     shapes: values.shapes,
-    device: values.device as 'webgpu' | 'cpu',
+    device,
   };
 }
 

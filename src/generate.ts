@@ -1,13 +1,13 @@
 /**
- * Text generation from the command line:
+ * Text generation from the command line (flags as llama.cpp and Hugging Face name them):
  *
- *   npx tsx src/generate.ts --model gpt2 --prompt "The meaning of life is"
- *   npx tsx src/generate.ts --model runs/ift --instruction "Rewrite in passive voice" --input "The cat ate the fish."
- *   npx tsx src/generate.ts --model tiny --prompt "Hello" --max-tokens 20 --json
- *   npx tsx src/generate.ts --model runs/ift            # interactive: one instruction per line
+ *   npx tsx src/generate.ts -m gpt2 -p "The meaning of life is"
+ *   npx tsx src/generate.ts -m runs/ift --instruction "Rewrite in passive voice" --input "The cat ate the fish."
+ *   npx tsx src/generate.ts -m tiny -p "Hello" -n 20 --json
+ *   npx tsx src/generate.ts -m runs/ift            # interactive: one instruction per line (/help)
  *
  * Text streams to stdout as it is made (a --prompt is echoed first; an instruction's output is the
- * response alone); a summary goes to stderr. --json prints one object instead:
+ * response alone); a summary with the seed goes to stderr. --json prints one object per sample instead:
  * {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}, where tokens_per_s counts
  * generated tokens (end-of-text included when it ended the text) over the generation's wall time.
  * With neither --prompt nor --instruction, a terminal gets the interactive mode and a pipe is read
@@ -15,84 +15,18 @@
  * 1 anything else.
  */
 import { createInterface } from 'node:readline';
-import { decimal, parseFlags, UsageError } from './cli/flags.js';
-import { generate, type GenerateOptions, type GenerateResult } from './gpt/generate.js';
+import { ChatSession } from './cli/chat-session.js';
+import { UsageError } from './cli/flags.js';
+import { HELP, parseGenerateFlags, USAGE, type GenerateFlags } from './cli/generate-options.js';
+import { generate, type GenerateResult } from './gpt/generate.js';
 import { ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
+import { Tokenizer } from './gpt/tokenizer.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
 import { ALPACA_SECTION_STOPS, alpacaPrompt } from './train/instruction-data.js';
 
-const USAGE = `usage: tsx src/generate.ts --model <preset|folder|owner/name> [--prompt <text> | --instruction <text> [--input <text>]]
-  [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--max-tokens 256] [--seed S]
-  [--stop <text>]... [--no-cache] [--device auto|webgpu|cpu] [--json]`;
-
-/** Past the context, generation re-prefills and goes on: a bound keeps a typo from running for days. */
-const MAX_NEW_TOKENS = 1 << 20;
-
-interface Flags {
-  model: string;
-  prompt?: string;
-  instruction?: string;
-  input?: string;
-  options: GenerateOptions;
-  seed: number;
-  device: 'auto' | 'webgpu' | 'cpu';
-  json: boolean;
-}
-
-function numberFlag(values: Record<string, unknown>, name: string, check: (x: number) => boolean, what: string): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const x = decimal(String(raw));
-  if (!Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${what}, got ${JSON.stringify(raw)}`);
-  return x;
-}
-
-function parseGenerateFlags(argv: string[]): Flags {
-  const values = parseFlags(argv, {
-    model: { type: 'string', default: 'gpt2' },
-    prompt: { type: 'string' },
-    instruction: { type: 'string' },
-    input: { type: 'string' },
-    temperature: { type: 'string' },
-    'top-k': { type: 'string' },
-    'top-p': { type: 'string' },
-    'repetition-penalty': { type: 'string' },
-    'max-tokens': { type: 'string' },
-    seed: { type: 'string' },
-    stop: { type: 'string', multiple: true },
-    'no-cache': { type: 'boolean', default: false },
-    device: { type: 'string', default: 'auto' },
-    json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
-  if (values.prompt !== undefined && values.instruction !== undefined) throw new UsageError('give --prompt or --instruction, not both');
-  if (values.input !== undefined && values.instruction === undefined) throw new UsageError('--input goes with --instruction');
-  const device = values.device;
-  if (device !== 'auto' && device !== 'webgpu' && device !== 'cpu') throw new UsageError(`--device must be auto, webgpu or cpu, got ${JSON.stringify(device)}`);
-  const int = (x: number) => Number.isInteger(x) && x >= 0;
-  const seed = numberFlag(values, 'seed', (x) => Number.isSafeInteger(x) && x >= 0, 'a non-negative integer') ?? Math.floor(Math.random() * 2 ** 31);
-  const options: GenerateOptions = {
-    temperature: numberFlag(values, 'temperature', (x) => x >= 0, 'a number ≥ 0 (0 = greedy)') ?? 0,
-    topK: numberFlag(values, 'top-k', int, 'an integer ≥ 0 (0 = off)'),
-    topP: numberFlag(values, 'top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'),
-    repetitionPenalty: numberFlag(values, 'repetition-penalty', (x) => x > 0, 'a number > 0 (1 = off)'),
-    maxNewTokens: numberFlag(values, 'max-tokens', (x) => int(x) && x <= MAX_NEW_TOKENS, `an integer in [0, ${MAX_NEW_TOKENS}]`) ?? 256,
-    seed,
-    useCache: !values['no-cache'],
-    stop: values.stop ?? [],
-  };
-  if ((values.stop ?? []).some((s) => s === '')) throw new UsageError('--stop must not be empty');
-  return {
-    model: values.model, prompt: values.prompt, instruction: values.instruction, input: values.input,
-    options, seed, device, json: values.json,
-  };
-}
+type Flags = GenerateFlags;
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -113,11 +47,15 @@ const write = (text: string) => {
   if (!outputClosed.signal.aborted) process.stdout.write(text);
 };
 
-/** Generates for one prompt: streamed to stdout, or one JSON line. `stopped` ends it early (Ctrl-C). */
-async function run(model: GPT2, text: string, echo: string, flags: Flags, stops: readonly string[], stopped?: AbortSignal): Promise<GenerateResult> {
+/**
+ * Generates for one prompt with `seed`: streamed to stdout, or one JSON line. `stopped` ends it
+ * early (Ctrl-C). The summary names the seed, so that a good sample can be made again.
+ */
+async function run(model: GPT2, text: string, echo: string, flags: Flags, seed: number, stops: readonly string[], stopped?: AbortSignal): Promise<GenerateResult> {
   if (!flags.json) write(echo);
   const result = await generate(model, text, {
     ...flags.options,
+    seed,
     stop: [...(flags.options.stop ?? []), ...stops],
     signal: stopped ? AbortSignal.any([stopped, outputClosed.signal]) : outputClosed.signal,
     onToken: flags.json ? undefined : (event) => write(event.text),
@@ -127,63 +65,89 @@ async function run(model: GPT2, text: string, echo: string, flags: Flags, stops:
   if (flags.json) {
     console.log(JSON.stringify({
       ids: result.ids, text: result.text, tokens_per_s: perSecond, prompt_tokens: result.promptTokens,
-      new_tokens: result.newTokens, stop_reason: result.stopReason, seed: flags.seed,
+      new_tokens: result.newTokens, stop_reason: result.stopReason, seed,
     }));
   } else {
     write('\n');
     console.error(
       `[${result.newTokens} tokens in ${result.seconds.toFixed(2)} s: ${perSecond.toFixed(1)} tokens/s, ` +
-        `${result.promptTokens} prompt tokens, stop: ${result.stopReason}, cache ${flags.options.useCache ? 'on' : 'off'}]`,
+        `${result.promptTokens} prompt tokens, stop: ${result.stopReason}, cache ${flags.options.useCache ? 'on' : 'off'}, seed ${seed}]`,
     );
   }
   return result;
 }
 
+/** --num-samples samples of one prompt, the i-th with seed + i. */
+async function samples(model: GPT2, text: string, echo: string, flags: Flags, stops: readonly string[]): Promise<void> {
+  for (let i = 0; i < flags.numSamples && !outputClosed.signal.aborted; i++) {
+    if (flags.numSamples > 1 && !flags.json) console.error(`--- sample ${i + 1} of ${flags.numSamples}`);
+    await run(model, text, echo, flags, flags.options.seed + i, stops);
+  }
+}
+
 /**
- * One instruction per line. Ctrl-C during a response stops it and returns to the prompt; Ctrl-C at
- * an empty prompt, or Ctrl-D, quits. (The terminal is in raw mode here, so Ctrl-C is a key that
- * readline reports, not a signal.)
+ * One instruction (or raw prompt) per line, each turn with its own seed (seed + turn). Ctrl-C
+ * during a response stops it and returns to the prompt; Ctrl-C at an empty prompt, or Ctrl-D,
+ * quits. (The terminal is in raw mode here, so Ctrl-C is a key that readline reports, not a signal.)
  */
 async function interactive(model: GPT2, flags: Flags): Promise<void> {
-  console.error('One instruction per line; Ctrl-C stops a response; Ctrl-C at an empty prompt or Ctrl-D quits.');
+  const tokenizer = new Tokenizer();
+  const session = new ChatSession({
+    raw: flags.raw, conversation: flags.conversation, countTokens: (text) => tokenizer.encode(text).length,
+    contextLength: model.config.n_positions, responseTokens: flags.options.maxNewTokens ?? 256,
+  });
+  console.error(`${flags.raw ? 'One prompt' : 'One instruction'} per line${flags.conversation ? ', earlier turns kept' : ''}; /help lists the commands; Ctrl-C stops a response; Ctrl-C at an empty prompt or Ctrl-D quits.`);
   const lines = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   let response: AbortController | null = null;
   lines.on('SIGINT', () => {
     if (response !== null) response.abort();
-    else if (lines.line === '') lines.close();
+    else if (lines.line === '' && session.promptLabel !== '... ') lines.close();
     else {
-      // Ctrl-C on a half-typed line discards it, as a shell does.
+      // Ctrl-C on a half-typed line discards it (and its continued lines), as a shell does.
       lines.write(null, { ctrl: true, name: 'u' });
+      session.cancel();
       process.stderr.write('^C\n');
+      lines.setPrompt(session.promptLabel);
       lines.prompt();
     }
   });
-  lines.setPrompt('instruction> ');
+  lines.setPrompt(session.promptLabel);
   lines.prompt();
+  let turn = 0;
   // The iterator buffers lines typed while a response is being generated.
   for await (const line of lines) {
-    if (line.trim() !== '') {
+    const step = session.feed(line);
+    if (step.kind === 'say') console.error(step.text);
+    if (step.kind === 'prompt') {
       response = new AbortController();
       try {
-        await run(model, alpacaPrompt({ instruction: line.trim() }), '', flags, ALPACA_SECTION_STOPS, response.signal);
+        const result = await run(model, step.text, '', flags, flags.options.seed + turn++, step.stops, response.signal);
+        session.answered(result.text);
       } finally {
         response = null;
       }
     }
     if (outputClosed.signal.aborted) break;
+    lines.setPrompt(session.promptLabel);
     lines.prompt();
   }
 }
 
 async function main(argv: string[]): Promise<number> {
-  let flags: Flags;
+  let parsed: Flags | 'help';
   try {
-    flags = parseGenerateFlags(argv);
+    parsed = parseGenerateFlags(argv);
   } catch (e) {
     if (!(e instanceof UsageError) && !(e instanceof RangeError)) throw e;
     console.error(`generate: ${e.message}\n${USAGE}`);
     return 2;
   }
+  if (parsed === 'help') {
+    console.log(HELP);
+    return 0;
+  }
+  const flags = parsed;
+  for (const warning of flags.warnings) console.error(`generate: warning: ${warning}`);
   try {
     checkModelSpec(flags.model);
     const fromStdin = flags.instruction === undefined && flags.prompt === undefined && !process.stdin.isTTY;
@@ -191,18 +155,18 @@ async function main(argv: string[]): Promise<number> {
     const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
     if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
     const backend = await createBackend(flags.device);
-    const { model, source, nonFinite } = await loadModel(flags.model, { backend });
+    const { model, source, nonFinite } = await loadModel(flags.model, { backend, dtype: flags.dtype });
     if (nonFinite.length > 0) {
       const shown = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
       console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);
     }
     if (!flags.json) console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description})`);
     if (flags.instruction !== undefined) {
-      await run(model, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, ALPACA_SECTION_STOPS);
+      await samples(model, alpacaPrompt({ instruction: flags.instruction, input: flags.input }), '', flags, ALPACA_SECTION_STOPS);
     } else if (flags.prompt !== undefined) {
-      await run(model, flags.prompt, flags.prompt, flags, []);
+      await samples(model, flags.prompt, flags.prompt, flags, []);
     } else if (piped !== null) {
-      await run(model, piped, piped, flags, []);
+      await samples(model, piped, piped, flags, []);
     } else {
       await interactive(model, flags);
     }

@@ -95,7 +95,7 @@ for (const [name, backend] of BACKENDS) {
       expect(await x.grad!.item()).toBe(1);
     });
 
-    it('noGrad records nothing, nests, and restores the previous mode even on a throw', async () => {
+    it('noGrad records nothing, nests, and restores the previous mode even on a throw', () => {
       const x = tensor([1, 2], [2], { backend: b, requiresGrad: true });
       const y = noGrad(() => {
         expect(isGradEnabled()).toBe(false);
@@ -227,7 +227,7 @@ for (const [name, backend] of BACKENDS) {
       expect(b.live).toBe(before);
     });
 
-    it('tidy disposes its tensors when fn throws, and refuses an async function', async () => {
+    it('tidy disposes its tensors when fn throws, and refuses an async function', () => {
       const before = b.live;
       const x = tensor([1, 2], [2], { backend: b });
       expect(() => tidy(() => {
@@ -236,6 +236,7 @@ for (const [name, backend] of BACKENDS) {
       })).toThrow('inside');
       expect(b.live).toBe(before + 1);
       // @ts-expect-error: tidy's type already rejects a function returning a Promise
+      // eslint-disable-next-line @typescript-eslint/require-await -- the point: an async function, refused
       expect(() => tidy(async () => mul(x, 2))).toThrow(/synchronous/);
       expect(b.live).toBe(before + 1);
       x.dispose();
@@ -251,7 +252,7 @@ for (const [name, backend] of BACKENDS) {
 }
 
 describe.runIf(gpu !== null)('the counting backend agrees with the WebGPU buffer pool', () => {
-  it('live storages and liveBuffers move together through forward, backward and dispose', async () => {
+  it('live storages and liveBuffers move together through forward, backward and dispose', () => {
     const b = counting(gpu!);
     const pool = () => gpu!.gpu.memoryStats().liveBuffers;
     const start = { counted: b.live, pool: pool() };

@@ -34,11 +34,11 @@ async function smallDisk(size: string, readOnly = false): Promise<string | null>
 const canMount = process.getuid?.() === 0;
 const quiet = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
 
-async function train(out: string): Promise<Error> {
+async function train(out: string, extra: string[] = []): Promise<Error> {
   const dir = await freshDir();
   const data = join(dir, 'data.json');
   await writeFile(data, JSON.stringify(loadInstructionFile('data/instructions.json').slice(0, 6)));
-  const options = parseTrainOptions(['--model', 'tiny', '--data', data, '--out', out, '--epochs', '1', '--batch-size', '2', '--device', 'cpu']) as TrainOptions;
+  const options = parseTrainOptions(['--model', 'tiny', '--data', data, '--out', out, '--epochs', '1', '--batch-size', '2', '--device', 'cpu', ...extra]) as TrainOptions;
   try {
     await runTraining(options, { shouldStop: () => false, stream: quiet });
   } catch (e) {
@@ -61,8 +61,12 @@ describe.runIf(canMount)('disks that refuse writes', () => {
     const disk = await smallDisk('2m');
     expect(disk).not.toBeNull();
     const out = join(disk!, 'run');
-    const error = await train(out);
+    const error = await train(out, ['--save-last']);
     expect(error.message).toMatch(/checkpoint\.tmp-\d+\/model\.safetensors: cannot be written \(ENOSPC/);
     expect(readdirSync(out).filter((f) => f.startsWith('checkpoint'))).toEqual([]);
+    // Saving the best weights (the default) is the first large write: it fails the same way.
+    const best = join(disk!, 'best');
+    expect((await train(best)).message).toMatch(/best\/model\.safetensors: cannot be written \(ENOSPC/);
+    expect(readdirSync(best).filter((f) => f.includes('.tmp'))).toEqual([]);
   }, 120_000);
 });

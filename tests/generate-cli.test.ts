@@ -70,6 +70,11 @@ describe('--json', () => {
     expect(uncached.ids).toEqual(out.ids);
   });
 
+  it('--dtype f16 stores the weight matrices in 16 bits: the tiny preset gives the greedy ids of f32', () => {
+    const args = ['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json', '--device', 'cpu'];
+    expect(json(cli([...args, '--dtype', 'f16'])).ids).toEqual(json(cli([...args, '--dtype', 'f32'])).ids);
+  });
+
   it.runIf(gpu !== null)('gives the same greedy ids on WebGPU as on the CPU', () => {
     const args = ['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json'];
     expect(json(cli([...args, '--device', 'webgpu'])).ids).toEqual(json(cli([...args, '--device', 'cpu'])).ids);
@@ -100,10 +105,63 @@ describe('streaming to stdout', () => {
     const run = cli(['--model', 'tiny', '--prompt', 'Hi there', '--max-tokens', '4', '--device', 'cpu', '--temperature', '0.8', '--seed', '3']);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout.startsWith('Hi there')).toBe(true);
-    expect(run.stderr).toMatch(/\[4 tokens in [\d.]+ s: [\d.]+ tokens\/s, 2 prompt tokens, stop: length, cache on\]/);
+    expect(run.stderr).toMatch(/\[4 tokens in [\d.]+ s: [\d.]+ tokens\/s, 2 prompt tokens, stop: length, cache on, seed 3\]/);
     // Same seed, same text.
     const again = cli(['--model', 'tiny', '--prompt', 'Hi there', '--max-tokens', '4', '--device', 'cpu', '--temperature', '0.8', '--seed', '3']);
     expect(again.stdout).toBe(run.stdout);
+  });
+});
+
+describe('conventional flags', () => {
+  it('-m, -p, -n, -t, -s read as --model, --prompt, --max-new-tokens, --temperature, --seed', () => {
+    const long = json(cli(['--model', 'tiny', '--prompt', 'Hi', '--max-new-tokens', '5', '--temperature', '1', '--seed', '4', '--json', '--device', 'cpu']));
+    const short = json(cli(['-m', 'tiny', '-p', 'Hi', '-n', '5', '-t', '1', '-s', '4', '--json', '--device', 'cpu']));
+    expect(short).toMatchObject({ ids: long.ids, text: long.text });
+    expect(long.ids.length === 5 || long.stop_reason === 'eos').toBe(true);
+  });
+
+  it('--ignore-eos generates to the length, past end-of-text', () => {
+    // Greedy on the tiny model from "Hi": find a seed-free case by asking for many tokens; with
+    // --ignore-eos the stop is always the length.
+    const out = json(cli(['-m', 'tiny', '-p', 'Hi', '-n', '30', '-t', '1', '-s', '2', '--ignore-eos', '--json', '--device', 'cpu']));
+    expect(out.stop_reason).toBe('length');
+    expect(out.ids.length).toBe(30);
+  });
+
+  it('--num-samples: one sample per seed, seed, seed+1, …; the same as asking for each seed alone', () => {
+    const run = cli(['-m', 'tiny', '-p', 'Hi', '-n', '6', '-t', '1', '-s', '10', '--num-samples', '3', '--json', '--device', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const samples = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as JsonOut & { seed: number });
+    expect(samples.map((s) => s.seed)).toEqual([10, 11, 12]);
+    const alone = json(cli(['-m', 'tiny', '-p', 'Hi', '-n', '6', '-t', '1', '-s', '11', '--json', '--device', 'cpu']));
+    expect(samples[1].ids).toEqual(alone.ids);
+  });
+
+  it('a random seed is printed in the summary, and that seed gives the same text again', () => {
+    const run = cli(['-m', 'tiny', '-p', 'Hi', '-n', '8', '-t', '1', '--device', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const seed = /seed (\d+)\]/.exec(run.stderr)?.[1];
+    expect(seed).toBeDefined();
+    expect(cli(['-m', 'tiny', '-p', 'Hi', '-n', '8', '-t', '1', '-s', seed!, '--device', 'cpu']).stdout).toBe(run.stdout);
+  });
+
+  it('warns that --top-k and --top-p do nothing at temperature 0, and not when sampling', () => {
+    const greedy = cli(['-m', 'tiny', '-p', 'Hi', '-n', '2', '--top-k', '5', '--top-p', '0.9', '--device', 'cpu']);
+    expect(greedy.code, greedy.stderr).toBe(0);
+    expect(greedy.stderr).toMatch(/warning: --top-k and --top-p have no effect at temperature 0 \(greedy decoding\)/);
+    const sampled = cli(['-m', 'tiny', '-p', 'Hi', '-n', '2', '--top-k', '5', '-t', '0.7', '--device', 'cpu']);
+    expect(sampled.stderr).not.toMatch(/warning/);
+  });
+
+  it('-h and --help list every flag with its description and default', async () => {
+    const { GENERATE_FLAGS } = await import('../src/cli/generate-options.js');
+    const run = cli(['-h']);
+    expect(run.code).toBe(0);
+    for (const flag of GENERATE_FLAGS) {
+      const line = run.stdout.split('\n').find((l) => new RegExp(`^ +(-\\w, )?--${flag.name}[ ,]`).test(l));
+      expect(line, flag.name).toContain(flag.description);
+      if (flag.default !== undefined) expect(line).toContain(`(default: ${flag.default})`);
+    }
   });
 });
 
@@ -140,6 +198,7 @@ describe('errors: exit code 2 and a message', () => {
     [['--model', 'tiny', '--prompt', 'x', '--top-p', '1.5'], /--top-p must be in \(0, 1\]/],
     [['--model', 'tiny', '--prompt', 'x', '--max-tokens', 'ten'], /--max-tokens must be an integer in \[0, 1048576\], got "ten"/],
     [['--model', 'tiny', '--prompt', 'x', '--device', 'tpu'], /--device must be auto, webgpu or cpu/],
+    [['--model', 'tiny', '--prompt', 'x', '--dtype', 'bf16'], /--dtype must be f32 or f16/],
     [['--model', 'tiny', '--prompt', 'x', '--instruction', 'y'], /--prompt or --instruction, not both/],
     [['--model', 'tiny', '--input', 'y'], /--input goes with --instruction/],
     [['--model', 'tiny', '--prompt', 'x', '--max-tokens', '1e21'], /--max-tokens must be an integer in \[0, 1048576\], got "1e21"/],
@@ -155,7 +214,14 @@ describe('errors: exit code 2 and a message', () => {
   it('a model folder that does not exist', () => {
     const run = cli(['--model', './no-such-run', '--prompt', 'x', '--device', 'cpu']);
     expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/--model \.\/no-such-run: no such folder/);
+    expect(run.stderr).toMatch(/--model \.\/no-such-run: no such model folder/);
+  });
+
+  it('a missing folder under an existing one is a folder, not a hub repo', () => {
+    const run = cli(['--model', join('tests', 'no-such-run'), '--prompt', 'x', '--device', 'cpu']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/--model tests\/no-such-run: no such model folder/);
+    expect(run.stderr).not.toMatch(/download|hub/i);
   });
 
   it('a folder without the model files', () => {

@@ -39,12 +39,32 @@ describe('interactive generation in a terminal', () => {
     await tty.waitFor(/\S{40}/, tty.length); // tokens are streaming
     const before = tty.length;
     tty.type(CTRL_C);
-    await tty.waitFor(/stop: aborted, cache on\][\s\S]*instruction> /, before);
+    await tty.waitFor(/stop: aborted, cache on, seed 1\][\s\S]*instruction> /, before); // turn 1: --seed
+
     const next = tty.length;
     tty.type('Hi\r');
     await tty.waitFor(/Hi[\s\S]*\S{40}/, next); // the prompt took the line and answers it
     tty.type(CTRL_C);
-    await tty.waitFor(/stop: aborted[\s\S]*instruction> /, next);
+    await tty.waitFor(/stop: aborted, cache on, seed 2\][\s\S]*instruction> /, next); // turn 2: its own seed
+    tty.type(CTRL_C);
+    expect(await tty.closed).toBe(0);
+  }, 120_000);
+
+  it('/help, a line continued with a trailing backslash, and a raw prompt', async () => {
+    const tty = terminal('node --import tsx src/generate.ts --model tiny --device cpu -n 3 --seed 5');
+    await tty.waitFor(/instruction> /);
+    let from = tty.length;
+    tty.type('/help\r');
+    await tty.waitFor(/\/reset[\s\S]*instruction> /, from);
+    from = tty.length;
+    tty.type('/raw\r');
+    await tty.waitFor(/raw prompts[\s\S]*prompt> /, from);
+    from = tty.length;
+    tty.type('one\\\r');
+    await tty.waitFor(/\.\.\. /, from);
+    tty.type('two\r');
+    // "one\ntwo" is 3 tokens: the prompt is the two lines joined, without the template.
+    await tty.waitFor(/3 tokens in [\d.]+ s: [\d.]+ tokens\/s, 3 prompt tokens, stop: length, cache on, seed 5\][\s\S]*prompt> /, from);
     tty.type(CTRL_C);
     expect(await tty.closed).toBe(0);
   }, 120_000);

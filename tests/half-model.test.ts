@@ -49,7 +49,7 @@ async function tinyWeights(seed: number, rounded: boolean): Promise<StateDict> {
 }
 
 const both = (backend: Backend, weights: StateDict) =>
-  (['f32', 'f16'] as const).map((dtype) => modelFromStateDict(PRESETS.tiny, weights, 'test', [], backend, dtype).model);
+  (['f32', 'f16'] as const).map((dtype) => modelFromStateDict(PRESETS.tiny, weights, 'test', [], backend, { dtype }).model);
 
 const backends: [string, Backend | null][] = [['CPU', cpu], ['WebGPU', gpu]];
 
@@ -146,10 +146,10 @@ describe('loading and saving f16 weights', () => {
     fc[20] = 65519; // rounds to 65504: fine
     (weights.get('wpe.weight')!.data as Float32Array)[5] = 65520;
     (weights.get('h.1.ln_1.bias')!.data as Float32Array)[0] = 1e9; // stays f32: fine
-    expect(() => modelFromStateDict(PRESETS.tiny, weights, 'big.safetensors', [], cpu, 'f16')).toThrow(
+    expect(() => modelFromStateDict(PRESETS.tiny, weights, 'big.safetensors', [], cpu, { dtype: 'f16' })).toThrow(
       /big\.safetensors: values outside f16's range \(±65504\) in wpe\.weight \(1 value\), h\.0\.mlp\.c_fc\.weight \(2 values\): load these weights as f32/,
     );
-    expect(modelFromStateDict(PRESETS.tiny, weights, 'big.safetensors', [], cpu, 'f32').model.wte.weight.dtype).toBe('f32');
+    expect(modelFromStateDict(PRESETS.tiny, weights, 'big.safetensors', [], cpu, { dtype: 'f32' }).model.wte.weight.dtype).toBe('f32');
   });
 
   it('keeps F16 tensors 16-bit and widens BF16 ones (so the range check sees them) when reading for f16', () => {

@@ -138,6 +138,30 @@ describe('loadInstructionFile', () => {
       expect(errorOf(path).message).toBe(`${path}: entry 2 (0-based)${problem.startsWith(':') ? '' : ' '}${problem}`);
     }
   });
+  describe('JSON Lines (.jsonl)', () => {
+    const writeLines = (text: string): string => {
+      const path = join(dir, `data-${files++}.jsonl`);
+      writeFileSync(path, text);
+      return path;
+    };
+
+    it('reads one entry a line, skipping blank lines, as the same entries a JSON array gives', () => {
+      const entries = [{ instruction: 'a', input: 'x', output: 'b' }, { instruction: 'c', output: 'd' }];
+      const path = writeLines(`${JSON.stringify(entries[0])}\n\n${JSON.stringify(entries[1])}\n`);
+      expect(loadInstructionFile(path)).toEqual(loadInstructionFile(write(JSON.stringify(entries))));
+      expect(loadInstructionFile(path)).toEqual([{ instruction: 'a', input: 'x', output: 'b' }, { instruction: 'c', input: '', output: 'd' }]);
+    });
+
+    it('names the line of invalid JSON, of a missing field, and an empty file', () => {
+      const ok = JSON.stringify({ instruction: 'a', output: 'b' });
+      const bad = writeLines(`${ok}\n${ok}\n{"instruction": "a",}\n`);
+      expect(errorOf(bad).message).toMatch(new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: line 3: not valid JSON: `));
+      const missing = writeLines(`${ok}\n{"instruction": "a"}\n`);
+      expect(errorOf(missing).message).toBe(`${missing}: line 2 has no "output" field`);
+      const empty = writeLines('\n\n');
+      expect(errorOf(empty).message).toBe(`${empty}: the data set is empty`);
+    });
+  });
 });
 
 describe('the default data set', () => {

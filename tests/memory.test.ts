@@ -30,6 +30,8 @@ interface Params {
   w1: Tensor; b1: Tensor; w2: Tensor; b2: Tensor;
 }
 
+const tensorsOf = (p: Params): Tensor[] => [p.w1, p.b1, p.w2, p.b2];
+
 function initParams(backend: Backend, seed: number): Params {
   const make = (shape: number[], stream: number, scale: number) =>
     tensor(randomArray(shape.reduce((a, b) => a * b, 1), seed, stream, -scale, scale), shape, { backend, requiresGrad: true });
@@ -61,7 +63,7 @@ const sgd: Update = (p) => {
 
 /** AdamW in place on the parameter and its moments; the gradient is then dropped. */
 const adamw: Update = (p, state, step) => {
-  for (const param of Object.values(p)) {
+  for (const param of tensorsOf(p)) {
     let moments = state.get(param);
     if (moments === undefined) {
       moments = { m: keep(zeros(param.shape, { backend: param.backend })), v: keep(zeros(param.shape, { backend: param.backend })) };
@@ -99,7 +101,7 @@ async function train(backend: Backend, update: Update, steps: number, seed: numb
 }
 
 function disposeAll(params: Params, state: Map<Tensor, { m: Tensor; v: Tensor }>): void {
-  for (const p of Object.values(params)) p.dispose();
+  for (const p of tensorsOf(params)) p.dispose();
   for (const { m, v } of state.values()) {
     m.dispose();
     v.dispose();

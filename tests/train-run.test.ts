@@ -163,7 +163,7 @@ describe('tsx src/train.ts', () => {
       [['--data', await file('string.json', '[{"instruction": "a", "output": "b"}, "c"]')], /string\.json: entry 1 \(0-based\) is a string/],
       [['--data', await file('field.json', '[{"instruction": "a", "input": "", "response": "b"}]')], /field\.json: entry 0 \(0-based\) has no "output" field/],
       [['--data', await file('type.json', '[{"instruction": "a", "input": 3, "output": "b"}]')], /type\.json: entry 0 \(0-based\): "input" must be a string, got a number/],
-      [['--data', data, '--model', join(dir, 'no-model')], /no-model: no such folder/],
+      [["--data", data, "--model", join(dir, "no-model")], /no-model: no such model folder/],
       [['--data', data, '--out', existingRun], /already holds a run: continue it with --resume/],
       [['--resume', existingRun, '--lr', '1e-4'], /--lr cannot be given with it/],
       [['--resume', join(dir, 'no-run')], /no-run: no such folder/],

@@ -22,13 +22,18 @@ function duration(seconds: number): string {
 }
 
 export class Progress {
-  private readonly started = performance.now();
-  private readonly startStep: number;
+  private started = performance.now();
+  private startStep = 0;
   private readonly tty: boolean;
 
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, startStep = 0, private readonly plainEvery = 10) {
+  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, private readonly plainEvery = 10) {
     this.tty = stream.isTTY === true;
-    this.startStep = startStep;
+  }
+
+  /** The clock of the ETA starts here, at `step` (a resumed run's first): the rate counts the steps run since. */
+  start(step: number): void {
+    this.started = performance.now();
+    this.startStep = step;
   }
 
   update(u: ProgressUpdate): void {

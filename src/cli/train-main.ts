@@ -41,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('disconnect', stop(129));
   const result = await runTraining(options, { shouldStop: () => interrupted });
   const last = result.records.at(-1);
-  if (result.stopped) {
+  if (result.stopped && !result.stoppedEarly) {
     console.log(`stopped at step ${last?.step ?? 0}; continue with: npx tsx src/train.ts --resume ${result.out}`);
     return 0;
   }
@@ -50,8 +50,10 @@ async function main(argv: string[]): Promise<number> {
   // One batch's loss is noisy (a few dozen counted tokens): the last epoch's mean says more.
   const lastEpoch = result.records.filter((r) => r.epoch === last?.epoch);
   const mean = lastEpoch.reduce((s, r) => s + r.loss, 0) / lastEpoch.length;
-  console.log(`\ntrained ${last?.step ?? 0} steps: mean loss over the last epoch ${mean.toFixed(4)}${val}`);
-  console.log(`model, checkpoint, training.json and loss.svg in ${result.out}`);
+  const early = result.stoppedEarly ? ` (stopped early: no new lowest validation loss in ${result.patience} validations)` : '';
+  console.log(`\ntrained ${last?.step ?? 0} steps${early}: mean loss over the last epoch ${mean.toFixed(4)}${val}`);
+  const kept = result.best === null ? 'the last weights' : `the weights of step ${result.best.step}, validation loss ${result.best.valLoss.toFixed(4)}, the lowest`;
+  console.log(`model (${kept}), checkpoint, training.json and loss.svg in ${result.out}`);
   console.log(`try it: npx tsx src/generate.ts --model ${result.out} --instruction ${JSON.stringify(result.samples[0]?.instruction ?? "Name three primary colors.")}`);
   return 0;
 }

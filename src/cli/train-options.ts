@@ -1,9 +1,10 @@
 /**
- * The training command's flags: parsed strictly (an unknown flag is an error), each value checked,
- * with defaults that run the complete demo when no flag is given.
+ * The training command's flags: one table (names as the Hugging Face Trainer has them, in kebab
+ * case, older names as aliases) that drives both parsing and `--help`; each value checked, with
+ * defaults that run the complete demo when no flag is given.
  */
 import { FINE_TUNE_DEFAULTS as D } from '../train/defaults.js';
-import { decimal, parseFlags, UsageError } from './flags.js';
+import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, type FlagTable } from './flags.js';
 
 export { UsageError };
 
@@ -17,6 +18,10 @@ export interface TrainOptions {
   weightDecay: number;
   lrSchedule: 'cosine' | 'constant';
   warmupSteps: number;
+  /** Warm-up as a share of the run's steps; when set, it replaces warmupSteps. */
+  warmupRatio: number | null;
+  /** Floor of the cosine decay; null: 10% of the peak. */
+  minLr: number | null;
   maxSteps: number | null;
   gradAccum: number;
   clip: number;
@@ -24,11 +29,27 @@ export interface TrainOptions {
   shuffle: boolean;
   valFraction: number;
   evalEvery: number;
+  /** A checkpoint every n steps besides those at epoch ends (0: epoch ends only). */
+  saveSteps: number;
+  /** model.safetensors holds the last weights instead of those of the lowest validation loss. */
+  saveLast: boolean;
+  /** Stop after this many validations without a new lowest loss (0: never). */
+  earlyStoppingPatience: number;
+  /** A progress line every n steps when stderr is not a terminal. */
+  loggingSteps: number;
   maskPrompt: boolean;
+  dropout: number;
   maxLength: number | null;
   device: 'auto' | 'webgpu' | 'cpu';
   resume: string | null;
+  verbose: boolean;
 }
+
+/** What a resume may change: the run's length (it continues the same trajectory up to the old end). */
+export type ResumeExtension = Partial<Pick<TrainOptions, 'epochs' | 'maxSteps'>>;
+
+/** The flags that do not belong to a run (and so are not kept in its checkpoint). */
+export const SESSION_FLAGS = ['resume', 'out', 'device', 'verbose'] as const;
 
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
@@ -48,103 +69,95 @@ export const DEMO_DEFAULTS = {
 
 const PRETRAINED = { epochs: D.epochs, lr: D.lr, lrSchedule: D.lrSchedule } as const;
 
+const DEFAULT_LOGGING_STEPS = 10;
+
+/** Every flag of `tsx src/train.ts`: parsing and `--help` both read this table. */
+export const TRAIN_FLAGS: FlagTable = [
+  { name: 'model', short: 'm', value: '<preset|folder|owner/name>', description: 'model to fine-tune: demo/tiny (random init), gpt2…gpt2-xl, a hub repo or a run folder', default: 'demo' },
+  { name: 'data', value: '<file>', description: 'instruction data: a JSON array or JSON Lines (.jsonl) of {instruction, input, output}', default: DEMO_DEFAULTS.data },
+  { name: 'output-dir', aliases: ['out'], value: '<folder>', description: 'where the model, checkpoints, training.json and loss.svg go', default: 'runs/<date>_<time>' },
+  { name: 'epochs', aliases: ['num-train-epochs'], value: '<n>', description: 'passes over the training set', default: `${PRETRAINED.epochs}; ${DEMO_DEFAULTS.epochs} for the demo` },
+  { name: 'batch-size', aliases: ['per-device-train-batch-size'], value: '<n>', description: 'sequences per micro-batch', default: String(D.batchSize) },
+  { name: 'learning-rate', aliases: ['lr'], value: '<x>', description: 'peak learning rate', default: `${PRETRAINED.lr}; ${DEMO_DEFAULTS.lr} for the demo` },
+  { name: 'lr-scheduler-type', aliases: ['lr-schedule'], value: '<cosine|constant>', description: 'decay after the warm-up', default: `${PRETRAINED.lrSchedule}; ${DEMO_DEFAULTS.lrSchedule} for the demo` },
+  { name: 'min-lr', value: '<x>', description: 'floor of the cosine decay', default: '10% of the peak' },
+  { name: 'warmup-steps', value: '<n>', description: 'linear warm-up steps', default: String(D.warmupSteps) },
+  { name: 'warmup-ratio', value: '<x>', description: 'warm-up as a share of all steps (replaces --warmup-steps)' },
+  { name: 'weight-decay', value: '<x>', description: 'AdamW decoupled weight decay (matrices only)', default: String(D.weightDecay) },
+  { name: 'max-steps', value: '<n>', description: 'stop after this many optimizer steps', default: 'all epochs' },
+  { name: 'gradient-accumulation-steps', aliases: ['grad-accum'], value: '<n>', description: 'micro-batches per optimizer step', default: String(D.gradAccum) },
+  { name: 'max-grad-norm', aliases: ['clip'], value: '<x>', description: 'global gradient-norm clip, 0 = off', default: String(D.clip) },
+  { name: 'dropout', value: '<p>', description: 'dropout on embeddings and residual branches', default: '0' },
+  { name: 'mask-prompt', description: 'train on the responses only (the prompt\'s targets do not count)', default: 'on for the demo' },
+  { name: 'no-mask-prompt', description: 'train on every real token, the prompt\'s too', default: 'for a pretrained model' },
+  { name: 'max-length', value: '<n>', description: 'context of the training inputs, in tokens', default: 'the model\'s' },
+  { name: 'val-fraction', value: '<x>', description: 'share of entries held out for validation', default: String(D.valFraction) },
+  { name: 'eval-steps', aliases: ['eval-every'], value: '<n>', description: 'validation loss every n steps, 0 = only at epoch ends', default: String(D.evalEvery) },
+  { name: 'save-steps', value: '<n>', description: 'a checkpoint every n steps, 0 = only at epoch ends', default: '0' },
+  { name: 'save-last', description: 'model.safetensors holds the last weights, not those of the lowest validation loss' },
+  { name: 'early-stopping-patience', value: '<n>', description: 'stop after n validations without a new lowest loss, 0 = never', default: '0' },
+  { name: 'logging-steps', value: '<n>', description: 'a progress line every n steps when stderr is not a terminal', default: String(DEFAULT_LOGGING_STEPS) },
+  { name: 'seed', value: '<n>', description: 'seed of the init, split, shuffle and dropout', default: String(D.seed) },
+  { name: 'no-shuffle', description: 'keep the data set\'s order' },
+  { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
+  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps and --device may be given)' },
+  { name: 'verbose', short: 'v', description: 'show the GPU driver\'s messages too' },
+  { name: 'help', short: 'h', description: 'this text' },
+];
+
 export const HELP = `Usage: npx tsx src/train.ts [flags]
 
 Instruction fine-tuning of GPT-2. With no flags: a complete demo, a small model trained from scratch
 on the project's own data set (data/instructions.json).
 
-  --model <preset|folder|owner/name>  model to fine-tune (default: demo, random init)
-  --data <file.json>         JSON array of {instruction, input, output} (default: data/instructions.json)
-  --out <folder>             where checkpoints, training.json and loss.svg go (default: runs/<time>)
-  --epochs <n>               passes over the training set (default: ${PRETRAINED.epochs}; ${DEMO_DEFAULTS.epochs} for the demo)
-  --batch-size <n>           sequences per micro-batch (default: ${D.batchSize})
-  --lr <x>                   peak learning rate (default: ${PRETRAINED.lr}; ${DEMO_DEFAULTS.lr} for the demo)
-  --weight-decay <x>         AdamW decoupled weight decay (default: ${D.weightDecay})
-  --lr-schedule <s>          cosine (to 10% of the peak) or constant (default: ${PRETRAINED.lrSchedule}; ${DEMO_DEFAULTS.lrSchedule} for the demo)
-  --warmup-steps <n>         linear warm-up steps (default: ${D.warmupSteps})
-  --max-steps <n>            stop after this many optimizer steps
-  --grad-accum <n>           micro-batches per optimizer step (default: 1)
-  --clip <x>                 global gradient-norm clip, 0 = off (default: 1)
-  --seed <n>                 seed for init, split, shuffle and sampling (default: 0)
-  --no-shuffle               keep the data set's order
-  --val-fraction <x>         share of entries held out for validation (default: 0.1)
-  --eval-every <n>           validation loss every n steps, 0 = only at epoch ends (default: ${D.evalEvery})
-  --mask-prompt              train on the responses only (the prompt's targets do not count; on for the demo)
-  --max-length <n>           context of the training inputs, in tokens (default: the model's)
-  --device <d>               webgpu, cpu or auto (default: auto)
-  --resume <folder>          continue a run from its checkpoint, with the flags it was started with
-  -h, --help                 this text`;
+${flagHelp(TRAIN_FLAGS)}`;
 
-function number(name: string, raw: string | undefined, fallback: number, check: (x: number) => boolean, rule: string): number {
-  if (raw === undefined) return fallback;
-  const x = decimal(raw);
-  if (!Number.isFinite(x) || !check(x)) throw new UsageError(`--${name} must be ${rule}, got "${raw}"`);
-  return x;
-}
+const RESUME_MAY_CHANGE = ['resume', 'device', 'verbose', 'epochs', 'max-steps'];
 
-const positiveInt = (x: number) => Number.isInteger(x) && x > 0;
-const nonNegativeInt = (x: number) => Number.isInteger(x) && x >= 0;
-
-export function parseTrainOptions(argv: string[]): TrainOptions | 'help' {
-  const values = parseFlags(argv, {
-    model: { type: 'string' },
-    data: { type: 'string' },
-    out: { type: 'string' },
-    epochs: { type: 'string' },
-    'batch-size': { type: 'string' },
-    lr: { type: 'string' },
-    'weight-decay': { type: 'string' },
-    'lr-schedule': { type: 'string' },
-    'warmup-steps': { type: 'string' },
-    'max-steps': { type: 'string' },
-    'grad-accum': { type: 'string' },
-    clip: { type: 'string' },
-    seed: { type: 'string' },
-    'no-shuffle': { type: 'boolean' },
-    'val-fraction': { type: 'string' },
-    'eval-every': { type: 'string' },
-    'mask-prompt': { type: 'boolean' },
-    'max-length': { type: 'string' },
-    device: { type: 'string' },
-    resume: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) return 'help';
-  if (values.resume !== undefined) {
-    const others = Object.keys(values).filter((name) => name !== 'resume' && name !== 'device');
-    if (others.length > 0) {
-      throw new UsageError(`--resume continues a run with the flags it was started with; --${others[0]} cannot be given with it (only --device can)`);
+export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: ResumeExtension }) | 'help' {
+  const flags = new FlagReader(parseFlagTable(argv, TRAIN_FLAGS));
+  if (flags.switch('help')) return 'help';
+  if (flags.given('resume')) {
+    const other = flags.names().find((name) => !RESUME_MAY_CHANGE.includes(name));
+    if (other !== undefined) {
+      throw new UsageError(`--resume continues a run with the flags it was started with; ${flags.written(other)} cannot be given with it (only --epochs, --max-steps and --device can)`);
     }
   }
-  const model = values.model ?? DEMO_DEFAULTS.model;
+  if (flags.given('mask-prompt') && flags.given('no-mask-prompt')) throw new UsageError('give --mask-prompt or --no-mask-prompt, not both');
+  const model = flags.string('model') ?? DEMO_DEFAULTS.model;
   const demo = model === DEMO_DEFAULTS.model;
   const defaults = demo ? DEMO_DEFAULTS : PRETRAINED;
-  const schedule = values['lr-schedule'] ?? defaults.lrSchedule;
-  if (schedule !== 'cosine' && schedule !== 'constant') throw new UsageError(`--lr-schedule must be cosine or constant, got "${schedule}"`);
-  const device = values.device ?? 'auto';
-  if (device !== 'auto' && device !== 'webgpu' && device !== 'cpu') throw new UsageError(`--device must be webgpu, cpu or auto, got "${device}"`);
-  const maxSteps = values['max-steps'];
-  const maxLength = values['max-length'];
+  const epochs = flags.number('epochs', positiveInt, 'a positive integer');
+  const maxSteps = flags.number('max-steps', positiveInt, 'a positive integer');
   return {
     model,
-    data: values.data ?? DEMO_DEFAULTS.data,
-    out: values.out ?? null,
-    epochs: number('epochs', values.epochs, defaults.epochs, positiveInt, 'a positive integer'),
-    batchSize: number('batch-size', values['batch-size'], D.batchSize, positiveInt, 'a positive integer'),
-    lr: number('lr', values.lr, defaults.lr, (x) => x > 0, 'a positive number'),
-    weightDecay: number('weight-decay', values['weight-decay'], D.weightDecay, (x) => x >= 0, 'a number ≥ 0'),
-    lrSchedule: schedule,
-    warmupSteps: number('warmup-steps', values['warmup-steps'], D.warmupSteps, nonNegativeInt, 'an integer ≥ 0'),
-    maxSteps: maxSteps === undefined ? null : number('max-steps', maxSteps, 0, positiveInt, 'a positive integer'),
-    gradAccum: number('grad-accum', values['grad-accum'], D.gradAccum, positiveInt, 'a positive integer'),
-    clip: number('clip', values.clip, D.clip, (x) => x >= 0, 'a number ≥ 0'),
-    seed: number('seed', values.seed, D.seed, (x) => nonNegativeInt(x) && x < 2 ** 32, 'an integer in [0, 2^32)'),
-    shuffle: !values['no-shuffle'],
-    valFraction: number('val-fraction', values['val-fraction'], D.valFraction, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-    evalEvery: number('eval-every', values['eval-every'], D.evalEvery, nonNegativeInt, 'an integer ≥ 0'),
-    maskPrompt: values['mask-prompt'] ?? (demo && DEMO_DEFAULTS.maskPrompt),
-    maxLength: maxLength === undefined ? null : number('max-length', maxLength, 0, (x) => Number.isInteger(x) && x >= 2, 'an integer ≥ 2'),
-    device,
-    resume: values.resume ?? null,
+    data: flags.string('data') ?? DEMO_DEFAULTS.data,
+    out: flags.string('output-dir') ?? null,
+    epochs: epochs ?? defaults.epochs,
+    batchSize: flags.number('batch-size', positiveInt, 'a positive integer') ?? D.batchSize,
+    lr: flags.number('learning-rate', (x) => x > 0, 'a positive number') ?? defaults.lr,
+    weightDecay: flags.number('weight-decay', (x) => x >= 0, 'a number ≥ 0') ?? D.weightDecay,
+    lrSchedule: flags.choice('lr-scheduler-type', ['cosine', 'constant'] as const) ?? defaults.lrSchedule,
+    warmupSteps: flags.number('warmup-steps', nonNegativeInt, 'an integer ≥ 0') ?? D.warmupSteps,
+    warmupRatio: flags.number('warmup-ratio', (x) => x >= 0 && x <= 1, 'in [0, 1]') ?? null,
+    minLr: flags.number('min-lr', (x) => x >= 0, 'a number ≥ 0') ?? null,
+    maxSteps: maxSteps ?? null,
+    gradAccum: flags.number('gradient-accumulation-steps', positiveInt, 'a positive integer') ?? D.gradAccum,
+    clip: flags.number('max-grad-norm', (x) => x >= 0, 'a number ≥ 0') ?? D.clip,
+    seed: flags.number('seed', (x) => nonNegativeInt(x) && x < 2 ** 32, 'an integer in [0, 2^32)') ?? D.seed,
+    shuffle: !flags.switch('no-shuffle'),
+    valFraction: flags.number('val-fraction', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? D.valFraction,
+    evalEvery: flags.number('eval-steps', nonNegativeInt, 'an integer ≥ 0') ?? D.evalEvery,
+    saveSteps: flags.number('save-steps', nonNegativeInt, 'an integer ≥ 0') ?? 0,
+    saveLast: flags.switch('save-last'),
+    earlyStoppingPatience: flags.number('early-stopping-patience', nonNegativeInt, 'an integer ≥ 0') ?? 0,
+    loggingSteps: flags.number('logging-steps', positiveInt, 'a positive integer') ?? DEFAULT_LOGGING_STEPS,
+    maskPrompt: flags.switch('mask-prompt') || (!flags.switch('no-mask-prompt') && demo && DEMO_DEFAULTS.maskPrompt),
+    dropout: flags.number('dropout', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? 0,
+    maxLength: flags.number('max-length', (x) => Number.isInteger(x) && x >= 2, 'an integer ≥ 2') ?? null,
+    device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',
+    resume: flags.string('resume') ?? null,
+    verbose: flags.switch('verbose'),
+    extend: { ...(epochs === undefined ? {} : { epochs }), ...(maxSteps === undefined ? {} : { maxSteps }) },
   };
 }

@@ -17,6 +17,7 @@ import { createBackend } from '../node/backend.js';
 import { loadCheckpoint, promoteCheckpoint, saveCheckpoint, writeRecords, type LoadedCheckpoint } from '../node/checkpoint-folder.js';
 import { loadInstructionFile } from '../node/instruction-file.js';
 import { checkModelSpec, loadModel } from '../node/load-model.js';
+import { loadGpt2Weights, saveModel } from '../node/weights-folder.js';
 import type { Backend } from '../tensor/backend.js';
 import { AdamW } from '../train/adamw.js';
 import { prepareExamples } from '../train/fine-tune.js';
@@ -26,15 +27,29 @@ import { Trainer, TrainingDiverged, type StepRecord, type TrainingPosition } fro
 import { NonFiniteState, restoreOptimizer, type TrainingState } from '../train/training-state.js';
 import { Progress } from './progress.js';
 import { liveLockProblem, LOCK_FILE, lockRunFolder, RunLocked } from './run-lock.js';
-import { parseTrainOptions, UsageError, type TrainOptions } from './train-options.js';
+import { parseTrainOptions, SESSION_FLAGS, UsageError, type ResumeExtension, type TrainOptions } from './train-options.js';
 
-/** The flags a checkpoint keeps: a resumed run takes all of them from there. */
-type RunFlags = Omit<TrainOptions, 'resume' | 'out' | 'device'>;
+/** The flags a checkpoint keeps: a resumed run takes all of them from there (its length may be extended). */
+type RunFlags = Omit<TrainOptions, (typeof SESSION_FLAGS)[number]>;
+
+/**
+ * What a run started before a flag existed did without it: resumed, it goes on the same way
+ * (such a run kept its last weights as model.safetensors).
+ */
+const FLAGS_BEFORE_THEY_EXISTED: Partial<RunFlags> = {
+  warmupRatio: null, minLr: null, saveSteps: 0, saveLast: true, earlyStoppingPatience: 0, loggingSteps: 10, dropout: 0,
+};
 
 interface RunState extends TrainingState {
   flags: RunFlags & Record<string, unknown>;
   /** sha256 of the data file: a resume on edited data would not continue the same trajectory. */
   dataSha256: string;
+  /** The lowest validation loss so far and its step: the weights model.safetensors holds (unless --save-last). */
+  best?: { step: number; valLoss: number } | null;
+  /** Validations since the lowest one (--early-stopping-patience). */
+  evalsWithoutImprovement?: number;
+  /** The run ended by early stopping: it is complete. */
+  stoppedEarly?: boolean;
 }
 
 export interface RunControl {
@@ -55,7 +70,12 @@ export interface SampleAnswer {
 export interface RunResult {
   out: string;
   records: readonly StepRecord[];
+  /** Stopped before its last step: by Ctrl-C (resumable), or by early stopping (`stoppedEarly`). */
   stopped: boolean;
+  stoppedEarly: boolean;
+  /** The weights model.safetensors holds: those of the lowest validation loss, or null for the last ones. */
+  best: { step: number; valLoss: number } | null;
+  patience: number;
   samples: SampleAnswer[];
 }
 
@@ -68,15 +88,19 @@ function defaultOut(): string {
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-/** The flags a state.json holds, checked against the types of today's defaults (a hand-edited or foreign file fails here, by name). */
-function checkRunFlags(flags: Record<string, unknown>, file: string): RunFlags {
+/**
+ * The flags a state.json holds, those it predates filled in, checked against the types of today's
+ * defaults (a hand-edited or foreign file fails here, by name).
+ */
+export function checkRunFlags(saved: Record<string, unknown>, file: string): RunFlags {
+  const flags: Record<string, unknown> = { ...FLAGS_BEFORE_THEY_EXISTED, ...saved };
   const defaults = parseTrainOptions([]) as TrainOptions;
   for (const [key, value] of Object.entries(defaults)) {
-    if (key === 'resume' || key === 'out' || key === 'device') continue;
-    const saved = flags[key];
+    if ((SESSION_FLAGS as readonly string[]).includes(key) || key === 'extend') continue;
+    const kept = flags[key];
     const nullable = value === null || key === 'maxSteps' || key === 'maxLength';
-    if (!(typeof saved === typeof value || (nullable && (saved === null || typeof saved === 'number')))) {
-      throw new UsageError(`${file}: flags.${key} is ${JSON.stringify(saved)}, expected a ${typeof value}`);
+    if (!(typeof kept === typeof value || (nullable && (kept === null || typeof kept === 'number')))) {
+      throw new UsageError(`${file}: flags.${key} is ${JSON.stringify(kept)}, expected a ${typeof value}`);
     }
   }
   return flags as unknown as RunFlags;
@@ -96,7 +120,7 @@ async function resumeState(folder: string): Promise<{ state: RunState; checkpoin
   const file = join(checkpoint.folder, 'state.json');
   const state = checkpoint.state as RunState;
   if (typeof state.dataSha256 !== 'string') throw new UsageError(`${file}: "dataSha256" is missing`);
-  checkRunFlags(state.flags, file);
+  state.flags = checkRunFlags(state.flags, file);
   return { state, checkpoint };
 }
 
@@ -140,14 +164,25 @@ export async function answer(model: GPT2, tokenizer: Tokenizer, entry: Instructi
   return result.text.trim();
 }
 
-export async function runTraining(options: TrainOptions, control: RunControl): Promise<RunResult> {
-  const stream = control.stream ?? process.stderr;
-  const progress = new Progress(stream);
-  const log = (message: string) => progress.log(message);
+/** The run's optimizer steps, as the Trainer will count them. */
+function stepsOfRun(flags: RunFlags, trainEntries: number): number {
+  const all = flags.epochs * Math.ceil(Math.ceil(trainEntries / flags.batchSize) / flags.gradAccum);
+  return flags.maxSteps === null ? all : Math.min(all, flags.maxSteps);
+}
 
+export async function runTraining(options: TrainOptions & { extend?: ResumeExtension }, control: RunControl): Promise<RunResult> {
+  const stream = control.stream ?? process.stderr;
   // Everything a user can get wrong is checked before the first byte is written.
   const resumed = options.resume === null ? null : await resumeState(options.resume);
-  const flags: RunFlags = resumed ? resumed.state.flags : (({ resume: _r, out: _o, device: _d, ...rest }) => ({ ...rest, data: resolve(rest.data) }))(options);
+  const flags: RunFlags = resumed
+    ? { ...resumed.state.flags, ...options.extend }
+    : (({ resume: _r, out: _o, device: _d, verbose: _v, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data) }))(options);
+  const progress = new Progress(stream, flags.loggingSteps);
+  const log = (message: string) => progress.log(message);
+  if (flags.minLr !== null && flags.minLr > flags.lr) throw new UsageError(`--min-lr ${flags.minLr} is above the learning rate ${flags.lr}`);
+  if (resumed?.state.stoppedEarly) {
+    throw new UsageError(`--resume ${options.resume}: the run is complete: it stopped early at step ${resumed.state.position.step} (no new lowest validation loss in ${flags.earlyStoppingPatience} validations)`);
+  }
   const out = resumed ? options.resume! : (options.out ?? defaultOut());
   if (!resumed) {
     const problem = outFolderProblem(out);
@@ -171,7 +206,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
   let wroteAnything = false;
   try {
     const backend: Backend = await createBackend(options.device);
-    const { model, config, source, nonFinite } = await loadModel(resumed ? resumed.checkpoint.folder : flags.model, { backend, seed: flags.seed });
+    const { model, config, source, nonFinite } = await loadModel(resumed ? resumed.checkpoint.folder : flags.model, { backend, seed: flags.seed, dropout: flags.dropout });
     if (nonFinite.length > 0) {
       model.dispose();
       throw new ModelLoadError(`${source}: the weights hold non-finite values (${nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ')}${nonFinite.length > 3 ? ', …' : ''}); training from them would only spread NaN`);
@@ -189,6 +224,11 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
         `${data.train.examples.length} training and ${data.val.examples.length} validation entries from ${flags.data}; output in ${out}`,
     );
 
+    // model.safetensors holds the weights of the lowest validation loss, once there is one.
+    const keepBest = !flags.saveLast && data.val.examples.length > 0;
+    let best = resumed?.state.best ?? null;
+    let evalsWithoutImprovement = resumed?.state.evalsWithoutImprovement ?? 0;
+    let stoppedEarly = false;
     let lastValLoss: number | undefined;
     let lastStepAt = performance.now();
     let lastCheckpointStep: number | null = resumed ? resumed.state.position.step : null;
@@ -199,7 +239,8 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
       return rate;
     };
     const writeCurve = () => atomicWrite(join(out, 'loss.svg'), (fh) => fh.writeFile(lossCurveSvg(trainer.records)));
-    const trainer = new Trainer(model, optimizer, data.train.examples, data.val.examples, { ...flags, contextLength }, {
+    const warmupSteps = flags.warmupRatio === null ? flags.warmupSteps : Math.ceil(flags.warmupRatio * stepsOfRun(flags, data.train.examples.length));
+    const trainer = new Trainer(model, optimizer, data.train.examples, data.val.examples, { ...flags, warmupSteps, contextLength, saveEvery: flags.saveSteps }, {
       async onStep(record, position) {
         progress.update({
           epoch: position.epoch, epochs: flags.epochs, step: record.step, totalSteps: trainer.totalSteps,
@@ -213,29 +254,51 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
       },
       async onValidation(valLoss, position) {
         lastValLoss = valLoss;
-        log(`step ${position.step}: validation loss ${valLoss.toFixed(4)}`);
+        const first = best === null;
+        const improved = best === null || valLoss < best.valLoss;
+        if (improved) {
+          best = { step: position.step, valLoss };
+          evalsWithoutImprovement = 0;
+          if (keepBest) await saveModel(model, out);
+        } else {
+          evalsWithoutImprovement++;
+        }
+        stoppedEarly = flags.earlyStoppingPatience > 0 && evalsWithoutImprovement >= flags.earlyStoppingPatience;
+        log(`step ${position.step}: validation loss ${valLoss.toFixed(4)}${first ? '' : improved ? ' (lowest so far)' : ` (lowest ${best!.valLoss.toFixed(4)} at step ${best!.step})`}`);
+        if (stoppedEarly) log(`early stopping: no new lowest validation loss in ${evalsWithoutImprovement} validations`);
         await writeRecords(out, trainer.records);
       },
       async onCheckpoint(position: TrainingPosition, records) {
-        const state: RunState = { position, optimizerStep: optimizer.step, seed: flags.seed, flags: { ...flags }, dataSha256 };
-        await saveCheckpoint(out, model, config, optimizer, state, records);
+        const state: RunState = {
+          position, optimizerStep: optimizer.step, seed: flags.seed, flags: { ...flags }, dataSha256, best, evalsWithoutImprovement, stoppedEarly,
+        };
+        await saveCheckpoint(out, model, config, optimizer, state, records, { linkModel: !keepBest || best === null });
         lastCheckpointStep = position.step;
         await writeRecords(out, records);
         await writeCurve();
       },
-      shouldStop: () => control.shouldStop(),
+      // Early stopping decided at an epoch's end takes effect after the next step (the poll comes between steps).
+      shouldStop: () => stoppedEarly || control.shouldStop(),
     });
     if (resumed) {
       const { position } = resumed.state;
-      if (position.step > trainer.totalSteps || position.batchInEpoch > trainer.batchesPerEpoch || position.epoch > flags.epochs) {
-        throw new UsageError(`${checkpointFile}: position ${JSON.stringify(position)} lies past the run (${flags.epochs} epochs of ${trainer.batchesPerEpoch} batches, ${trainer.totalSteps} steps)`);
+      const length = `${flags.epochs} epochs of ${trainer.batchesPerEpoch} batches${flags.maxSteps === null ? '' : `, at most ${flags.maxSteps} steps`}`;
+      if (position.step === trainer.totalSteps && options.extend?.epochs === undefined && options.extend?.maxSteps === undefined) {
+        throw new UsageError(`--resume ${out}: the run is complete (${trainer.totalSteps} steps: ${length}); to train further, give a larger --epochs or --max-steps with --resume`);
+      }
+      if (position.step >= trainer.totalSteps || position.batchInEpoch > trainer.batchesPerEpoch || position.epoch > flags.epochs) {
+        const given = options.extend?.epochs !== undefined || options.extend?.maxSteps !== undefined;
+        throw new UsageError(given
+          ? `--resume ${out}: the run is at step ${position.step} (epoch ${position.epoch + 1}); ${length} would end there or before: give more`
+          : `${checkpointFile}: position ${JSON.stringify(position)} lies past the run (${length}, ${trainer.totalSteps} steps)`);
       }
       let saved = resumed.checkpoint.records;
       if (saved === null) saved = await readRunRecords(out, log);
-      await promoteCheckpoint(out, resumed.checkpoint);
+      await promoteCheckpoint(out, resumed.checkpoint, { linkModel: !keepBest || best === null });
       trainer.resumeFrom(position, saved);
       log(`resuming at step ${position.step} of ${trainer.totalSteps} (epoch ${position.epoch + 1})`);
     }
+    progress.start(resumed?.state.position.step ?? 0);
 
     let stopped: boolean;
     try {
@@ -256,7 +319,12 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
     progress.finish();
 
     const samples: SampleAnswer[] = [];
-    if (!stopped) {
+    const ended = !stopped || stoppedEarly;
+    if (ended && keepBest && best !== null && best.step !== trainer.records.at(-1)?.step) {
+      // The samples show what the saved model answers.
+      model.loadStateDict((await loadGpt2Weights(out)).weights, join(out, 'model.safetensors'));
+    }
+    if (ended) {
       model.eval();
       const picks: [SampleAnswer['split'], number | undefined][] = [['train', data.train.indices[0]], ['validation', data.val.indices[0]]];
       for (const [split, index] of picks) {
@@ -268,7 +336,7 @@ export async function runTraining(options: TrainOptions, control: RunControl): P
     }
     model.dispose();
     optimizer.dispose();
-    return { out, records: trainer.records, stopped, samples };
+    return { out, records: trainer.records, stopped, stoppedEarly, best: keepBest ? best : null, patience: flags.earlyStoppingPatience, samples };
   } finally {
     await release();
     if (created && !wroteAnything) await rmdir(out).catch(() => {});

@@ -3,12 +3,11 @@
  * config. Where the weights come from (a folder, the hub cache, a browser's files) is the runtime's
  * part: src/node/load-model.ts; bytes in memory: model-bytes.ts.
  */
-import type { WeightDType } from '../nn/layers.js';
 import type { Backend } from '../tensor/backend.js';
 import { getDefaultBackend } from '../tensor/create.js';
 import { isTied, PRESETS, type GPT2Config } from './config.js';
 import { initializeWeights } from './init.js';
-import { GPT2 } from './model.js';
+import { GPT2, type ModelOptions } from './model.js';
 import type { StateDict } from './safetensors.js';
 
 /** The model could not be found or read: a user's mistake, reported without a stack (exit code 2). */
@@ -31,6 +30,8 @@ export interface RandomModelOptions {
   seed?: number;
   /** Default: the backend made by the last createBackend. */
   backend?: Backend;
+  /** Dropout while training (default 0), its masks seeded by `seed`. */
+  dropout?: number;
 }
 
 /**
@@ -39,14 +40,14 @@ export interface RandomModelOptions {
  */
 export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: RandomModelOptions = {}): LoadedModel {
   const config = typeof preset === 'string' ? { ...PRESETS[preset] } : preset;
-  const model = new GPT2(config, options.backend ?? getDefaultBackend());
+  const model = new GPT2(config, options.backend ?? getDefaultBackend(), { dropout: options.dropout, seed: options.seed });
   initializeWeights(model, options.seed ?? 0);
   return { model: model.eval(), config, source: `random init (${typeof preset === 'string' ? preset : 'config'})`, nonFinite: [] };
 }
 
 /**
- * A model holding `weights` (canonical names, checked against `config`: see state-dict.ts), its
- * weight matrices stored as `dtype` (see ModelOptions.dtype).
+ * A model holding `weights` (canonical names, checked against `config`: see state-dict.ts), built
+ * with `options` (e.g. `dtype: 'f16'` stores the weight matrices in 16 bits: ModelOptions.dtype).
  */
 export function modelFromStateDict(
   config: GPT2Config,
@@ -54,9 +55,9 @@ export function modelFromStateDict(
   source: string,
   nonFinite: LoadedModel['nonFinite'],
   backend: Backend = getDefaultBackend(),
-  dtype: WeightDType = 'f32',
+  options: Omit<ModelOptions, 'untiedHead'> = {},
 ): LoadedModel {
-  const model = new GPT2(config, backend, { untiedHead: !isTied(config), dtype });
+  const model = new GPT2(config, backend, { ...options, untiedHead: !isTied(config) });
   try {
     model.loadStateDict(weights, source);
   } catch (e) {

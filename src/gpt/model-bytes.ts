@@ -33,7 +33,7 @@ export function modelFromBytes(config: ConfigSource, weights: Uint8Array, backen
   const dtype = options.dtype ?? 'f32';
   const raw = parseSafetensors(weights, source, { keepF16: dtype === 'f16', checkHeader: (tensors) => checkHeader(tensors, parsed, source) });
   const { weights: dict, nonFinite } = checkedWeights(raw, parsed, source);
-  return modelFromStateDict(parsed, dict, source, nonFinite, backend, dtype);
+  return modelFromStateDict(parsed, dict, source, nonFinite, backend, { dtype });
 }
 
 /** The model's weights, read back from the device, under its own names: f16 weights as f16 bit patterns (exactly). */
@@ -53,7 +53,7 @@ export async function hostWeights(model: GPT2): Promise<StateDict> {
 export async function withWeightDType(loaded: LoadedModel, dtype: WeightDType): Promise<LoadedModel> {
   if (loaded.model.wte.weight.dtype === dtype) return loaded;
   const weights = await hostWeights(loaded.model);
-  const converted = modelFromStateDict(loaded.config, weights, loaded.source, loaded.nonFinite, loaded.model.backend, dtype);
+  const converted = modelFromStateDict(loaded.config, weights, loaded.source, loaded.nonFinite, loaded.model.backend, { dtype });
   loaded.model.dispose();
   return converted;
 }

@@ -5,7 +5,8 @@
  *
  * Atomicity: a checkpoint is written whole into a staging folder, `state.json` last (its presence
  * marks the folder complete), then swapped in with two renames (checkpoint → checkpoint.old,
- * staging → checkpoint); the model file at the top is a hard link into it, replaced by a rename.
+ * staging → checkpoint); the model file at the top is a hard link into it, replaced by a rename
+ * (unless the run keeps its best weights there instead: `linkModel: false`).
  * Crashes at any points, even two in a row, leave a complete checkpoint in one of checkpoint,
  * checkpoint.old or a staging folder: `loadCheckpoint` takes the newest complete one, and
  * `promoteCheckpoint` makes it the live one again before a resumed run writes anything.
@@ -63,6 +64,7 @@ export async function saveCheckpoint(
   optimizer: AdamW,
   state: TrainingState,
   records: readonly StepRecord[] = [],
+  { linkModel = true }: { linkModel?: boolean } = {},
 ): Promise<void> {
   const weights = await hostWeights(model);
   const moments: StateDict = new Map();
@@ -94,7 +96,7 @@ export async function saveCheckpoint(
   if (existsSync(current)) await rename(current, old);
   await rename(staging, current);
   await rm(old, { recursive: true, force: true });
-  await linkTopLevel(outDir);
+  if (linkModel) await linkTopLevel(outDir);
 }
 
 export interface LoadedCheckpoint {
@@ -148,7 +150,7 @@ export async function loadCheckpoint(outDir: string): Promise<LoadedCheckpoint> 
  * Makes `loaded` the live checkpoint (if a crash left it as checkpoint.old or in staging) and removes
  * every other copy, each step keeping `loaded` whole: afterwards saveCheckpoint's swap is safe again.
  */
-export async function promoteCheckpoint(outDir: string, loaded: LoadedCheckpoint): Promise<LoadedCheckpoint> {
+export async function promoteCheckpoint(outDir: string, loaded: LoadedCheckpoint, { linkModel = true }: { linkModel?: boolean } = {}): Promise<LoadedCheckpoint> {
   const current = join(outDir, CHECKPOINT);
   const old = join(outDir, OLD);
   if (loaded.folder !== current) {
@@ -161,7 +163,7 @@ export async function promoteCheckpoint(outDir: string, loaded: LoadedCheckpoint
     await rename(loaded.folder, current);
   }
   for (const other of [old, ...(await stagingFolders(outDir))]) await rm(other, { recursive: true, force: true });
-  await linkTopLevel(outDir);
+  if (linkModel) await linkTopLevel(outDir);
   return { ...loaded, folder: current };
 }
 

@@ -1,11 +1,14 @@
 /** An instruction data file on disk (its format and checks: src/train/instruction-data.ts). */
 import { readFileSync, statSync } from 'node:fs';
-import { DataError, parseInstructionData, type InstructionEntry } from '../train/instruction-data.js';
+import { DataError, parseInstructionData, parseInstructionLines, type InstructionEntry } from '../train/instruction-data.js';
 
 /** JSON.parse holds the text and the parsed entries at once: beyond this a data set is better split. */
 const MAX_DATA_BYTES = 512 * 2 ** 20;
 
-/** The entries of a JSON data file; every problem is a DataError naming the file (and the entry and field). */
+/**
+ * The entries of a data file: a JSON array, or JSON Lines for a `.jsonl` file; every problem is a
+ * DataError naming the file (and the entry or line, and the field).
+ */
 export function loadInstructionFile(path: string): InstructionEntry[] {
   let text: string;
   try {
@@ -20,5 +23,5 @@ export function loadInstructionFile(path: string): InstructionEntry[] {
     const code = (e as NodeJS.ErrnoException).code;
     throw new DataError(code === 'ENOENT' ? `${path}: no such file` : `${path}: cannot be read (${(e as Error).message})`);
   }
-  return parseInstructionData(text, path);
+  return path.endsWith('.jsonl') ? parseInstructionLines(text, path) : parseInstructionData(text, path);
 }

@@ -3,7 +3,7 @@
  * holding config.json + model.safetensors (a training run's output folder is one), or a hub repo
  * (`gpt2` … `gpt2-xl`, or owner/name), fetched once into the Hugging Face cache.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ModelLoadError, modelFromStateDict, randomModel, type LoadedModel } from '../gpt/load-model.js';
 import { withWeightDType } from '../gpt/model-bytes.js';
@@ -17,8 +17,10 @@ import { loadGpt2Weights } from './weights-folder.js';
 export interface LoadModelOptions {
   /** Default: the backend made by the last createBackend, else a new 'auto' one. */
   backend?: Backend;
-  /** Seed of the random init of `tiny` and `demo`. Default 0. */
+  /** Seed of the random init of `tiny` and `demo`, and of the dropout masks. Default 0. */
   seed?: number;
+  /** Dropout while training. Default 0. */
+  dropout?: number;
   /** Called as a hub download's bytes arrive (default: a progress bar on stderr). */
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Where the hub is and its cache (defaults: as Python's huggingface_hub). */
@@ -30,9 +32,14 @@ export interface LoadModelOptions {
   dtype?: WeightDType;
 }
 
-/** "./run", "../x", "/abs", "~/x", "a/b/c": meant as a folder, never as a hub repo owner/name. */
+/**
+ * "./run", "../x", "/abs", "~/x", "a/b/c", or "runs/x" where a folder runs/ exists here: meant as
+ * a folder, never as a hub repo owner/name.
+ */
 function looksLikePath(spec: string): boolean {
-  return spec.startsWith('.') || spec.startsWith('~') || isAbsolute(spec) || spec.includes('\\') || spec.split('/').length > 2 || spec.endsWith('/');
+  if (spec.startsWith('.') || spec.startsWith('~') || isAbsolute(spec) || spec.includes('\\') || spec.split('/').length > 2 || spec.endsWith('/')) return true;
+  const parent = spec.split('/')[0];
+  return spec.includes('/') && existsSync(parent) && statSync(parent).isDirectory();
 }
 
 /**
@@ -41,7 +48,7 @@ function looksLikePath(spec: string): boolean {
  */
 export function checkModelSpec(spec: string): void {
   if (looksLikePath(spec) && !existsSync(spec)) {
-    throw new ModelLoadError(`--model ${spec}: no such folder (a model folder holds config.json + model.safetensors)`);
+    throw new ModelLoadError(`--model ${spec}: no such model folder (a model folder holds config.json + model.safetensors)`);
   }
   try {
     resolveModelSource(spec);
@@ -66,11 +73,12 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw new ModelLoadError((e as Error).message);
   }
   const backend = options.backend ?? peekDefaultBackend() ?? (await createBackend());
+  const { seed, dropout } = options;
   const dtype = options.dtype ?? 'f32';
   try {
-    if (resolved.kind === 'preset-random') return await withWeightDType(randomModel(resolved.name, { seed: options.seed, backend }), dtype);
+    if (resolved.kind === 'preset-random') return await withWeightDType(randomModel(resolved.name, { seed, dropout, backend }), dtype);
     const loaded = await loadGpt2Weights(resolved.folder, { keepF16: dtype === 'f16' });
-    return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, dtype);
+    return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, { seed, dropout, dtype });
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }

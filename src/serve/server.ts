@@ -57,9 +57,9 @@ export function buildServer({ batcher, modelId, apiKey, bodyLimit = DEFAULT_BODY
     reply.code(404).send(new ApiError(404, `no route ${request.method} ${request.url}`, 'not_found_error').body),
   );
   if (apiKey !== undefined) {
-    app.addHook('onRequest', async (request) => {
-      if (request.url === '/health' || bearerMatches(request.headers.authorization, apiKey)) return;
-      throw new ApiError(401, 'a valid API key is required: send Authorization: Bearer <key>', 'authentication_error', null, 'invalid_api_key');
+    app.addHook('onRequest', (request, _reply, done) => {
+      if (request.url === '/health' || bearerMatches(request.headers.authorization, apiKey)) return done();
+      done(new ApiError(401, 'a valid API key is required: send Authorization: Bearer <key>', 'authentication_error', null, 'invalid_api_key'));
     });
   }
 
@@ -140,9 +140,9 @@ export function buildServer({ batcher, modelId, apiKey, bodyLimit = DEFAULT_BODY
     return respond('chat', request.body, prepareChat(request.body, tokenizer, context), reply);
   });
 
-  app.get('/v1/models', async () => ({ object: 'list', data: [{ id: modelId, object: 'model', created, owned_by: 'gpt2-webgpu' }] }));
+  app.get('/v1/models', () => ({ object: 'list', data: [{ id: modelId, object: 'model', created, owned_by: 'gpt2-webgpu' }] }));
 
-  app.get('/health', async () => ({
+  app.get('/health', () => ({
     status: 'ok', model: modelId, context, slots: batcher.slots, active: batcher.activeCount, waiting: batcher.waitingCount,
   }));
 

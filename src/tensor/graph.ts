@@ -81,7 +81,7 @@ export function record<K extends OpName>(out: Tensor, op: K, inputs: Tensor[], a
     return out;
   }
   out.requiresGrad = true;
-  out.node = { op, inputs, saved: saved.map((t) => keepShared(t)), attrs } as GraphNode;
+  out.node = { op, inputs, saved: saved.map((t) => keepShared(t)), attrs };
   holders.set(out.node, 1);
   for (const input of inputs) {
     if (input.node !== null) holders.set(input.node, (holders.get(input.node) ?? 0) + 1);

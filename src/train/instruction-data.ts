@@ -1,5 +1,6 @@
 /**
- * The instruction data set: a JSON array of {instruction, input, output}, checked entry by entry,
+ * The instruction data set: a JSON array of {instruction, input, output}, or JSON Lines (one such
+ * object a line, a `.jsonl` file), checked entry by entry,
  * put in the Alpaca template and tokenised as encode(prompt + response) + [end-of-text].
  *
  * Rules for a file: `instruction` and `output` are required non-empty strings; `input` may be a
@@ -46,8 +47,8 @@ function kindOf(value: unknown): string {
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
-function entryFrom(value: unknown, index: number, path: string): InstructionEntry {
-  const where = `${path}: entry ${index} (0-based)`;
+/** `where` names the entry in messages: "data.json: entry 3 (0-based)", "data.jsonl: line 4". */
+function entryFrom(value: unknown, where: string): InstructionEntry {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new DataError(`${where} is ${kindOf(value)}, expected an object {instruction, input, output}`);
   }
@@ -78,7 +79,24 @@ export function parseInstructionData(text: string, source: string): InstructionE
   }
   if (!Array.isArray(json)) throw new DataError(`${source}: expected a JSON array of {instruction, input, output}, got ${kindOf(json)}`);
   if (json.length === 0) throw new DataError(`${source}: the data set is empty`);
-  return json.map((value, index) => entryFrom(value, index, source));
+  return json.map((value, index) => entryFrom(value, `${source}: entry ${index} (0-based)`));
+}
+
+/** The entries of a JSON Lines text (one object a line; blank lines are skipped); messages name the line. */
+export function parseInstructionLines(text: string, source: string): InstructionEntry[] {
+  const entries: InstructionEntry[] = [];
+  for (const [i, line] of text.replace(/^\uFEFF/, '').split('\n').entries()) {
+    if (line.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (e) {
+      throw new DataError(`${source}: line ${i + 1}: not valid JSON: ${(e as Error).message}`);
+    }
+    entries.push(entryFrom(value, `${source}: line ${i + 1}`));
+  }
+  if (entries.length === 0) throw new DataError(`${source}: the data set is empty`);
+  return entries;
 }
 
 /** The Alpaca template's first paragraph, before its sections. */

@@ -32,6 +32,10 @@ export interface TrainerConfig {
   shuffle: boolean;
   /** Validation every n steps (0: only at the end of each epoch). */
   evalEvery: number;
+  /** A checkpoint every n steps besides those at epoch ends (0 or absent: epoch ends only). */
+  saveEvery?: number;
+  /** Floor of the cosine decay (absent or null: 10% of the peak). */
+  minLr?: number | null;
   maskPrompt: boolean;
   /** Sequences are cut to contextLength + 1 tokens. */
   contextLength: number;
@@ -61,9 +65,9 @@ export interface TrainerHooks {
   onValidationProgress?(batchesDone: number, batches: number): void;
   /** Called after each validation with the mean validation loss. */
   onValidation?(valLoss: number, position: TrainingPosition): void | Promise<void>;
-  /** Called when a checkpoint is due: at each epoch's end, at the end, and when stopped. */
+  /** Called when a checkpoint is due: every saveEvery steps, at each epoch's end, at the end, and when stopped. */
   onCheckpoint?(position: TrainingPosition, records: readonly StepRecord[]): Promise<void>;
-  /** Polled between steps: true stops the run after a checkpoint (Ctrl-C). */
+  /** Polled between steps: true stops the run after a checkpoint (Ctrl-C, early stopping). */
   shouldStop?(): boolean;
 }
 
@@ -121,8 +125,9 @@ export class Trainer {
   }
 
   lrAt(step: number): number {
-    const { lr, warmupSteps, lrSchedule } = this.config;
-    return learningRate(step, { peakLr: lr, warmupSteps, totalSteps: this.totalSteps, schedule: lrSchedule });
+    const { lr, warmupSteps, lrSchedule, minLr } = this.config;
+    const minLrFraction = minLr === undefined || minLr === null ? undefined : minLr / lr;
+    return learningRate(step, { peakLr: lr, warmupSteps, totalSteps: this.totalSteps, schedule: lrSchedule, minLrFraction });
   }
 
   /** Runs until the last step, or until shouldStop; returns whether it was stopped early. */
@@ -147,7 +152,9 @@ export class Trainer {
         if (pending) await this.finish(pending);
         pending = current;
         const evalDue = config.evalEvery > 0 && this.position.step % config.evalEvery === 0;
-        if (evalDue || this.hooks.shouldStop?.()) {
+        // The epoch's end writes a checkpoint of its own.
+        const saveDue = (config.saveEvery ?? 0) > 0 && this.position.step % config.saveEvery! === 0 && this.position.batchInEpoch < batches.length;
+        if (evalDue || saveDue || this.hooks.shouldStop?.()) {
           await this.finish(pending);
           pending = null;
           if (evalDue) await this.validate();
@@ -155,6 +162,7 @@ export class Trainer {
             await this.hooks.onCheckpoint?.(this.position, this.records);
             return { stopped: true };
           }
+          if (saveDue) await this.hooks.onCheckpoint?.(this.position, this.records);
         }
       }
       if (pending) await this.finish(pending);
