@@ -6,7 +6,7 @@
  * {"bench":"kvcache","device":…,"config":{…},"prompt_tokens":64,"results":[{"new_tokens":64,
  *  "cached_tokens_per_s":…,"uncached_tokens_per_s":…,"speedup":…},…],"memory_bound_fraction":…,…}
  *
- *   npx tsx bench/kvcache.ts [--shapes default|gpt2|gpt2-medium] [--device webgpu|cpu] [--runs 3] [--full]
+ *   npx tsx bench/kvcache.ts [--shapes default|gpt2|gpt2-medium] [--device webgpu|cpu] [--runs 3] [--full] [--dtype f32|f16]
  *
  * Shapes (random weights, GPT-2's init, GPT-2's vocabulary of 50257 and 1024 positions): `default`
  * d 256, 4 layers, 4 heads (runs in about 2 minutes on lavapipe); `gpt2` and `gpt2-medium` the presets.
@@ -30,6 +30,9 @@
  *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it;
  *   the median of the rounds').
  *   The decode rate is 1000 ÷ the median step time from token 2 to 512 (the prefill excluded).
+ * - `--dtype f16`: the same weights rounded to f16 (the matrices; biases and LayerNorms stay f32) in a
+ *   second model, whose cached run follows the f32 one in every round; a second table compares the
+ *   two (bytes read a token, decode rate, tokens/s at each length), and the JSON line gains `f16`.
  */
 import { parseArgs } from 'node:util';
 import { copyRows } from './kernel-rows/copy.js';
@@ -37,6 +40,8 @@ import { printTable } from './harness.js';
 import { benchShapes } from './shapes.js';
 import { generate, generateStream } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
+import { modelFromStateDict } from '../src/gpt/load-model.js';
+import { hostWeights } from '../src/gpt/model-bytes.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
@@ -45,6 +50,11 @@ import type { Backend } from '../src/tensor/backend.js';
 const PROMPT_TOKENS = 64;
 const LENGTHS = [64, 128, 256, 512];
 const MAX_NEW = Math.max(...LENGTHS);
+
+function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new Error(`--${flag} must be ${allowed.join(' or ')}, got ${value}`);
+  return value as T;
+}
 
 function parseFlags() {
   const { values } = parseArgs({
@@ -55,14 +65,28 @@ function parseFlags() {
       device: { type: 'string', default: 'webgpu' },
       runs: { type: 'string', default: '3' },
       full: { type: 'boolean', default: false },
+      dtype: { type: 'string', default: 'f32' },
     },
   });
+  const dtype = oneOf('dtype', values.dtype, ['f32', 'f16']);
   benchShapes(values.shapes);
-  if (values.device !== 'webgpu' && values.device !== 'cpu') throw new Error(`--device must be webgpu or cpu, got ${values.device}`);
-  const device: 'webgpu' | 'cpu' = values.device;
+  const device = oneOf('device', values.device, ['webgpu', 'cpu']);
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, got ${values.runs}`);
-  return { shapes: values.shapes, device, runs, full: values.full };
+  return { shapes: values.shapes, device, runs, full: values.full, dtype };
+}
+
+/**
+ * Bytes a cached decode step reads: every parameter once in its storage type, but only one row of
+ * the position embedding (wte is read whole by the tied head; an untied head would add its own matrix).
+ */
+function weightBytesPerToken(model: GPT2): number {
+  let bytes = 0;
+  for (const [name, p] of model.namedParameters()) {
+    const elements = name === 'wpe.weight' ? model.config.n_embd : p.size;
+    bytes += elements * (p.dtype === 'f16' ? 2 : 4);
+  }
+  return bytes;
 }
 
 const median = (xs: readonly number[]): number => {
@@ -124,6 +148,8 @@ async function main(): Promise<void> {
     const model = new GPT2(config, backend);
     initializeWeights(model, 0);
     model.eval();
+    // The same weights, the matrices rounded to f16, beside the f32 model (see Method).
+    const half = flags.dtype === 'f16' ? modelFromStateDict(config, await hostWeights(model), 'bench', [], backend, { dtype: 'f16' }).model : null;
     const tokenizer = new Tokenizer();
     const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
 
@@ -133,14 +159,17 @@ async function main(): Promise<void> {
     windows.push(PROMPT_TOKENS + MAX_NEW - 1);
     // Warm-ups, then --runs rounds of a cached run and the uncached measurements (see Method).
     await arrivals(model, promptIds, 16, true);
+    if (half) await arrivals(half, promptIds, 16, true);
     if (flags.full) await arrivals(model, promptIds, 4, false);
     else for (const w of windows) await uncachedStepMs(model, prompt, w);
     const cachedRuns: number[][] = [];
+    const halfRuns: number[][] = [];
     const uncachedRuns: number[][] = [];
     const copyRates: number[] = [];
     for (let r = 0; r < flags.runs; r++) {
       copyRates.push((await copyRows(backend))[0].gbps);
       cachedRuns.push(await arrivals(model, promptIds, MAX_NEW, true));
+      if (half) halfRuns.push(await arrivals(half, promptIds, MAX_NEW, true));
       if (flags.full) uncachedRuns.push(await arrivals(model, promptIds, MAX_NEW, false));
       else {
         const stepMs: number[] = [];
@@ -178,9 +207,7 @@ async function main(): Promise<void> {
       const uncachedPerS = (1000 * n) / uncached[n - 1];
       return { new_tokens: n, cached_tokens_per_s: cachedPerS, uncached_tokens_per_s: uncachedPerS, speedup: cachedPerS / uncachedPerS };
     });
-    // Bytes a cached decode step reads: every parameter once, but only one row of each embedding
-    // for the input (wte is read whole by the tied head; an untied head would add its own matrix).
-    const weightBytes = 4 * (model.parameterCount() - config.n_positions * config.n_embd + config.n_embd);
+    const weightBytes = weightBytesPerToken(model);
     const limitPerS = (copyGbps * 1e9) / weightBytes;
     const decodeMs = median(steps.slice(1));
     const decodePerS = 1000 / decodeMs;
@@ -202,6 +229,30 @@ async function main(): Promise<void> {
       `memory-bound limit: ${(weightBytes / 1e6).toFixed(1)} MB of weights a token ÷ ${copyGbps.toFixed(2)} GB/s (device copy) = ` +
         `${limitPerS.toFixed(1)} tokens/s; cached decode reaches ${(100 * memoryBoundFraction).toFixed(0)}% of it`,
     );
+    let halfSummary: Record<string, unknown> | undefined;
+    if (half) {
+      const halfCached = medianArrivals(halfRuns);
+      const halfSteps = halfCached.map((t, i) => (i === 0 ? t : t - halfCached[i - 1]));
+      const halfBytes = weightBytesPerToken(half);
+      const halfDecodeMs = median(halfSteps.slice(1));
+      const halfLimit = (copyGbps * 1e9) / halfBytes;
+      halfSummary = {
+        weight_bytes_per_token: halfBytes,
+        decode_ms_per_token: halfDecodeMs,
+        cached_tokens_per_s: LENGTHS.map((n) => ({ new_tokens: n, tokens_per_s: (1000 * n) / halfCached[n - 1] })),
+        memory_bound_tokens_per_s: halfLimit,
+        memory_bound_fraction: 1000 / halfDecodeMs / halfLimit,
+      };
+      const row = (dtype: string, bytes: number, ms: number, times: number[]) => ({
+        weights: dtype,
+        'MB read a token': bytes / 1e6,
+        'decode tok/s': 1000 / ms,
+        ...Object.fromEntries(LENGTHS.map((n) => [`tok/s to ${n}`, (1000 * n) / times[n - 1]])),
+      });
+      console.log(`\ncached decoding, f32 against f16 weights (rounds interleaved, median of ${flags.runs}):`);
+      printTable([row('f32', weightBytes, decodeMs, cached), row('f16', halfBytes, halfDecodeMs, halfCached)]);
+      console.log(`f16: ${(halfBytes / weightBytes).toFixed(3)}× the bytes, ${(decodeMs / halfDecodeMs).toFixed(2)}× the decode rate`);
+    }
     console.log(JSON.stringify({
       bench: 'kvcache',
       device: backend.description,
@@ -217,8 +268,10 @@ async function main(): Promise<void> {
       copy_gbps: copyGbps,
       uncached_method: flags.full ? 'full' : 'per-step samples',
       runs: flags.runs,
+      ...(halfSummary && { f16: halfSummary }),
     }));
     model.dispose();
+    half?.dispose();
   } finally {
     releaseBackend();
   }

@@ -155,7 +155,7 @@ async function main(argv: string[]): Promise<number> {
     const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
     if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
     const backend = await createBackend(flags.device);
-    const { model, source, nonFinite } = await loadModel(flags.model, { backend });
+    const { model, source, nonFinite } = await loadModel(flags.model, { backend, dtype: flags.dtype });
     if (nonFinite.length > 0) {
       const shown = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
       console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);

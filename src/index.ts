@@ -18,10 +18,11 @@ export type { TuneRecord, TuneStore } from './kernels/autotune.js';
 export type { GpuOptions } from './kernels/gpu.js';
 
 // --- models ---
-export { GPT2 } from './gpt/model.js';
+export { GPT2, type ModelOptions } from './gpt/model.js';
+export type { WeightDType } from './nn/layers.js';
 export { configFromJson, configFromText, configToText, hubRepoOf, isPresetName, PRESETS, RANDOM_PRESETS, type GPT2Config, type PresetName } from './gpt/config.js';
 export { ModelLoadError, randomModel, type LoadedModel, type RandomModelOptions } from './gpt/load-model.js';
-export { modelFromBytes, modelToBytes, type ConfigSource } from './gpt/model-bytes.js';
+export { modelFromBytes, modelToBytes, withWeightDType, type ConfigSource, type ModelBytesOptions } from './gpt/model-bytes.js';
 export { WeightsError } from './gpt/safetensors.js';
 export { CONFIG_FILE, WEIGHTS_FILE } from './gpt/state-dict.js';
 

@@ -5,7 +5,8 @@
  */
 import { configFromText, hubRepoOf, isRandomPreset, type GPT2Config } from '../gpt/config.js';
 import { ModelLoadError, randomModel, type LoadedModel } from '../gpt/load-model.js';
-import { modelFromBytes, type ConfigSource } from '../gpt/model-bytes.js';
+import { modelFromBytes, withWeightDType, type ConfigSource } from '../gpt/model-bytes.js';
+import type { WeightDType } from '../nn/layers.js';
 import { CONFIG_FILE, WEIGHTS_FILE } from '../gpt/state-dict.js';
 import type { Backend } from '../tensor/backend.js';
 import { peekDefaultBackend } from '../tensor/create.js';
@@ -27,6 +28,8 @@ export interface LoadModelOptions {
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Default: https://huggingface.co. */
   hubUrl?: string;
+  /** Storage of the weight matrices: 'f16' halves their memory and the bytes a token reads (see modelFromBytes). Default 'f32'. */
+  dtype?: WeightDType;
 }
 
 const HUB_URL = 'https://huggingface.co';
@@ -40,10 +43,10 @@ export function modelFolderUrl(spec: string, hubUrl = HUB_URL): string {
   throw new ModelLoadError(`${spec}: not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, demo), a hub repo owner/name, or a URL`);
 }
 
-/** Bytes of the model's largest tensor, which must fit one GPU buffer. */
-export function largestTensorBytes(config: GPT2Config): number {
+/** Bytes of the model's largest tensor, which must fit one GPU buffer: its matrices take 2 bytes an element in f16. */
+export function largestTensorBytes(config: GPT2Config, dtype: WeightDType = 'f32'): number {
   const { vocab_size: V, n_embd: C, n_positions: P } = config;
-  return 4 * Math.max(V * C, P * C, 4 * C * C);
+  return (dtype === 'f16' ? 2 : 4) * Math.max(V * C, P * C, 4 * C * C);
 }
 
 /** A model whose largest tensor exceeds the adapter's largest buffer fails with a message that says so, before any upload. */
@@ -51,21 +54,21 @@ export class ModelTooLarge extends ModelLoadError {
   override name = 'ModelTooLarge';
 }
 
-function checkFits(config: GPT2Config, backend: Backend): void {
+function checkFits(config: GPT2Config, backend: Backend, dtype: WeightDType): void {
   if (backend.name !== 'webgpu') return;
   const { maxBufferSize } = (backend as Backend & { gpu: { device: GPUDevice; description: string } }).gpu.device.limits;
-  const bytes = largestTensorBytes(config);
+  const bytes = largestTensorBytes(config, dtype);
   if (bytes > maxBufferSize) {
     const mb = (n: number) => `${(n / 2 ** 20).toFixed(0)} MB`;
     throw new ModelTooLarge(`the model's largest tensor needs ${mb(bytes)} in one GPU buffer; this adapter allows at most ${mb(maxBufferSize)}`);
   }
 }
 
-function fromBytes(configText: string, weights: Uint8Array, backend: Backend, source: string): LoadedModel {
+function fromBytes(configText: string, weights: Uint8Array, backend: Backend, source: string, dtype: WeightDType): LoadedModel {
   try {
     const config = configFromText(configText, CONFIG_FILE);
-    checkFits(config, backend);
-    return { ...modelFromBytes(config, weights, backend, source), source };
+    checkFits(config, backend, dtype);
+    return { ...modelFromBytes(config, weights, backend, source, { dtype }), source };
   } catch (e) {
     if (e instanceof ModelLoadError) throw e;
     throw new ModelLoadError((e as Error).message);
@@ -80,8 +83,9 @@ function fromBytes(configText: string, weights: Uint8Array, backend: Backend, so
 export async function loadModel(source: BrowserModelSource, options: LoadModelOptions = {}): Promise<LoadedModel> {
   const backend = options.backend ?? peekDefaultBackend() ?? (await createBackend());
   const progress = (file: string) => options.onProgress && ((loaded: number, total: number) => options.onProgress?.(loaded, total, file));
+  const dtype = options.dtype ?? 'f32';
   if (typeof source === 'string') {
-    if (isRandomPreset(source)) return randomModel(source, { seed: options.seed, backend });
+    if (isRandomPreset(source)) return withWeightDType(randomModel(source, { seed: options.seed, backend }), dtype);
     const folder = modelFolderUrl(source, options.hubUrl);
     let configBytes: Uint8Array;
     let weights: Uint8Array;
@@ -91,7 +95,7 @@ export async function loadModel(source: BrowserModelSource, options: LoadModelOp
     } catch (e) {
       throw new ModelLoadError((e as Error).message);
     }
-    return fromBytes(new TextDecoder().decode(configBytes), weights, backend, folder);
+    return fromBytes(new TextDecoder().decode(configBytes), weights, backend, folder, dtype);
   }
   if ('files' in source) {
     let picked;
@@ -102,10 +106,10 @@ export async function loadModel(source: BrowserModelSource, options: LoadModelOp
     }
     const { config, weights } = picked;
     const name = weights.webkitRelativePath || weights.name;
-    return fromBytes(await config.text(), new Uint8Array(await weights.arrayBuffer()), backend, name);
+    return fromBytes(await config.text(), new Uint8Array(await weights.arrayBuffer()), backend, name, dtype);
   }
   const configText = source.config instanceof ArrayBuffer ? new TextDecoder().decode(source.config)
     : typeof source.config === 'string' ? source.config : JSON.stringify(source.config);
   const weights = source.weights instanceof Uint8Array ? source.weights : new Uint8Array(source.weights);
-  return fromBytes(configText, weights, backend, 'model.safetensors in memory');
+  return fromBytes(configText, weights, backend, 'model.safetensors in memory', dtype);
 }

@@ -23,6 +23,8 @@ export interface GenerateFlags {
   /** Interactive: earlier turns stay in the prompt, as far as the context holds them. */
   conversation: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
+  /** Storage of the weight matrices (f16: half the memory and the bytes a token reads). */
+  dtype: 'f32' | 'f16';
   json: boolean;
   verbose: boolean;
   /** Warnings about the flags (sampling flags that greedy decoding ignores). */
@@ -47,6 +49,7 @@ export const GENERATE_FLAGS: FlagTable = [
   { name: 'conversation', description: 'interactive: keep earlier turns in the prompt, as far as the context holds them' },
   { name: 'no-cache', description: 'recompute every position each step (no KV cache: slower, same text)' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to run', default: 'auto' },
+  { name: 'dtype', value: '<f32|f16>', description: 'how the weight matrices are stored: f16 halves their memory and the bytes a token reads (arithmetic stays f32)', default: 'f32' },
   { name: 'json', description: 'print one JSON object per sample: {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}' },
   { name: 'verbose', short: 'v', description: 'show the GPU driver\'s messages too' },
   { name: 'help', short: 'h', description: 'this text' },
@@ -104,6 +107,7 @@ export function parseGenerateFlags(argv: string[]): GenerateFlags | 'help' {
     raw: flags.switch('raw'),
     conversation: flags.switch('conversation'),
     device: flags.choice('device', ['auto', 'webgpu', 'cpu'] as const) ?? 'auto',
+    dtype: flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32',
     json: flags.switch('json'),
     verbose: flags.switch('verbose'),
     warnings,

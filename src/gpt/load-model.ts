@@ -45,7 +45,10 @@ export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: Rando
   return { model: model.eval(), config, source: `random init (${typeof preset === 'string' ? preset : 'config'})`, nonFinite: [] };
 }
 
-/** A model holding `weights` (canonical names, checked against `config`: see state-dict.ts). */
+/**
+ * A model holding `weights` (canonical names, checked against `config`: see state-dict.ts), built
+ * with `options` (e.g. `dtype: 'f16'` stores the weight matrices in 16 bits: ModelOptions.dtype).
+ */
 export function modelFromStateDict(
   config: GPT2Config,
   weights: StateDict,
@@ -55,6 +58,11 @@ export function modelFromStateDict(
   options: Omit<ModelOptions, 'untiedHead'> = {},
 ): LoadedModel {
   const model = new GPT2(config, backend, { ...options, untiedHead: !isTied(config) });
-  model.loadStateDict(weights, source);
+  try {
+    model.loadStateDict(weights, source);
+  } catch (e) {
+    model.dispose(); // its zeros: a refused load leaves nothing behind on the device
+    throw e;
+  }
   return { model: model.eval(), config, source, nonFinite };
 }

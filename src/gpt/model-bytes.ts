@@ -2,7 +2,9 @@
  * A model from and to bytes in memory — `config.json` text and `model.safetensors` bytes in the
  * Hugging Face layout — for runtimes without a file system (a browser's fetch, File or Blob).
  */
+import type { WeightDType } from '../nn/layers.js';
 import type { Backend } from '../tensor/backend.js';
+import { narrowToHalf } from '../tensor/half.js';
 import { configFromJson, configFromText, configToText, type GPT2Config } from './config.js';
 import { modelFromStateDict, type LoadedModel } from './load-model.js';
 import type { GPT2 } from './model.js';
@@ -12,28 +14,53 @@ import { checkedWeights, checkHeader, CONFIG_FILE, weightsToSave, WEIGHTS_FILE }
 /** A config.json's text, its parsed object, or a config itself. */
 export type ConfigSource = GPT2Config | object | string;
 
+export interface ModelBytesOptions {
+  /**
+   * Storage of the weight matrices (see ModelOptions.dtype). With f16, F16 tensors of the file stay
+   * 16-bit; F32 and BF16 ones are rounded to f16, and a value f16 cannot hold is an error naming
+   * its tensor. Default f32.
+   */
+  dtype?: WeightDType;
+}
+
 /**
  * A model from a config and the bytes of its model.safetensors (F32, F16 or BF16; the names of
  * transformers' GPT-2 or of the course notebook), checked against the config before any tensor is
  * converted. `source` names the weights in error messages.
  */
-export function modelFromBytes(config: ConfigSource, weights: Uint8Array, backend?: Backend, source = WEIGHTS_FILE): LoadedModel {
+export function modelFromBytes(config: ConfigSource, weights: Uint8Array, backend?: Backend, source = WEIGHTS_FILE, options: ModelBytesOptions = {}): LoadedModel {
   const parsed = typeof config === 'string' ? configFromText(config, CONFIG_FILE) : configFromJson(config, CONFIG_FILE);
-  const raw = parseSafetensors(weights, source, { checkHeader: (tensors) => checkHeader(tensors, parsed, source) });
+  const dtype = options.dtype ?? 'f32';
+  const raw = parseSafetensors(weights, source, { keepF16: dtype === 'f16', checkHeader: (tensors) => checkHeader(tensors, parsed, source) });
   const { weights: dict, nonFinite } = checkedWeights(raw, parsed, source);
-  return modelFromStateDict(parsed, dict, source, nonFinite, backend);
+  return modelFromStateDict(parsed, dict, source, nonFinite, backend, { dtype });
 }
 
-/** The model's weights, read back from the device, under its own names. */
+/** The model's weights, read back from the device, under its own names: f16 weights as f16 bit patterns (exactly). */
 export async function hostWeights(model: GPT2): Promise<StateDict> {
   const out: StateDict = new Map();
-  for (const [name, p] of model.namedParameters()) out.set(name, { shape: [...p.shape], data: await p.toFloat32() });
+  for (const [name, p] of model.namedParameters()) {
+    const values = await p.toFloat32();
+    out.set(name, { shape: [...p.shape], data: p.dtype === 'f16' ? narrowToHalf(values) : values });
+  }
   return out;
 }
 
 /**
+ * The same weights with the matrices stored as `dtype`, on the same backend; the old model is
+ * disposed. f32 → f16 rounds (an out-of-range value is an error, and the old model is kept).
+ */
+export async function withWeightDType(loaded: LoadedModel, dtype: WeightDType): Promise<LoadedModel> {
+  if (loaded.model.wte.weight.dtype === dtype) return loaded;
+  const weights = await hostWeights(loaded.model);
+  const converted = modelFromStateDict(loaded.config, weights, loaded.source, loaded.nonFinite, loaded.model.backend, { dtype });
+  loaded.model.dispose();
+  return converted;
+}
+
+/**
  * The model as the two files of a Hugging Face folder: config.json's text and model.safetensors'
- * bytes, which transformers' GPT2LMHeadModel and modelFromBytes load unchanged.
+ * bytes, which transformers' GPT2LMHeadModel and modelFromBytes load unchanged (f16 weights as F16).
  */
 export async function modelToBytes(model: GPT2): Promise<{ config: string; weights: Uint8Array }> {
   const named = weightsToSave(model.config, await hostWeights(model), WEIGHTS_FILE);

@@ -5,7 +5,7 @@
  *
  * Sizes: B batch, T new tokens, C = n_embd, H = n_head, hs = C / H, V = vocab_size.
  */
-import { Dropout, Embedding, LayerNorm, Linear, Projection } from '../nn/layers.js';
+import { Dropout, Embedding, LayerNorm, Linear, Projection, type WeightDType } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
@@ -22,6 +22,12 @@ export interface ModelOptions {
   /** Dropout on embeddings and residual branches; 0 (the default) for fine-tuning. */
   dropout?: number;
   seed?: number;
+  /**
+   * Storage of the weight matrices (wte, wpe, the linears' weights, an untied head): f16 halves
+   * their memory and the bytes a decoding step reads, computing in f32; such weights cannot be
+   * fine-tuned. Biases and LayerNorm parameters stay f32. Default f32.
+   */
+  dtype?: WeightDType;
 }
 
 /**
@@ -36,10 +42,10 @@ class CausalSelfAttention extends Module {
   c_attn: Linear;
   c_proj: Linear;
 
-  constructor(readonly config: GPT2Config, backend: Backend) {
+  constructor(readonly config: GPT2Config, backend: Backend, dtype: WeightDType) {
     super();
-    this.c_attn = new Linear(config.n_embd, 3 * config.n_embd, backend);
-    this.c_proj = new Linear(config.n_embd, config.n_embd, backend);
+    this.c_attn = new Linear(config.n_embd, 3 * config.n_embd, backend, { dtype });
+    this.c_proj = new Linear(config.n_embd, config.n_embd, backend, { dtype });
   }
 
   /** With `residual`, returns residual + attention (the add fused into c_proj at inference). */
@@ -66,10 +72,10 @@ class MLP extends Module {
   c_fc: Linear;
   c_proj: Linear;
 
-  constructor(config: GPT2Config, backend: Backend) {
+  constructor(config: GPT2Config, backend: Backend, dtype: WeightDType) {
     super();
-    this.c_fc = new Linear(config.n_embd, 4 * config.n_embd, backend);
-    this.c_proj = new Linear(4 * config.n_embd, config.n_embd, backend);
+    this.c_fc = new Linear(config.n_embd, 4 * config.n_embd, backend, { dtype });
+    this.c_proj = new Linear(4 * config.n_embd, config.n_embd, backend, { dtype });
   }
 
   /** With `residual`, returns residual + MLP(x). */
@@ -85,12 +91,12 @@ class Block extends Module {
   mlp: MLP;
   private readonly dropout: Dropout;
 
-  constructor(config: GPT2Config, backend: Backend, dropout: Dropout) {
+  constructor(config: GPT2Config, backend: Backend, dropout: Dropout, dtype: WeightDType) {
     super();
     this.ln_1 = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
-    this.attn = new CausalSelfAttention(config, backend);
+    this.attn = new CausalSelfAttention(config, backend, dtype);
     this.ln_2 = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
-    this.mlp = new MLP(config, backend);
+    this.mlp = new MLP(config, backend, dtype);
     this.dropout = dropout;
   }
 
@@ -135,12 +141,13 @@ export class GPT2 extends Module {
   constructor(readonly config: GPT2Config, readonly backend: Backend, options: ModelOptions = {}) {
     super();
     this.dropout = new Dropout(options.dropout ?? 0, options.seed ?? 0);
-    this.wte = new Embedding(config.vocab_size, config.n_embd, backend);
-    this.wpe = new Embedding(config.n_positions, config.n_embd, backend);
-    this.h = Array.from({ length: config.n_layer }, () => new Block(config, backend, this.dropout));
+    const dtype = options.dtype ?? 'f32';
+    this.wte = new Embedding(config.vocab_size, config.n_embd, backend, dtype);
+    this.wpe = new Embedding(config.n_positions, config.n_embd, backend, dtype);
+    this.h = Array.from({ length: config.n_layer }, () => new Block(config, backend, this.dropout, dtype));
     this.ln_f = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
     // An untied head is stored [V, C] like wte (the checkpoint's layout) and has no bias.
-    this.lm_head = options.untiedHead ? new Projection(config.n_embd, config.vocab_size, backend) : null;
+    this.lm_head = options.untiedHead ? new Projection(config.n_embd, config.vocab_size, backend, dtype) : null;
   }
 
   /** ids: i32 [B, T] → logits [B, T, V] (or [B, 1, V] with lastOnly). */

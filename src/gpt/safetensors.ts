@@ -8,10 +8,12 @@
  * writing one atomically, is Node's part (src/node/safetensors-file.ts), built on the same pieces.
  * Typed-array views are used as little-endian: true of every platform WebGPU runs on.
  */
+import { widenBfloat16, widenHalf } from '../tensor/half.js';
 
+/** A tensor read from or written to a file: f32, or f16 bit patterns in a Uint16Array. */
 export interface HostTensor {
   shape: number[];
-  data: Float32Array;
+  data: Float32Array | Uint16Array;
 }
 export type StateDict = Map<string, HostTensor>;
 
@@ -90,37 +92,13 @@ function parseHeaderJson(text: string, dataBytes: number, file: string): Entry[]
   return entries;
 }
 
-let halfTable: Float32Array | undefined;
-
-/** All 65536 half-precision values as f32: conversion becomes one lookup per element. */
-function halfToFloatTable(): Float32Array {
-  if (halfTable) return halfTable;
-  halfTable = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >> 10) & 0x1f;
-    const fraction = h & 0x3ff;
-    halfTable[h] =
-      exponent === 0 ? sign * fraction * 2 ** -24
-      : exponent === 31 ? (fraction ? NaN : sign * Infinity)
-      : sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
-  }
-  return halfTable;
-}
-
 /** Bytes per element of an entry's dtype. */
 export const bytesPerElement = (entry: Entry): number => DTYPE_BYTES[entry.dtype];
 
 /** Widens n F16 or BF16 values into out[at…]. */
 export function widenHalves(halves: Uint16Array, n: number, dtype: 'F16' | 'BF16', out: Float32Array, at: number): void {
-  if (dtype === 'F16') {
-    const table = halfToFloatTable();
-    for (let j = 0; j < n; j++) out[at + j] = table[halves[j]];
-  } else {
-    // bfloat16 is the top half of a float32.
-    const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-    for (let j = 0; j < n; j++) bits[at + j] = halves[j] << 16;
-  }
+  if (dtype === 'F16') widenHalf(halves.subarray(0, n), out, at);
+  else widenBfloat16(halves.subarray(0, n), out, at);
 }
 
 /**
@@ -157,6 +135,8 @@ export interface TensorHeader {
 }
 
 export interface ReadOptions {
+  /** F16 tensors stay f16 (Uint16Array bit patterns) instead of widening to f32; BF16 still widens (f16 cannot hold its range). */
+  keepF16?: boolean;
   /**
    * Sees the header's tensors before any data is read, and throws to refuse them: the caller knows
    * what shapes to expect, so a file naming one huge tensor costs nothing before it is rejected.
@@ -164,7 +144,7 @@ export interface ReadOptions {
   checkHeader?(tensors: readonly TensorHeader[]): void;
 }
 
-/** Every tensor of a safetensors file held in memory, as f32, in header order. */
+/** Every tensor of a safetensors file held in memory, as f32 (F16 as f16 with keepF16), in header order. */
 export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadOptions = {}): StateDict {
   const length = headerLength(bytes.subarray(0, 8), bytes.length, file);
   const dataStart = 8 + length;
@@ -172,9 +152,13 @@ export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadO
   options.checkHeader?.(entries);
   const out: StateDict = new Map();
   for (const entry of entries) {
-    const data = new Float32Array(elementCount(entry.shape));
     const raw = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
     // Copied, never viewed: the data section need not be aligned to 4 bytes, and the caller's buffer is not ours.
+    if (entry.dtype === 'F16' && options.keepF16) {
+      out.set(entry.name, { shape: entry.shape, data: new Uint16Array(raw.slice().buffer) });
+      continue;
+    }
+    const data = new Float32Array(elementCount(entry.shape));
     if (entry.dtype === 'F32') new Uint8Array(data.buffer).set(raw);
     else widenHalves(new Uint16Array(raw.slice().buffer), data.length, entry.dtype, data, 0);
     out.set(entry.name, { shape: entry.shape, data });
@@ -182,11 +166,11 @@ export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadO
   return out;
 }
 
-type TensorsIn = ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>;
+type TensorsIn = ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array | Uint16Array }>;
 
 /**
- * The 8-byte length and the JSON header for the tensors as F32 in map order; the data section is
- * their bytes in the same order. `metadata` becomes the header's `__metadata__` (transformers wants
+ * The 8-byte length and the JSON header for the tensors in map order, F32 (or F16 for a Uint16Array
+ * of f16 bit patterns); the data section is their bytes in the same order. `metadata` becomes the header's `__metadata__` (transformers wants
  * `{format: "pt"}` there).
  */
 export function safetensorsHeader(tensors: TensorsIn, metadata: Record<string, string> | undefined, file: string): Uint8Array {
@@ -197,11 +181,11 @@ export function safetensorsHeader(tensors: TensorsIn, metadata: Record<string, s
     if (!shape.every(isCount) || elementCount(shape) !== data.length) {
       throw new WeightsError(`${file}: tensor "${name}": shape [${shape.join(', ')}] does not match its ${data.length} values`);
     }
-    header[name] = { dtype: 'F32', shape: [...shape], data_offsets: [offset, offset + data.byteLength] };
+    header[name] = { dtype: data instanceof Uint16Array ? 'F16' : 'F32', shape: [...shape], data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
-  // Space padding to a multiple of 8 puts the data, and so every f32 tensor, on an aligned offset.
+  // Space padding to a multiple of 8 puts the data on an aligned offset (and every f32 tensor, when none is f16).
   const padded = Math.ceil(json.length / 8) * 8;
   const out = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
   new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);

@@ -6,11 +6,15 @@
  * GPTModel (`tok_emb`, `trf_blocks.N.att.W_query`, … in nn.Linear [out, in] layout).
  * Files in folders: src/node/weights-folder.ts; the same model as bytes: src/gpt/model-bytes.ts.
  */
+import { widenHalf } from '../tensor/half.js';
 import { isTied, type GPT2Config } from './config.js';
 import { WeightsError, type HostTensor, type StateDict, type TensorHeader } from './safetensors.js';
 
-/** What callers hand in: the model's own host tensors have read-only shapes. */
-export type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array };
+/** What callers hand in: the model's own host tensors have read-only shapes. A Uint16Array holds f16 bit patterns. */
+export type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array | Uint16Array };
+
+/** A tensor's values as f32 (f16 widened, exactly): the renames that rearrange values work in f32. */
+const floats = (data: Float32Array | Uint16Array): Float32Array => (data instanceof Uint16Array ? widenHalf(data) : data);
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -63,8 +67,9 @@ export function checkStateDict(dict: ReadonlyMap<string, TensorIn>, config: GPT2
 function transposed(t: HostTensor, name: string, file: string): HostTensor {
   if (t.shape.length !== 2) throw new WeightsError(`${file}: ${name} has shape ${show(t.shape)}, expected a matrix`);
   const [rows, cols] = t.shape;
+  const data = floats(t.data);
   const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c];
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c];
   return { shape: [cols, rows], data: out };
 }
 
@@ -116,7 +121,7 @@ function fuseQkv(layer: string, parts: Map<string, HostTensor>, file: string): [
       if (b === undefined || b.data.length !== D) {
         throw new WeightsError(`${file}: ${source(QKV_ORDER[k], 'bias')} is ${b ? `of shape ${show(b.shape)}` : 'missing'}, expected [${D}]`);
       }
-      bias.set(b.data, k * D);
+      bias.set(floats(b.data), k * D);
     });
   }
   return [
@@ -126,7 +131,8 @@ function fuseQkv(layer: string, parts: Map<string, HostTensor>, file: string): [
 }
 
 function sameValues(a: HostTensor, b: HostTensor): boolean {
-  return show(a.shape) === show(b.shape) && a.data.every((x, i) => x === b.data[i]);
+  const [x, y] = [floats(a.data), floats(b.data)];
+  return show(a.shape) === show(b.shape) && x.every((v, i) => v === y[i]);
 }
 
 /**
@@ -174,11 +180,15 @@ export function normalizeStateDict(raw: ReadonlyMap<string, HostTensor>, config:
 }
 
 /** Tensors holding NaN or ±Infinity, with how many such values each holds. */
-export function nonFiniteTensors(dict: ReadonlyMap<string, { readonly data: Float32Array }>): { name: string; count: number }[] {
+export function nonFiniteTensors(dict: ReadonlyMap<string, { readonly data: Float32Array | Uint16Array }>): { name: string; count: number }[] {
   const found: { name: string; count: number }[] = [];
   for (const [name, { data }] of dict) {
     let count = 0;
-    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) count++;
+    if (data instanceof Uint16Array) {
+      for (let i = 0; i < data.length; i++) if ((data[i] & 0x7c00) === 0x7c00) count++; // exponent all ones: ±Infinity or NaN
+    } else {
+      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) count++;
+    }
     if (count > 0) found.push({ name, count });
   }
   return found;

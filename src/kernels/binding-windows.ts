@@ -3,7 +3,7 @@
  * kernel runs once per window, each window starting at an element aligned to
  * minStorageBufferOffsetAlignment. Every kernel family walks its tensors through these.
  */
-import type { Gpu, GpuStorage } from './gpu.js';
+import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
 import type { BufferView } from './kernel.js';
 
 /** Elements per chunk: as many as one binding holds, keeping chunk offsets aligned. */
@@ -29,18 +29,18 @@ export interface UnitWindow {
  * below `start` (never past the storage's end), with `start`'s offset inside it.
  */
 export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, count: number): UnitWindow {
-  const aligned = start - (start % (gpu.bindingAlignment / 4));
+  const aligned = start - (start % (gpu.bindingAlignment / elementBytes(storage.dtype)));
   const offset = start - aligned;
   return { view: gpu.view(storage, aligned, Math.min(count + offset, storage.size - aligned)), offset };
 }
 
 /**
  * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
- * tensor's window fits one binding. Each tensor holds `perUnit` elements per unit, its units starting
- * at its unit `firstUnit` (default 0: a tensor may hold more units than the call covers, such as
- * the sequences of a pooled cache); its window starts at the aligned element at or below the group's
- * first unit, so a kernel adds the window's `offset`. With tensors that fit one binding this is a
- * single group.
+ * tensor's window fits one binding (an f16 tensor's elements take 2 bytes). Each tensor holds
+ * `perUnit` elements per unit, its units starting at its unit `firstUnit` (default 0: a tensor may
+ * hold more units than the call covers, such as the sequences of a pooled cache); its window starts
+ * at the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
+ * With tensors that fit one binding this is a single group.
  */
 export function forEachUnitWindow(
   gpu: Gpu,
@@ -48,10 +48,12 @@ export function forEachUnitWindow(
   tensors: readonly { storage: GpuStorage; perUnit: number; firstUnit?: number }[],
   fn: (first: number, count: number, windows: UnitWindow[]) => void,
 ): void {
-  const alignElements = gpu.bindingAlignment / 4;
-  const maxElements = Math.floor(gpu.maxBindingBytes / 4);
   let group = units;
-  for (const { perUnit, firstUnit = 0 } of tensors) {
+  for (const { storage, perUnit, firstUnit = 0 } of tensors) {
+    const bytes = elementBytes(storage.dtype);
+    const alignElements = gpu.bindingAlignment / bytes;
+    // Whole words: an f16 window may end in half of one.
+    const maxElements = Math.floor(gpu.maxBindingBytes / 4) * (4 / bytes);
     if (perUnit * units + ((firstUnit * perUnit) % alignElements) <= maxElements) continue;
     group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));
   }

@@ -9,7 +9,7 @@
  * (docs/kernels.md, element-wise).
  * `strided`: general NumPy broadcasting up to rank 8, each operand read through its own strides.
  */
-import type { BinaryOp, DType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
+import type { BinaryOp, ComputeDType, RandomDistribution, UnaryOp } from '../tensor/backend.js';
 import { broadcastStrides, sizeOf } from '../tensor/shape.js';
 import { forEachChunk } from './binding-windows.js';
 import type { Gpu, GpuStorage } from './gpu.js';
@@ -205,7 +205,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`,
 };
 
-export function fill(gpu: Gpu, size: number, value: number, dtype: DType): GpuStorage {
+export function fill(gpu: Gpu, size: number, value: number, dtype: ComputeDType): GpuStorage {
   const out = gpu.alloc(size, dtype);
   const bits = dtype === 'i32' ? new Uint32Array(Int32Array.of(value).buffer)[0] : new Uint32Array(Float32Array.of(value).buffer)[0];
   forEachChunk(gpu, size, (start, count) => {
@@ -286,7 +286,7 @@ export function random(gpu: Gpu, size: number, seed: number, distribution: Rando
   return out;
 }
 
-const castKernel: Kernel<{ to: DType }> = {
+const castKernel: Kernel<{ to: ComputeDType }> = {
   name: 'cast',
   bindings: ['read', 'write'],
   wgsl: ({ to }) => {
@@ -305,7 +305,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   },
 };
 
-export function cast(gpu: Gpu, x: GpuStorage, dtype: DType): GpuStorage {
+export function cast(gpu: Gpu, x: GpuStorage, dtype: ComputeDType): GpuStorage {
   const out = gpu.alloc(x.size, dtype);
   if (x.dtype === dtype) {
     gpu.copyStorage(x, out);

@@ -1,7 +1,8 @@
 /**
  * Embedding gather and its backward (the table's gradient). CPU reference: src/tensor/cpu/embedding.ts.
  *
- * Gather (`embedding_gather`): one workgroup per token, threads over the row's columns.
+ * Gather (`embedding_gather`): one workgroup per token, threads over the row's columns; an f16
+ * table (a frozen weight, two values to a u32 word) is widened as it is read.
  *
  * Backward, deterministic without float atomics (WebGPU has none), by a counting sort of the ids:
  *  - `embedding_sort`, one workgroup: (1) walks the ids in chunks of SORT_WG in order; each thread
@@ -41,12 +42,13 @@ const ROWS_PER_GROUP = 8;
 /** Threads of the single sorting workgroup: also the chunk of ids ranked at a time. */
 const SORT_WG = 256;
 
-const gatherKernel: Kernel = {
+/** `half`: the table is f16, two to a u32 word (unpack2x16float is core WGSL: every adapter has it). */
+const gatherKernel: Kernel<{ half: boolean }> = {
   name: 'embedding_gather',
   bindings: ['read', 'read', 'write'],
-  wgsl: () => /* wgsl */ `
+  wgsl: ({ half }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
-@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<${half ? 'u32' : 'f32'}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 struct Params {
   tokens: u32,       // tokens in this output window
@@ -67,7 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (id < params.tableFirst || id - params.tableFirst >= params.tableRows) { return; }
   let src = params.tableOffset + (id - params.tableFirst) * params.dim;
   let dst = params.outOffset + t * params.dim;
-  for (var c = lid; c < params.dim; c += ${ROW_WG}u) { out[dst + c] = table[src + c]; }
+  for (var c = lid; c < params.dim; c += ${ROW_WG}u) { out[dst + c] = ${half ? 'unpack2x16float(table[(src + c) >> 1u])[(src + c) & 1u]' : 'table[src + c]'}; }
 }`,
 };
 
@@ -191,7 +193,7 @@ export function embedding(gpu: Gpu, ids: GpuStorage, table: GpuStorage, n: numbe
   forEachUnitWindow(gpu, n, [{ storage: out, perUnit: dim }], (firstToken, tokens, [wo]) => {
     forEachUnitWindow(gpu, vocab, [{ storage: table, perUnit: dim }], (tableFirst, tableRows, [wt]) => {
       gpu.dispatch(
-        gatherKernel, undefined, [ids, wt.view, wo.view],
+        gatherKernel, { half: table.dtype === 'f16' }, [ids, wt.view, wo.view],
         [tokens, dim, vocab, firstToken, wo.offset, tableFirst, tableRows, wt.offset],
         grid1d(tokens, 1, gpu.maxWorkgroupsPerDimension),
       );

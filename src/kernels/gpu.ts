@@ -5,6 +5,7 @@
  * that name the kernel.
  */
 import type { DType, Storage } from '../tensor/backend.js';
+import { widenHalf } from '../tensor/half.js';
 import { isSoftwareAdapter } from './autotune.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import type { AcquiredDevice } from './device.js';
@@ -23,6 +24,9 @@ const MAX_BIND_GROUPS = 4096;
  */
 const sleepCell = typeof SharedArrayBuffer === 'function' && typeof setImmediate === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : null;
 
+/** Bytes an element takes in a buffer: f16 packs two to a u32 word. */
+export const elementBytes = (dtype: DType): number => (dtype === 'f16' ? 2 : 4);
+
 export class GpuStorage implements Storage {
   /**
    * `offset`: the first element within `buffer`. `isView`: the buffer belongs to another storage
@@ -30,12 +34,13 @@ export class GpuStorage implements Storage {
    */
   constructor(readonly buffer: GPUBuffer, readonly dtype: DType, readonly size: number, readonly offset = 0, readonly isView = false) {}
 
+  /** Whole 4-byte words: an odd count of f16 values ends in half a word. */
   get byteLength(): number {
-    return this.size * 4;
+    return Math.ceil((this.size * elementBytes(this.dtype)) / 4) * 4;
   }
 
   get byteOffset(): number {
-    return this.offset * 4;
+    return this.offset * elementBytes(this.dtype);
   }
 }
 
@@ -127,7 +132,7 @@ export class Gpu {
 
   alloc(size: number, dtype: DType = 'f32'): GpuStorage {
     this.throwIfFailed();
-    return new GpuStorage(this.storagePool.acquire(size * 4), dtype, size);
+    return new GpuStorage(this.storagePool.acquire(Math.ceil((size * elementBytes(dtype)) / 4) * 4), dtype, size);
   }
 
   release(storage: GpuStorage): void {
@@ -139,7 +144,7 @@ export class Gpu {
     if (!Number.isInteger(offset) || offset < 0 || offset + size > base.size) {
       throw new Error(`a view of ${size} elements from ${offset} lies outside storage of ${base.size}`);
     }
-    if ((offset * 4) % this.bindingAlignment !== 0) {
+    if ((offset * elementBytes(base.dtype)) % this.bindingAlignment !== 0) {
       throw new Error(`a view at element ${offset} is not aligned to the adapter's ${this.bindingAlignment} B binding alignment`);
     }
     return new GpuStorage(base.buffer, base.dtype, size, base.offset + offset, true);
@@ -151,12 +156,15 @@ export class Gpu {
     if (src.size > 0) this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, src.byteLength);
   }
 
-  upload(data: Float32Array | Int32Array): GpuStorage {
+  /** A Uint16Array holds f16 bit patterns (f16 storage). */
+  upload(data: Float32Array | Int32Array | Uint16Array): GpuStorage {
     // queue.writeBuffer runs before any unsubmitted dispatch: flush first, so a pooled buffer that
     // recorded work still reads is not overwritten under it.
     if (this.encoder !== null) this.flush();
-    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : 'f32');
-    if (data.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : data instanceof Uint16Array ? 'f16' : 'f32');
+    // writeBuffer takes whole words: an odd count of halves gets a zero half to finish its last one.
+    const words = data instanceof Uint16Array && data.length % 2 === 1 ? padToWord(data) : data;
+    if (words.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
     return storage;
   }
 
@@ -175,6 +183,7 @@ export class Gpu {
     staging.unmap();
     this.stagingPool.release(staging);
     this.throwIfFailed();
+    if (storage.dtype === 'f16') return widenHalf(new Uint16Array(copy, 0, storage.size));
     return storage.dtype === 'i32' ? new Int32Array(copy) : new Float32Array(copy);
   }
 
@@ -193,8 +202,9 @@ export class Gpu {
 
   /** The whole storage, or `count` elements from `first`, as one binding. */
   view(storage: GpuStorage, first = 0, count = storage.size - first): BufferView {
-    const offset = storage.byteOffset + first * 4;
-    const size = Math.max(4, count * 4);
+    const bytes = elementBytes(storage.dtype);
+    const offset = storage.byteOffset + first * bytes;
+    const size = Math.max(4, Math.ceil((count * bytes) / 4) * 4);
     if (offset % this.bindingAlignment !== 0) {
       throw new Error(`binding offset ${offset} B is not a multiple of the adapter's ${this.bindingAlignment} B alignment`);
     }
@@ -370,6 +380,12 @@ export class Gpu {
   private throwIfFailed(): void {
     if (this.failure) throw this.failure;
   }
+}
+
+function padToWord(halves: Uint16Array): Uint16Array {
+  const out = new Uint16Array(halves.length + 1);
+  out.set(halves);
+  return out;
 }
 
 /** The compiler's messages, each followed by its source line, so a WGSL error reads like a compiler's. */

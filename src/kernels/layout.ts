@@ -2,6 +2,7 @@
  * permute, slice and pad: one strided-copy kernel (rank ≤ 8) that reads each output element
  * through input strides and an offset. CPU reference: src/tensor/cpu/layout.ts.
  */
+import type { ComputeDType } from '../tensor/backend.js';
 import { sizeOf, stridesOf } from '../tensor/shape.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { fill } from './elementwise.js';
@@ -40,6 +41,12 @@ ${stridedOffsetsWgsl([
 }`,
 };
 
+/** The copies move 4-byte elements: an f16 weight (two to a word) is read only by matmul and the embedding. */
+function wordType(x: GpuStorage): ComputeDType {
+  if (x.dtype === 'f16') throw new Error('permute, slice and pad take f32 or i32 storage, got f16');
+  return x.dtype;
+}
+
 function stridedCopy(
   gpu: Gpu,
   src: GpuStorage, srcOffset: number, srcStrides: readonly number[],
@@ -59,20 +66,20 @@ const offsetOf = (begin: readonly number[], strides: readonly number[]): number 
 export function permute(gpu: Gpu, x: GpuStorage, shape: readonly number[], perm: readonly number[]): GpuStorage {
   const outShape = perm.map((p) => shape[p]);
   const inStrides = stridesOf(shape);
-  const out = gpu.alloc(x.size, x.dtype);
+  const out = gpu.alloc(x.size, wordType(x));
   stridedCopy(gpu, x, 0, perm.map((p) => inStrides[p]), out, 0, stridesOf(outShape), outShape);
   return out;
 }
 
 export function slice(gpu: Gpu, x: GpuStorage, shape: readonly number[], begin: readonly number[], size: readonly number[]): GpuStorage {
   const strides = stridesOf(shape);
-  const out = gpu.alloc(sizeOf(size), x.dtype);
+  const out = gpu.alloc(sizeOf(size), wordType(x));
   stridedCopy(gpu, x, offsetOf(begin, strides), strides, out, 0, stridesOf(size), size);
   return out;
 }
 
 export function pad(gpu: Gpu, x: GpuStorage, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): GpuStorage {
-  const out = fill(gpu, sizeOf(outShape), 0, x.dtype);
+  const out = fill(gpu, sizeOf(outShape), 0, wordType(x));
   const outStrides = stridesOf(outShape);
   stridedCopy(gpu, x, 0, stridesOf(shape), out, offsetOf(begin, outStrides), outStrides, shape);
   return out;

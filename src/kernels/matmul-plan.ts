@@ -121,12 +121,16 @@ function window(l: OperandLayout, batch0: number, batches: number, origin: Recor
   return { first, count: start - first + span(l, batches, dims), offset: start - first };
 }
 
-/** Batch, m and n must be at least 1 (the caller returns an empty C otherwise); k may be 0. */
-export function planMatmul(s: MatmulShape, limits: MatmulLimits): MatmulPlan {
-  const alignElements = limits.alignment / 4;
-  // A window may start up to alignElements - 1 elements before its chunk.
-  const maxSpan = Math.floor(limits.maxBindingBytes / 4) - alignElements;
-  if (maxSpan < GRANULE) throw new Error(`matmul: a binding of ${limits.maxBindingBytes} B is too small to plan over`);
+/**
+ * Batch, m and n must be at least 1 (the caller returns an empty C otherwise); k may be 0. B's
+ * elements take `bBytes` bytes (2: f16, two to a word), A's and C's 4.
+ */
+export function planMatmul(s: MatmulShape, limits: MatmulLimits, bBytes = 4): MatmulPlan {
+  const alignOf = (bytes: number) => limits.alignment / bytes;
+  // A window may start up to alignElements - 1 elements before its chunk, and binds whole words.
+  const maxSpanOf = (bytes: number) => Math.floor(limits.maxBindingBytes / 4) * (4 / bytes) - alignOf(bytes);
+  const alignElements = alignOf(4);
+  if (maxSpanOf(4) < GRANULE) throw new Error(`matmul: a binding of ${limits.maxBindingBytes} B is too small to plan over`);
   const full: Record<Dim, number> = { m: s.m, n: s.n, k: s.k };
   const dims: Record<Dim, number> = { ...full };
   const g = limits.maxWorkgroups;
@@ -138,7 +142,8 @@ export function planMatmul(s: MatmulShape, limits: MatmulLimits): MatmulPlan {
 
   for (let changed = true; changed; ) {
     changed = false;
-    for (const op of [l.a, l.b, l.c]) {
+    for (const [op, bytes] of [[l.a, 4], [l.b, bBytes], [l.c, 4]] as const) {
+      const maxSpan = maxSpanOf(bytes);
       while (span(op, batches, dims) > maxSpan) {
         changed = true;
         if (op.stride > 0 && batches > 1) {
@@ -166,7 +171,7 @@ export function planMatmul(s: MatmulShape, limits: MatmulLimits): MatmulPlan {
             batch0, batches: bc, m0, m: size.m, n0, n: size.n, k0, k: size.k,
             accumulate: k0 > 0,
             a: window(l.a, batch0, bc, origin, size, alignElements),
-            b: s.broadcastB ? window(l.b, 0, 1, origin, size, alignElements) : window(l.b, batch0, bc, origin, size, alignElements),
+            b: s.broadcastB ? window(l.b, 0, 1, origin, size, alignOf(bBytes)) : window(l.b, batch0, bc, origin, size, alignOf(bBytes)),
             c: window(l.c, batch0, bc, origin, size, alignElements),
             bias: window({ outer: 'm', inner: 'n', ld: 0, stride: 0 }, 0, 1, { m: 0, n: n0, k: 0 }, { m: 1, n: size.n, k: 1 }, alignElements),
           });

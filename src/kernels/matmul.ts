@@ -27,13 +27,17 @@
  * from cache. N not a multiple of 4 (the vocabulary, 50257, with B untransposed) falls back to
  * scalar B loads; GPT-2's own head multiplies by wteᵀ, whose rows are along K: vec4.
  *
+ * B may be f16 (a weight stored in 16 bits, two to a u32 word): loadB / loadB4 widen it with
+ * unpack2x16float (core WGSL, so every adapter runs it), a vec4 being one vec2u; the arithmetic stays
+ * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there.
+ *
  * Decoding (M = batch size, usually 1) runs these kernels with tm shrunk to M (matmulVariant), which
  * makes them matrix-vector products that stream B once; a dedicated GEMV family was slower on
  * llvmpipe. The measurements and the variants tried and dropped are in docs/kernels.md.
  */
-import type { MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
+import type { DType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
 import { currentVariant, MATMUL_VARIANTS, variantSupported, type AdapterTraits, type MatmulVariant } from './autotune.js';
-import type { Gpu, GpuStorage } from './gpu.js';
+import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
 import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits, type MatmulPlan, type Window } from './matmul-plan.js';
@@ -44,6 +48,8 @@ interface MatmulParams extends MatmulVariant {
   /** A / B declared as vec4 arrays and read four elements at a time along their contiguous axis. */
   vecA: boolean;
   vecB: boolean;
+  /** B is f16, two to a u32 word (a frozen weight), widened with unpack2x16float as it is read. */
+  halfB: boolean;
   bias: boolean;
   /** C += product (a later chunk of a split K). */
   accumulate: boolean;
@@ -57,7 +63,7 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 const DECLARATIONS = (p: MatmulParams): string => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> A: array<${p.vecA ? 'vec4f' : 'f32'}>;
-@group(0) @binding(1) var<storage, read> B: array<${p.vecB ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read> B: array<${bType(p)}>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> residual: array<f32>; // C's layout
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
@@ -71,8 +77,29 @@ struct Params {
 }
 @group(0) @binding(5) var<uniform> p: Params;
 fn loadA(i: u32) -> f32 { return ${p.vecA ? 'A[i >> 2u][i & 3u]' : 'A[i]'}; }
-fn loadB(i: u32) -> f32 { return ${p.vecB ? 'B[i >> 2u][i & 3u]' : 'B[i]'}; }
+${loadBWgsl(p)}
 ${p.gelu ? GELU_WGSL : ''}`;
+
+/** B's element type: four values a vec4 load (vecB), two f16 to a u32 word (halfB). */
+function bType(p: MatmulParams): string {
+  if (p.halfB) return p.vecB ? 'vec2u' : 'u32';
+  return p.vecB ? 'vec4f' : 'f32';
+}
+
+/** loadB(i): element i of B as f32; with vecB, loadB4(i): elements i..i+3 (i a multiple of 4). */
+function loadBWgsl(p: MatmulParams): string {
+  if (!p.halfB) {
+    return [
+      `fn loadB(i: u32) -> f32 { return ${p.vecB ? 'B[i >> 2u][i & 3u]' : 'B[i]'}; }`,
+      p.vecB ? 'fn loadB4(i: u32) -> vec4f { return B[i >> 2u]; }' : '',
+    ].join('\n');
+  }
+  if (!p.vecB) return 'fn loadB(i: u32) -> f32 { return unpack2x16float(B[i >> 1u])[i & 1u]; }';
+  return [
+    'fn loadB(i: u32) -> f32 { return unpack2x16float(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]; }',
+    'fn loadB4(i: u32) -> vec4f { let w = B[i >> 2u]; return vec4f(unpack2x16float(w.x), unpack2x16float(w.y)); }',
+  ].join('\n');
+}
 
 /** The epilogue: bias, accumulation, gelu and residual, and the bounds check every ragged edge relies on. */
 function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number) => string): string {
@@ -206,14 +233,14 @@ function slabB(p: MatmulParams, q: number): SlabOperand {
   const Cs = range(p.tn);
   if (p.transB) {
     return {
-      loads: [Cs.map((c) => (p.vecB ? `    let b${c}_${q} = B[(rb${c} + ${k}) >> 2u];` : `    let b${c}_${q} = vec4f(${K4.map((kk) => `loadB(rb${c} + ${k} + ${kk}u)`).join(', ')});`))],
+      loads: [Cs.map((c) => (p.vecB ? `    let b${c}_${q} = loadB4(rb${c} + ${k});` : `    let b${c}_${q} = vec4f(${K4.map((kk) => `loadB(rb${c} + ${k} + ${kk}u)`).join(', ')});`))],
       at: (c, kk) => `b${c}_${q}.${XYZW[kk]}`,
     };
   }
   const rowStart = (kk: number) => `    let rowB${kk}_${q} = baseB + (${k} + ${kk}u) * p.ldb;`;
   if (p.vecB) {
     return {
-      loads: K4.map((kk) => [rowStart(kk), ...range(p.tn / 4).map((g) => `    let b${kk}_${g}_${q} = B[(rowB${kk}_${q} + vb${g}) >> 2u];`)]),
+      loads: K4.map((kk) => [rowStart(kk), ...range(p.tn / 4).map((g) => `    let b${kk}_${g}_${q} = loadB4(rowB${kk}_${q} + vb${g});`)]),
       at: (c, kk) => `b${kk}_${Math.floor(c / 4)}_${q}.${XYZW[c % 4]}`,
     };
   }
@@ -354,8 +381,8 @@ function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLi
 }
 
 /** The chunks `matmulWith` would dispatch (for tests and for reading). */
-export function matmulPlan(gpu: Gpu, variant: MatmulVariant, shape: MatmulShape, options: MatmulOptions = {}): MatmulPlan {
-  return planMatmul(shape, limitsFor(gpu, variant, options));
+export function matmulPlan(gpu: Gpu, variant: MatmulVariant, shape: MatmulShape, options: MatmulOptions = {}, bDType: DType = 'f32'): MatmulPlan {
+  return planMatmul(shape, limitsFor(gpu, variant, options), elementBytes(bDType));
 }
 
 function checkSizes(a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, residual: GpuStorage | undefined): void {
@@ -401,7 +428,7 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   const completesK = ch.k0 + ch.k >= s.k;
   const residual = completesK ? epilogue.residual : undefined;
   const params: MatmulParams = {
-    ...v, transA: s.transA, transB: s.transB, vecA, vecB, bias: withBias, accumulate: ch.accumulate,
+    ...v, transA: s.transA, transB: s.transB, vecA, vecB, halfB: b.dtype === 'f16', bias: withBias, accumulate: ch.accumulate,
     gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
   };
   const aView = bind(gpu, a, ch.a, vecA);
@@ -429,7 +456,7 @@ export function matmulWith(
   if (!variantSupported(variant, adapterTraits(gpu))) throw new Error(`matmul: variant ${JSON.stringify(variant)} needs subgroups this adapter lacks`);
   const out = gpu.alloc(s.batch * s.m * s.n);
   if (out.size === 0) return out;
-  const plan = matmulPlan(gpu, variant, s, options);
+  const plan = matmulPlan(gpu, variant, s, options, b.dtype);
   for (const chunk of plan.chunks) dispatchChunk(gpu, variant, s, plan, chunk, { a, b, bias, epilogue, out });
   return out;
 }

@@ -1,13 +1,25 @@
 /** The layers GPT-2 is made of. Parameters are created by the caller's init (see src/gpt/init.ts). */
 import type { Backend } from '../tensor/backend.js';
-import { full, random } from '../tensor/create.js';
+import { full, random, tensor } from '../tensor/create.js';
 import { embedding, layerNorm, linear } from '../tensor/fused.js';
 import { div, greater, matmul, mul } from '../tensor/ops.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from './module.js';
 
+/**
+ * How a layer stores its weight matrix: f32, or f16 (a frozen weight read into f32 arithmetic:
+ * inference, or the base under an adapter). Biases and LayerNorm parameters stay f32.
+ */
+export type WeightDType = 'f32' | 'f16';
+
 function parameter(shape: readonly number[], value: number, backend: Backend): Tensor {
   return full(shape, value, { backend, requiresGrad: true });
+}
+
+/** A weight matrix of zeros in its storage type (f16 zero is the bit pattern 0). */
+function weight(shape: readonly number[], backend: Backend, dtype: WeightDType): Tensor {
+  if (dtype === 'f32') return parameter(shape, 0, backend);
+  return tensor(new Uint16Array(shape.reduce((a, b) => a * b, 1)), shape, { backend, requiresGrad: true });
 }
 
 /** y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a transpose. */
@@ -15,9 +27,9 @@ export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
 
-  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true } = {}) {
+  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' }: { bias?: boolean; dtype?: WeightDType } = {}) {
     super();
-    this.weight = parameter([inFeatures, outFeatures], 0, backend);
+    this.weight = weight([inFeatures, outFeatures], backend, dtype);
     this.bias = bias ? parameter([outFeatures], 0, backend) : null;
   }
 
@@ -31,9 +43,9 @@ export class Linear extends Module {
 export class Projection extends Module {
   weight: Tensor;
 
-  constructor(inFeatures: number, outFeatures: number, backend: Backend) {
+  constructor(inFeatures: number, outFeatures: number, backend: Backend, dtype: WeightDType = 'f32') {
     super();
-    this.weight = parameter([outFeatures, inFeatures], 0, backend);
+    this.weight = weight([outFeatures, inFeatures], backend, dtype);
   }
 
   forward(x: Tensor): Tensor {
@@ -44,9 +56,9 @@ export class Projection extends Module {
 export class Embedding extends Module {
   weight: Tensor;
 
-  constructor(count: number, dim: number, backend: Backend) {
+  constructor(count: number, dim: number, backend: Backend, dtype: WeightDType = 'f32') {
     super();
-    this.weight = parameter([count, dim], 0, backend);
+    this.weight = weight([count, dim], backend, dtype);
   }
 
   /** ids: i32 of any shape → [...ids.shape, dim]. */

@@ -4,14 +4,22 @@
  * by index — so `h[3].attn.c_attn.weight` is the parameter `h.3.attn.c_attn.weight`, the name the
  * Hugging Face checkpoint uses.
  */
+import type { DType } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
+import { halfOverflow, narrowToHalf, widenHalf } from '../tensor/half.js';
 import { keep } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 
-/** A tensor on the host: what weight files hold and what `loadStateDict` uploads. */
+/** A tensor on the host: what weight files hold and what `loadStateDict` uploads. A Uint16Array holds f16 bit patterns. */
 export interface HostTensor {
   shape: readonly number[];
-  data: Float32Array;
+  data: Float32Array | Uint16Array;
+}
+
+/** Host values in a parameter's storage type: f16 rounds to nearest even, f32 widens exactly. */
+function asStorageType(data: Float32Array | Uint16Array, dtype: DType): Float32Array | Uint16Array {
+  if (dtype === 'f16') return data instanceof Float32Array ? narrowToHalf(data) : data;
+  return data instanceof Uint16Array ? widenHalf(data) : data;
 }
 
 interface ParameterSlot {
@@ -41,9 +49,11 @@ export abstract class Module {
   }
 
   /**
-   * Replaces every parameter with the tensor of the same name, uploaded to the parameter's backend.
-   * Every parameter must be present with its exact shape, and nothing else may be: a partial or
-   * mismatched load is an error, never a silently half-initialised model.
+   * Replaces every parameter with the tensor of the same name, uploaded to the parameter's backend
+   * in the parameter's storage type (f32 or f16). Every parameter must be present with its exact
+   * shape, and nothing else may be: a partial or mismatched load is an error, never a silently
+   * half-initialised model. So is an f32 value an f16 parameter cannot hold (|x| ≥ 65520: it would
+   * become infinite); the error names each such tensor and how many values it holds.
    */
   loadStateDict(weights: ReadonlyMap<string, HostTensor>, source = 'state dict'): void {
     const slots = this.parameterSlots();
@@ -59,9 +69,17 @@ export abstract class Module {
         throw new Error(`${source}: ${name} has shape [${host.shape}], the model expects [${old.shape}]`);
       }
     }
+    const overflows = slots.flatMap(({ name, owner, key }) => {
+      const data = weights.get(name)!.data;
+      const count = (owner[key] as Tensor).dtype === 'f16' && data instanceof Float32Array ? halfOverflow(data) : 0;
+      return count > 0 ? [`${name} (${count} value${count === 1 ? '' : 's'})`] : [];
+    });
+    if (overflows.length > 0) {
+      throw new Error(`${source}: values outside f16's range (±65504) in ${overflows.join(', ')}: load these weights as f32`);
+    }
     for (const { name, owner, key } of slots) {
       const old = owner[key] as Tensor;
-      this.swap(owner, key, tensor(weights.get(name)!.data, old.shape, { backend: old.backend }));
+      this.swap(owner, key, tensor(asStorageType(weights.get(name)!.data, old.dtype), old.shape, { backend: old.backend }));
     }
   }
 

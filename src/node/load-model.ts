@@ -6,6 +6,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { ModelLoadError, modelFromStateDict, randomModel, type LoadedModel } from '../gpt/load-model.js';
+import { withWeightDType } from '../gpt/model-bytes.js';
+import type { WeightDType } from '../nn/layers.js';
 import type { Backend } from '../tensor/backend.js';
 import { peekDefaultBackend } from '../tensor/create.js';
 import { createBackend } from './backend.js';
@@ -23,6 +25,11 @@ export interface LoadModelOptions {
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Where the hub is and its cache (defaults: as Python's huggingface_hub). */
   hub?: Omit<HubOptions, 'onProgress'>;
+  /**
+   * Storage of the weight matrices: 'f16' halves their memory and the bytes a decoding step reads
+   * (arithmetic stays f32; F16 files stay 16-bit; such a model cannot be fine-tuned). Default 'f32'.
+   */
+  dtype?: WeightDType;
 }
 
 /**
@@ -67,12 +74,12 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   }
   const backend = options.backend ?? peekDefaultBackend() ?? (await createBackend());
   const { seed, dropout } = options;
-  if (resolved.kind === 'preset-random') return randomModel(resolved.name, { seed, dropout, backend });
-  let loaded;
+  const dtype = options.dtype ?? 'f32';
   try {
-    loaded = await loadGpt2Weights(resolved.folder);
+    if (resolved.kind === 'preset-random') return await withWeightDType(randomModel(resolved.name, { seed, dropout, backend }), dtype);
+    const loaded = await loadGpt2Weights(resolved.folder, { keepF16: dtype === 'f16' });
+    return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, { seed, dropout, dtype });
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }
-  return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, { seed, dropout });
 }

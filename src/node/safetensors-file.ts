@@ -28,10 +28,15 @@ async function readExactly(fh: FileHandle, target: Uint8Array, position: number,
   }
 }
 
-async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file: string): Promise<Float32Array> {
+async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file: string, keepF16: boolean): Promise<Float32Array | Uint16Array> {
   const what = `${file}: tensor "${entry.name}"`;
-  const out = new Float32Array(elementCount(entry.shape));
   const start = dataStart + entry.begin;
+  if (entry.dtype === 'F16' && keepF16) {
+    const halves = new Uint16Array(elementCount(entry.shape));
+    await readExactly(fh, new Uint8Array(halves.buffer), start, what);
+    return halves;
+  }
+  const out = new Float32Array(elementCount(entry.shape));
   if (entry.dtype === 'F32') {
     await readExactly(fh, new Uint8Array(out.buffer), start, what);
     return out;
@@ -45,7 +50,7 @@ async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file:
   return out;
 }
 
-/** Every tensor of a safetensors file as f32, in header order. */
+/** Every tensor of a safetensors file as f32 (F16 as f16 with keepF16), in header order. */
 export async function readSafetensors(file: string, options: ReadOptions = {}): Promise<StateDict> {
   // Checked before opening: opening a FIFO would wait for a writer.
   if (!(await stat(file)).isFile()) throw new WeightsError(`${file}: not a regular file`);
@@ -61,7 +66,7 @@ export async function readSafetensors(file: string, options: ReadOptions = {}): 
     options.checkHeader?.(entries);
     const out: StateDict = new Map();
     for (const entry of entries) {
-      out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file) });
+      out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file, options.keepF16 === true) });
     }
     return out;
   } finally {
@@ -78,12 +83,12 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
 }
 
 /**
- * Writes the tensors as F32 in map order, atomically. `metadata` becomes the header's
+ * Writes the tensors in map order, atomically: F32, or F16 for a Uint16Array of f16 bit patterns. `metadata` becomes the header's
  * `__metadata__` (transformers wants `{format: "pt"}` there).
  */
 export async function writeSafetensors(
   path: string,
-  tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>,
+  tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array | Uint16Array }>,
   metadata?: Record<string, string>,
 ): Promise<void> {
   const header = safetensorsHeader(tensors, metadata, path);

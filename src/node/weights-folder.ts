@@ -29,8 +29,8 @@ export function modelFolderProblem(folder: string): string | null {
   return `${folder} lacks ${missing.join(' and ')} (a GPT-2 model folder holds ${CONFIG_FILE} + ${WEIGHTS_FILE}).${bin}`;
 }
 
-/** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked. */
-export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
+/** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked (F16 kept 16-bit with keepF16). */
+export async function loadGpt2Weights(folder: string, { keepF16 = false } = {}): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
   const problem = modelFolderProblem(folder);
   if (problem !== null) throw new WeightsError(problem);
   const configPath = join(folder, CONFIG_FILE);
@@ -44,7 +44,7 @@ export async function loadGpt2Weights(folder: string): Promise<{ config: GPT2Con
   }
   const config = configFromJson(json, configPath);
   const weightsPath = join(folder, WEIGHTS_FILE);
-  const raw = await readSafetensors(weightsPath, { checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
+  const raw = await readSafetensors(weightsPath, { keepF16, checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
   return { config, ...checkedWeights(raw, config, weightsPath) };
 }
 
@@ -63,6 +63,7 @@ export async function saveGpt2Weights(folder: string, config: GPT2Config, weight
 /**
  * Saves a model as a Hugging Face folder (`config.json` + `model.safetensors`, each written
  * atomically), which loadModel, the command line and transformers' GPT2LMHeadModel load unchanged.
+ * f16 weight matrices are written as F16, the rest as F32.
  */
 export async function saveModel(model: GPT2, folder: string): Promise<void> {
   await saveGpt2Weights(folder, model.config, await hostWeights(model));

@@ -7,9 +7,15 @@
  * owns and eventually passes to `release` (a `view` shares its base's memory, and only `copy` and
  * `adamw` write in place); shapes are plain arrays; masks and comparison results are
  * f32 0/1; integer data (token ids, targets) is i32.
+ *
+ * f16 is a storage type for frozen weights, read into f32 arithmetic: only matmul's B and the
+ * embedding's table accept it, and no op produces it. WebGPU packs two to a u32 word (read with
+ * core WGSL's unpack2x16float, so every adapter can); the CPU backend holds the bit patterns.
  */
 
-export type DType = 'f32' | 'i32';
+export type DType = 'f32' | 'i32' | 'f16';
+/** The types ops compute in and produce. */
+export type ComputeDType = Exclude<DType, 'f16'>;
 
 /** A backend's handle on a block of device memory. Only the backend that made it may read it. */
 export interface Storage {
@@ -105,7 +111,9 @@ export interface Backend<S extends Storage = Storage> {
   readonly description: string;
 
   // --- storage ---
-  upload(data: Float32Array | Int32Array): S;
+  /** A Uint16Array holds f16 bit patterns (see tensor/half.ts) and makes f16 storage. */
+  upload(data: Float32Array | Int32Array | Uint16Array): S;
+  /** f16 storage reads back widened to f32 (exactly). */
   read(x: S): Promise<Float32Array | Int32Array>;
   release(x: S): void;
   /** Submit recorded work; a no-op for backends that compute eagerly. */
@@ -125,10 +133,10 @@ export interface Backend<S extends Storage = Storage> {
   copy(src: S, dst: S): void;
 
   // --- primitives ---
-  fill(size: number, value: number, dtype: DType): S;
+  fill(size: number, value: number, dtype: ComputeDType): S;
   /** Counter-based: element i depends only on (seed, i), so every backend draws the same numbers. */
   random(size: number, seed: number, distribution: RandomDistribution): S;
-  cast(x: S, dtype: DType): S;
+  cast(x: S, dtype: ComputeDType): S;
   unary(op: UnaryOp, x: S): S;
   /** Broadcasting as in NumPy; shapes are already padded to the output's rank. */
   binary(op: BinaryOp, a: S, aShape: readonly number[], b: S, bShape: readonly number[], outShape: readonly number[]): S;
@@ -147,6 +155,7 @@ export interface Backend<S extends Storage = Storage> {
   pad(x: S, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): S;
 
   // --- fused ops ---
+  /** B may be f16 (a frozen weight); A, the bias and the residual are f32. */
   matmul(a: S, b: S, bias: S | null, shape: MatmulShape, epilogue?: MatmulEpilogue<S>): S;
 
   /** Over the last axis of [rows, dim]; also returns what backward needs. */
@@ -181,7 +190,7 @@ export interface Backend<S extends Storage = Storage> {
    */
   slotAttention(qkv: S, kCache: S, vCache: S, slots: S, positions: S, shape: SlotAttentionShape): S;
 
-  /** Gathers rows of table [vocab, dim] for i32 ids [n]. */
+  /** Gathers rows of table [vocab, dim] (f32 or f16) for i32 ids [n]; the rows come out f32. */
   embedding(ids: S, table: S, n: number, vocab: number, dim: number): S;
   /** The table's gradient: rows of dOut [n, dim] summed into [vocab, dim] (deterministic order). */
   embeddingBackward(ids: S, dOut: S, n: number, vocab: number, dim: number): S;

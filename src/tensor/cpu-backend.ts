@@ -15,17 +15,18 @@ import { matmul } from './cpu/matmul.js';
 import { reduce } from './cpu/reduce.js';
 import { softmax, softmaxBackward } from './cpu/softmax.js';
 import { copy, CpuStorage, view } from './cpu/storage.js';
+import { widenHalf } from './half.js';
 
 export class CpuBackend implements Backend<CpuStorage> {
   readonly name = 'cpu';
   readonly description = 'CPU (TypeScript reference)';
 
-  upload(data: Float32Array | Int32Array): CpuStorage {
+  upload(data: Float32Array | Int32Array | Uint16Array): CpuStorage {
     return new CpuStorage(data.slice());
   }
 
   read(x: CpuStorage): Promise<Float32Array | Int32Array> {
-    return Promise.resolve(x.data.slice());
+    return Promise.resolve(x.data instanceof Uint16Array ? widenHalf(x.data) : x.data.slice());
   }
 
   release(): void {}

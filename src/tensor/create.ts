@@ -1,5 +1,5 @@
 /** Making tensors: from host data, constants and seeded random numbers, on the default or a given backend. */
-import type { Backend, DType, RandomDistribution, Storage } from './backend.js';
+import type { Backend, ComputeDType, RandomDistribution, Storage } from './backend.js';
 import { sizeOf } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -26,14 +26,15 @@ export function fromStorage(backend: Backend, storage: Storage, shape: readonly 
   return new Tensor(backend, storage, shape);
 }
 
-export function tensor(data: Float32Array | Int32Array | readonly number[], shape: readonly number[] = [data.length], options: CreateOptions = {}): Tensor {
-  const array = data instanceof Float32Array || data instanceof Int32Array ? data : Float32Array.from(data);
+/** A tensor holding `data`: f32, i32, or f16 from a Uint16Array of bit patterns (tensor/half.ts makes them). */
+export function tensor(data: Float32Array | Int32Array | Uint16Array | readonly number[], shape: readonly number[] = [data.length], options: CreateOptions = {}): Tensor {
+  const array = data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array ? data : Float32Array.from(data);
   if (array.length !== sizeOf(shape)) throw new Error(`${array.length} values do not fill shape [${shape}]`);
   const backend = options.backend ?? getDefaultBackend();
   return withGrad(new Tensor(backend, backend.upload(array), shape), options);
 }
 
-export function full(shape: readonly number[], value: number, options: CreateOptions & { dtype?: DType } = {}): Tensor {
+export function full(shape: readonly number[], value: number, options: CreateOptions & { dtype?: ComputeDType } = {}): Tensor {
   const backend = options.backend ?? getDefaultBackend();
   return withGrad(new Tensor(backend, backend.fill(sizeOf(shape), value, options.dtype ?? 'f32'), shape), options);
 }

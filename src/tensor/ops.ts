@@ -23,6 +23,13 @@ function expectF32(op: string, ...ts: Tensor[]): void {
   }
 }
 
+/** f16 is a frozen weight's storage, read only by matmul (as B) and the embedding (as the table). */
+function expectNotHalf(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype === 'f16') throw new Error(`${op} does not take f16 tensors (shape [${t.shape}]): f16 holds frozen weights, read by matmul (as B) and embedding`);
+  }
+}
+
 function asTensor(x: Tensor | Scalar, like: Tensor): Tensor {
   return typeof x === 'number' ? full([], x, { backend: like.backend }) : x;
 }
@@ -101,6 +108,7 @@ export function assign(target: Tensor, value: Tensor): void {
 }
 
 export function cast(x: Tensor, dtype: 'f32' | 'i32'): Tensor {
+  expectNotHalf('cast', x);
   return x.dtype === dtype ? x.share() : new Tensor(x.backend, x.backend.cast(x.storage, dtype), x.shape);
 }
 
@@ -161,6 +169,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   if (perm.length !== x.rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
     throw new Error(`permutation [${perm}] does not fit rank ${x.rank}`);
   }
+  expectNotHalf('permute', x);
   const outShape = perm.map((p) => x.shape[p]);
   return record(new Tensor(x.backend, x.backend.permute(x.storage, x.shape, perm), outShape), 'permute', [x], { perm: [...perm] });
 }
@@ -178,6 +187,7 @@ export function slice(x: Tensor, begin: readonly number[], size: readonly number
   if (begin.length !== x.rank || size.length !== x.rank || begin.some((b, i) => b < 0 || size[i] < 0 || b + size[i] > x.shape[i])) {
     throw new Error(`slice begin [${begin}] size [${size}] is out of bounds for shape [${x.shape}]`);
   }
+  expectNotHalf('slice', x);
   const out = new Tensor(x.backend, x.backend.slice(x.storage, x.shape, begin, size), size);
   return record(out, 'slice', [x], { begin: [...begin], size: [...size] });
 }
@@ -186,6 +196,7 @@ export function pad(x: Tensor, begin: readonly number[], outShape: readonly numb
   if (begin.length !== x.rank || outShape.length !== x.rank || begin.some((b, i) => b < 0 || b + x.shape[i] > outShape[i])) {
     throw new Error(`pad of [${x.shape}] at [${begin}] does not fit in [${outShape}]`);
   }
+  expectNotHalf('pad', x);
   const out = new Tensor(x.backend, x.backend.pad(x.storage, x.shape, begin, outShape), outShape);
   return record(out, 'pad', [x], { begin: [...begin], outShape: [...outShape] });
 }
@@ -218,12 +229,14 @@ export interface MatmulOptions {
 
 /**
  * a [..., m, k] · b [..., k, n] (or b [k, n] shared by every batch), with optional transposes and a
- * bias [n] added in the same kernel.
+ * bias [n] added in the same kernel. b may be f16 (a weight stored in 16 bits); the rest is f32.
  */
 export function matmul(a: Tensor, b: Tensor, { transA = false, transB = false, bias, epilogue }: MatmulOptions = {}): Tensor {
   const residual = epilogue?.residual;
   sameBackend(a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : []));
   if (a.rank < 2 || b.rank < 2) throw new Error(`matmul needs matrices, got [${a.shape}] and [${b.shape}]`);
+  expectF32('matmul', a, ...(bias ? [bias] : []), ...(residual ? [residual] : []));
+  if (b.dtype === 'i32') throw new Error(`matmul takes an f32 or f16 B, got i32 of shape [${b.shape}]`);
   const [ar, ac] = a.shape.slice(-2);
   const [br, bc] = b.shape.slice(-2);
   const [m, k] = transA ? [ac, ar] : [ar, ac];

@@ -1,10 +1,10 @@
 /** CPU reference for fill, random, cast and the broadcasting element-wise ops. */
-import type { BinaryOp, DType, RandomDistribution, Storage, UnaryOp } from '../backend.js';
+import type { BinaryOp, ComputeDType, RandomDistribution, Storage, UnaryOp } from '../backend.js';
 import { broadcastStrides, sizeOf } from '../shape.js';
 import { normalAt, uniformAt } from './random.js';
 import { CpuStorage, f32 } from './storage.js';
 
-export function fill(size: number, value: number, dtype: DType): CpuStorage {
+export function fill(size: number, value: number, dtype: ComputeDType): CpuStorage {
   return new CpuStorage(dtype === 'i32' ? new Int32Array(size).fill(value) : new Float32Array(size).fill(value));
 }
 
@@ -15,8 +15,9 @@ export function random(size: number, seed: number, distribution: RandomDistribut
   return new CpuStorage(out);
 }
 
-export function cast(x: Storage, dtype: DType): CpuStorage {
+export function cast(x: Storage, dtype: ComputeDType): CpuStorage {
   const data = (x as CpuStorage).data;
+  if (data instanceof Uint16Array) throw new Error('cast takes f32 or i32 storage, got f16');
   return new CpuStorage(dtype === 'i32' ? Int32Array.from(data, Math.trunc) : Float32Array.from(data));
 }
 

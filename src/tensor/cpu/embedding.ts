@@ -3,6 +3,7 @@
  * Ids outside [0, vocab) are an error here (the WebGPU kernel cannot throw: it reads a clamped row).
  */
 import type { Storage } from '../backend.js';
+import { widenHalf } from '../half.js';
 import { CpuStorage, f32, i32 } from './storage.js';
 
 function checkIds(ids: Int32Array, n: number, vocab: number): void {
@@ -13,13 +14,18 @@ function checkIds(ids: Int32Array, n: number, vocab: number): void {
   }
 }
 
-/** out[i] = table[ids[i]]. */
+/** out[i] = table[ids[i]] (an f16 table's rows widened to f32). */
 export function embedding(ids: Storage, table: Storage, n: number, vocab: number, dim: number): CpuStorage {
   const idv = i32(ids);
-  const tv = f32(table);
   checkIds(idv, n, vocab);
+  const data = (table as CpuStorage).data;
+  const tv = data instanceof Uint16Array ? data : f32(table);
   const out = new Float32Array(n * dim);
-  for (let i = 0; i < n; i++) out.set(tv.subarray(idv[i] * dim, (idv[i] + 1) * dim), i * dim);
+  for (let i = 0; i < n; i++) {
+    const row = tv.subarray(idv[i] * dim, (idv[i] + 1) * dim);
+    if (row instanceof Uint16Array) widenHalf(row, out, i * dim);
+    else out.set(row, i * dim);
+  }
   return new CpuStorage(out);
 }
 

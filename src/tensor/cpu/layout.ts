@@ -28,12 +28,19 @@ function stridedCopy(
   }
 }
 
+/** Layout ops move f32 or i32 values; an f16 weight is read only by matmul and the embedding. */
+function source(x: Storage): Float32Array | Int32Array {
+  const data = (x as CpuStorage).data;
+  if (data instanceof Uint16Array) throw new Error('permute, slice and pad take f32 or i32 storage, got f16');
+  return data;
+}
+
 function like(x: Float32Array | Int32Array, size: number): Float32Array | Int32Array {
   return x instanceof Int32Array ? new Int32Array(size) : new Float32Array(size);
 }
 
 export function permute(x: Storage, shape: readonly number[], perm: readonly number[]): CpuStorage {
-  const src = (x as CpuStorage).data;
+  const src = source(x);
   const outShape = perm.map((p) => shape[p]);
   const inStrides = stridesOf(shape);
   const out = like(src, src.length);
@@ -46,7 +53,7 @@ function offsetOf(begin: readonly number[], strides: readonly number[]): number 
 }
 
 export function slice(x: Storage, shape: readonly number[], begin: readonly number[], size: readonly number[]): CpuStorage {
-  const src = (x as CpuStorage).data;
+  const src = source(x);
   const strides = stridesOf(shape);
   const out = like(src, sizeOf(size));
   stridedCopy(src, offsetOf(begin, strides), strides, out, 0, stridesOf(size), size);
@@ -54,7 +61,7 @@ export function slice(x: Storage, shape: readonly number[], begin: readonly numb
 }
 
 export function pad(x: Storage, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): CpuStorage {
-  const src = (x as CpuStorage).data;
+  const src = source(x);
   const outStrides = stridesOf(outShape);
   const out = like(src, sizeOf(outShape));
   stridedCopy(src, 0, stridesOf(shape), out, offsetOf(begin, outStrides), outStrides, shape);

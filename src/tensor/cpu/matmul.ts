@@ -1,12 +1,12 @@
-/** CPU reference for the batched matmul with transposes, bias and epilogue, accumulating in float64. */
+/** CPU reference for the batched matmul with transposes, bias and epilogue, accumulating in float64; B may be f16. */
 import type { MatmulEpilogue, MatmulShape, Storage } from '../backend.js';
 import { geluAt } from './gelu.js';
-import { CpuStorage, f32 } from './storage.js';
+import { CpuStorage, f32, weightValues } from './storage.js';
 
 export function matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulShape, epilogue: MatmulEpilogue = {}): CpuStorage {
   const { batch, m, k, n, transA, transB, broadcastB } = s;
   const av = f32(a);
-  const bv = f32(b);
+  const bv = weightValues(b);
   const biasv = bias ? f32(bias) : null;
   const residual = epilogue.residual ? f32(epilogue.residual) : null;
   if (residual && residual.length !== batch * m * n) throw new Error(`matmul: the residual holds ${residual.length} elements, C ${batch * m * n}`);
