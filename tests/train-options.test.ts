@@ -5,14 +5,14 @@ import { HELP, parseTrainOptions, TRAIN_FLAGS, UsageError, type TrainOptions } f
 const parse = (argv: string[]) => parseTrainOptions(argv) as TrainOptions;
 
 describe('parseTrainOptions', () => {
-  it('no flags: the demo (demo model, own data set, 20 epochs at a constant lr 3e-3, loss on the responses)', () => {
+  it('no flags: the demo (demo model, own data set, 20 epochs at a constant lr 3e-3, loss on the responses, its last weights kept)', () => {
     expect(parse([])).toMatchObject({
-      model: 'demo', data: 'data/instructions.json', epochs: 20, lr: 3e-3, lrSchedule: 'constant', maskPrompt: true, batchSize: 8, out: null, resume: null,
+      model: 'demo', data: 'data/instructions.json', epochs: 20, lr: 3e-3, lrSchedule: 'constant', maskPrompt: true, saveLast: true, batchSize: 8, out: null, resume: null,
     });
   });
 
   it('a pretrained model: 2 epochs at lr 5e-5 decaying by cosine, the loss on every real token', () => {
-    expect(parse(['--model', 'gpt2-medium', '--data', 'my.json'])).toMatchObject({ model: 'gpt2-medium', data: 'my.json', epochs: 2, lr: 5e-5, lrSchedule: 'cosine', maskPrompt: false });
+    expect(parse(['--model', 'gpt2-medium', '--data', 'my.json'])).toMatchObject({ model: 'gpt2-medium', data: 'my.json', epochs: 2, lr: 5e-5, lrSchedule: 'cosine', maskPrompt: false, saveLast: false });
     expect(parse(['--model', 'gpt2', '--mask-prompt', '--lr', '1e-4', '--epochs', '3'])).toMatchObject({ maskPrompt: true, lr: 1e-4, epochs: 3 });
   });
 
