@@ -2,7 +2,8 @@
  * Evaluation: the text metrics on hand-worked cases, the judge's prompt and reply parsing against
  * an OpenAI-compatible stub server (fastify on 127.0.0.1), the response loss against the trainer's
  * validation loss, and `tsx src/eval.ts` on a tiny model folder with a judge: eval.json, the
- * responses file in the course's shape, and perplexity = exp(loss).
+ * responses file in the course's shape, and perplexity = exp(loss); then with the project's own
+ * server (src/serve) as the judge.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,11 +11,14 @@ import { join } from 'node:path';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { judgePrompt, judgeReply, parseScore } from '../src/eval/judge.js';
+import { ContinuousBatcher } from '../src/gpt/continuous-batch.js';
 import { exactMatch, rougeL, tokenF1 } from '../src/eval/metrics.js';
 import { responseLoss } from '../src/eval/response-loss.js';
+import { PRESETS } from '../src/gpt/config.js';
 import { randomModel } from '../src/gpt/load-model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { saveModel } from '../src/node/weights-folder.js';
+import { buildServer } from '../src/serve/server.js';
 import { AdamW } from '../src/train/adamw.js';
 import { encodeEntry, type InstructionEntry } from '../src/train/instruction-data.js';
 import { Trainer } from '../src/train/trainer.js';
@@ -106,5 +110,31 @@ describe('the judge', () => {
       tokens += one.tokens;
     }
     expect(sum / tokens).toBeCloseTo(evaluated.loss, 4);
+  }, 300_000);
+});
+
+describe('the judge is the project\'s own OpenAI-compatible server', () => {
+  it('tsx src/eval.ts --judge-url <our server>: every entry judged, a score or a counted non-numeric reply', async () => {
+    // A tiny random judge (its scores mean nothing: the contract between eval and the server is what is
+    // tested) whose context holds chapter 7's judge prompt.
+    const judge = randomModel({ ...PRESETS.tiny, n_positions: 256 }, { seed: 5, backend: cpu }).model;
+    const app = buildServer({ batcher: new ContinuousBatcher(judge, { slots: 2, queue: 8 }), modelId: 'judge-tiny' });
+    const url = `${await app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
+    try {
+      const dir = await freshDir();
+      await saveModel(randomModel('tiny', { seed: 3, backend: cpu }).model, join(dir, 'model'));
+      const entries: InstructionEntry[] = [entry, { instruction: 'Add 2 and 3.', input: '', output: '5' }];
+      writeFileSync(join(dir, 'data.json'), JSON.stringify(entries));
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/eval.ts', '--model', join(dir, 'model'), '--data', join(dir, 'data.json'), '--device', 'cpu', '--judge-url', url, '--judge-model', 'judge-tiny']);
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(status, stderr).toBe(0);
+      const evaluated = JSON.parse(readFileSync(join(dir, 'model', 'eval.json'), 'utf8')) as { judge: { model: string; scored: number; non_numeric: number } };
+      expect(evaluated.judge.model).toBe('judge-tiny');
+      expect(evaluated.judge.scored + evaluated.judge.non_numeric).toBe(entries.length);
+    } finally {
+      await app.close();
+    }
   }, 300_000);
 });
