@@ -20,7 +20,7 @@ describe('parseTrainOptions', () => {
     model: 'runs/a', data: 'd.json', out: 'runs/b', epochs: 4, batchSize: 16, lr: 2e-4, weightDecay: 0.1, lrSchedule: 'constant',
     warmupSteps: 0, warmupRatio: null, minLr: null, maxSteps: 100, gradAccum: 4, clip: 0, seed: 42, shuffle: false, valFraction: 0, evalEvery: 25,
     saveSteps: 0, saveLast: false, earlyStoppingPatience: 0, loggingSteps: 10, maskPrompt: true, dropout: 0, maxLength: 512, device: 'cpu',
-    resume: null, verbose: false, extend: { epochs: 4, maxSteps: 100 },
+    resume: null, extend: { epochs: 4, maxSteps: 100 },
   };
 
   it('every flag of the design reads into its field, under its older names too', () => {
@@ -41,8 +41,8 @@ describe('parseTrainOptions', () => {
       '--eval-steps', '25', '--mask-prompt', '--max-length', '512', '--device', 'cpu',
     ]);
     expect(o).toEqual(expected);
-    expect(parse(['--warmup-ratio', '0.1', '--min-lr', '1e-5', '--save-steps', '50', '--save-last', '--early-stopping-patience', '3', '--logging-steps', '5', '--dropout', '0.1', '-v']))
-      .toMatchObject({ warmupRatio: 0.1, minLr: 1e-5, saveSteps: 50, saveLast: true, earlyStoppingPatience: 3, loggingSteps: 5, dropout: 0.1, verbose: true });
+    expect(parse(['--warmup-ratio', '0.1', '--min-lr', '1e-5', '--save-steps', '50', '--save-last', '--early-stopping-patience', '3', '--logging-steps', '5', '--dropout', '0.1']))
+      .toMatchObject({ warmupRatio: 0.1, minLr: 1e-5, saveSteps: 50, saveLast: true, earlyStoppingPatience: 3, loggingSteps: 5, dropout: 0.1 });
   });
 
   it('--no-mask-prompt turns the demo\'s masking off; with --mask-prompt it is an error', () => {

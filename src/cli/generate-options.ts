@@ -26,7 +26,6 @@ export interface GenerateFlags {
   /** Storage of the weight matrices (f16: half the memory and the bytes a token reads). */
   dtype: 'f32' | 'f16';
   json: boolean;
-  verbose: boolean;
   /** Warnings about the flags (sampling flags that greedy decoding ignores). */
   warnings: string[];
 }
@@ -51,7 +50,6 @@ export const GENERATE_FLAGS: FlagTable = [
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to run', default: 'auto' },
   { name: 'dtype', value: '<f32|f16>', description: 'how the weight matrices are stored: f16 halves their memory and the bytes a token reads (arithmetic stays f32)', default: 'f32' },
   { name: 'json', description: 'print one JSON object per sample: {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}' },
-  { name: 'verbose', short: 'v', description: 'show the GPU driver\'s messages too' },
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -109,7 +107,6 @@ export function parseGenerateFlags(argv: string[]): GenerateFlags | 'help' {
     device: flags.choice('device', ['auto', 'webgpu', 'cpu'] as const) ?? 'auto',
     dtype: flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32',
     json: flags.switch('json'),
-    verbose: flags.switch('verbose'),
     warnings,
   };
 }

@@ -42,14 +42,13 @@ export interface TrainOptions {
   maxLength: number | null;
   device: 'auto' | 'webgpu' | 'cpu';
   resume: string | null;
-  verbose: boolean;
 }
 
 /** What a resume may change: the run's length (it continues the same trajectory up to the old end). */
 export type ResumeExtension = Partial<Pick<TrainOptions, 'epochs' | 'maxSteps'>>;
 
 /** The flags that do not belong to a run (and so are not kept in its checkpoint). */
-export const SESSION_FLAGS = ['resume', 'out', 'device', 'verbose'] as const;
+export const SESSION_FLAGS = ['resume', 'out', 'device'] as const;
 
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
@@ -104,7 +103,6 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'no-shuffle', description: 'keep the data set\'s order' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
   { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps and --device may be given)' },
-  { name: 'verbose', short: 'v', description: 'show the GPU driver\'s messages too' },
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -115,7 +113,7 @@ on the project's own data set (data/instructions.json).
 
 ${flagHelp(TRAIN_FLAGS)}`;
 
-const RESUME_MAY_CHANGE = ['resume', 'device', 'verbose', 'epochs', 'max-steps'];
+const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps'];
 
 export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: ResumeExtension }) | 'help' {
   const flags = new FlagReader(parseFlagTable(argv, TRAIN_FLAGS));
@@ -160,7 +158,6 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     maxLength: flags.number('max-length', (x) => Number.isInteger(x) && x >= 2, 'an integer ≥ 2') ?? null,
     device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',
     resume: flags.string('resume') ?? null,
-    verbose: flags.switch('verbose'),
     extend: { ...(epochs === undefined ? {} : { epochs }), ...(maxSteps === undefined ? {} : { maxSteps }) },
   };
 }

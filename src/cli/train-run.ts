@@ -176,7 +176,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   const resumed = options.resume === null ? null : await resumeState(options.resume);
   const flags: RunFlags = resumed
     ? { ...resumed.state.flags, ...options.extend }
-    : (({ resume: _r, out: _o, device: _d, verbose: _v, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data) }))(options);
+    : (({ resume: _r, out: _o, device: _d, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data) }))(options);
   const progress = new Progress(stream, flags.loggingSteps);
   const log = (message: string) => progress.log(message);
   if (flags.minLr !== null && flags.minLr > flags.lr) throw new UsageError(`--min-lr ${flags.minLr} is above the learning rate ${flags.lr}`);
