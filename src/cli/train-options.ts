@@ -3,32 +3,21 @@
  * case, older names as aliases) that drives both parsing and `--help`; each value checked, with
  * defaults that run the complete demo when no flag is given.
  */
-import { FINE_TUNE_DEFAULTS as D } from '../train/defaults.js';
+import { FINE_TUNE_DEFAULTS as D, type FineTuneSettings } from '../train/defaults.js';
 import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, type FlagTable } from './flags.js';
 
 export { UsageError };
 
-export interface TrainOptions {
+/** The command line's run: the shared fine-tuning settings and what only a run folder has. */
+export interface TrainOptions extends FineTuneSettings {
   model: string;
   data: string;
   out: string | null;
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  weightDecay: number;
-  lrSchedule: 'cosine' | 'constant';
-  warmupSteps: number;
   /** Warm-up as a share of the run's steps; when set, it replaces warmupSteps. */
   warmupRatio: number | null;
   /** Floor of the cosine decay; null: 10% of the peak. */
   minLr: number | null;
   maxSteps: number | null;
-  gradAccum: number;
-  clip: number;
-  seed: number;
-  shuffle: boolean;
-  valFraction: number;
-  evalEvery: number;
   /** A checkpoint every n steps besides those at epoch ends (0: epoch ends only). */
   saveSteps: number;
   /** model.safetensors holds the last weights instead of those of the lowest validation loss. */
@@ -37,7 +26,6 @@ export interface TrainOptions {
   earlyStoppingPatience: number;
   /** A progress line every n steps when stderr is not a terminal. */
   loggingSteps: number;
-  maskPrompt: boolean;
   dropout: number;
   maxLength: number | null;
   device: 'auto' | 'webgpu' | 'cpu';
