@@ -98,10 +98,11 @@ describe('a training run', () => {
         child.on('close', resolve);
       });
       expect(exit).toBe(null); // killed, not finished
-      const { state, moments } = await loadCheckpoint(out);
+      const { state, moments, folder } = await loadCheckpoint(out);
       const step = state.position.step;
       expect(step).toBeGreaterThanOrEqual(saved);
-      const { weights } = await loadGpt2Weights(join(out, 'checkpoint'));
+      // The newest complete copy may be a staging or .old folder a kill left: the one resume takes.
+      const { weights } = await loadGpt2Weights(folder);
       for (const [name, t] of weights) expect(t.data.every((x) => x === step), `${name} of step ${step}`).toBe(true);
       for (const [name, t] of moments) expect(t.data.every((x) => x === step), `${name} of step ${step}`).toBe(true);
       // The model at the top of the folder is a whole checkpoint's too (this one or the one before).
