@@ -114,17 +114,9 @@ function rowAccess(name: string, vec4: boolean, store = false): string {
     : `fn load_${name}(row: u32, c: u32) -> vec4f { return ${name}[row / 4u + c]; }`;
 }
 
-const decodeKernel: Kernel<DecodeParams> = {
-  name: 'attention_decode',
-  bindings: ['read', 'write', 'write', 'write', 'write'],
-  wgsl: ({ d4, vec4 }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(1) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(2) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
-@group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
-${DECODE_PARAMS}
-@group(0) @binding(5) var<uniform> params: Params;
+/** The split-K kernels' constants and row access: load_qkv, load_k/v and store_k/v, flatIndex. */
+function decodePreludeWgsl({ d4, vec4 }: DecodeParams): string {
+  return /* wgsl */ `
 const CK = ${CK}u;
 const D4 = ${d4}u;
 ${rowAccess('qkv', vec4)}
@@ -132,14 +124,78 @@ ${rowAccess('k', vec4)}
 ${rowAccess('v', vec4)}
 ${rowAccess('k', vec4, true)}
 ${rowAccess('v', vec4, true)}
-${flatIndexWgsl(DECODE_WG)}
+${flatIndexWgsl(DECODE_WG)}`;
+}
+
+/**
+ * Keys [from, to) of a thread's chunk, read where `key` and `value` say (WGSL expressions of the key
+ * j and the vec4 column c): the cache, or qkv for keys the call itself brings.
+ */
+interface KeySpan {
+  from: string;
+  to: string;
+  key: string;
+  value: string;
+}
+
+/**
+ * WGSL for one split-K thread: its query (row qRow of qkv, scaled) against its chunk's keys, span by
+ * span (one loop each, not a branch per key: llvmpipe would run both sides of a divergent branch),
+ * the scores' max m, the sum l of exp(s − m) and the sum of exp(s − m)·v, stored as the thread's
+ * stats and partial for the combine.
+ */
+function chunkAttentionWgsl(thread: string, spans: readonly KeySpan[]): string {
+  return /* wgsl */ `
+  var q: array<vec4f, D4>;
+  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
+  var s: array<f32, CK>;
+  var m = ${LOWEST_FINITE};
+${spans.map(({ from, to, key }) => /* wgsl */ `  for (var j = ${from}; j < ${to}; j++) {
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], ${key}, dot4); }
+    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
+    m = max(m, s[j]);
+  }`).join('\n')}
+  var l = 0.0;
+  var acc: array<vec4f, D4>;
+${spans.map(({ from, to, value }) => /* wgsl */ `  for (var j = ${from}; j < ${to}; j++) {
+    let p = exp(s[j] - m);
+    l += p;
+    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), ${value}, acc[c]); }
+  }`).join('\n')}
+  stats[${thread} * 2u] = m;
+  stats[${thread} * 2u + 1u] = l;
+  for (var c = 0u; c < D4; c++) { partial[${thread} * D4 + c] = acc[c]; }`;
+}
+
+/** WGSL that copies the key and value of the token at qkv row qRow into the cache row `cacheRow`. */
+function appendKeyValueWgsl(cacheRow: string): string {
+  return /* wgsl */ `
+    for (var c = 0u; c < D4; c++) {
+      store_k(${cacheRow}, c, load_qkv(qRow + C, c));
+      store_v(${cacheRow}, c, load_qkv(qRow + 2u * C, c));
+    }`;
+}
+
+const decodeKernel: Kernel<DecodeParams> = {
+  name: 'attention_decode',
+  bindings: ['read', 'write', 'write', 'write', 'write'],
+  wgsl: (params) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read_write> k: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read_write> v: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
+${DECODE_PARAMS}
+@group(0) @binding(5) var<uniform> params: Params;
+${decodePreludeWgsl(params)}
 @compute @workgroup_size(${DECODE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
-  let slot = flatIndex(gid, nwg);
-  let row = slot / params.chunks;
+  let thread = flatIndex(gid, nwg);
+  let row = thread / params.chunks;
   if (row >= params.rows) { return; }
-  let chunk = slot % params.chunks;
+  let chunk = thread % params.chunks;
   let hs = params.hs;
   let C = params.heads * hs;
   let token = row / params.heads;
@@ -149,52 +205,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let key0 = chunk * CK;
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
   // Keys before qPos come from the cache; this call's own tokens from qkv, where token qPos + i of
-  // the sequence sits i rows after its first. Two loops, not a branch per key: llvmpipe would run
-  // both sides of a divergent branch.
+  // the sequence sits i rows after its first.
   let cached = min(count, select(0u, params.qPos - key0, params.qPos > key0));
   let qRow = params.qOffset + token * 3u * C + head * hs;
   let firstRow = params.qOffset + (token - token % params.newLen) * 3u * C + head * hs;
   let newRow0 = firstRow + (key0 + cached - params.qPos) * 3u * C; // of key cached, when cached < count
-  var q: array<vec4f, D4>;
-  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
   let kvBase = params.kvOffset + pair * params.pairStride + key0 * hs;
-  var s: array<f32, CK>;
-  var m = ${LOWEST_FINITE};
-  for (var j = 0u; j < cached; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  for (var j = cached; j < count; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_qkv(newRow0 + (j - cached) * 3u * C + C, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  var l = 0.0;
-  var acc: array<vec4f, D4>;
-  for (var j = 0u; j < cached; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
-  }
-  for (var j = cached; j < count; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_qkv(newRow0 + (j - cached) * 3u * C + 2u * C, c), acc[c]); }
-  }
-  stats[slot * 2u] = m;
-  stats[slot * 2u + 1u] = l;
-  for (var c = 0u; c < D4; c++) { partial[slot * D4 + c] = acc[c]; }
+${chunkAttentionWgsl('thread', [
+  { from: '0u', to: 'cached', key: 'load_k(kvBase + j * hs, c)', value: 'load_v(kvBase + j * hs, c)' },
+  { from: 'cached', to: 'count', key: 'load_qkv(newRow0 + (j - cached) * 3u * C + C, c)', value: 'load_qkv(newRow0 + (j - cached) * 3u * C + 2u * C, c)' },
+])}
   // The thread whose chunk holds this token's own position appends its key and value to the cache:
   // no thread of this dispatch reads cache rows from qPos on, so the write races with nothing.
   if (last / CK == chunk) {
-    let cacheRow = params.kvOffset + pair * params.pairStride + last * hs;
-    for (var c = 0u; c < D4; c++) {
-      store_k(cacheRow, c, load_qkv(qRow + C, c));
-      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
-    }
+    let cacheRow = params.kvOffset + pair * params.pairStride + last * hs;${appendKeyValueWgsl('cacheRow')}
   }
 }`,
 };
@@ -261,12 +285,12 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
 const slotDecodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode_slots',
   bindings: ['read', 'read', 'read', 'write', 'write', 'write', 'write'],
-  wgsl: ({ d4, vec4 }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
+  wgsl: (params) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${params.vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(1) var<storage, read> slots: array<u32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(4) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> k: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(4) var<storage, read_write> v: array<${params.vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
 @group(0) @binding(6) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
 struct Params {
@@ -281,14 +305,7 @@ struct Params {
   kvOffset: u32,
 }
 @group(0) @binding(7) var<uniform> params: Params;
-const CK = ${CK}u;
-const D4 = ${d4}u;
-${rowAccess('qkv', vec4)}
-${rowAccess('k', vec4)}
-${rowAccess('v', vec4)}
-${rowAccess('k', vec4, true)}
-${rowAccess('v', vec4, true)}
-${flatIndexWgsl(DECODE_WG)}
+${decodePreludeWgsl(params)}
 @compute @workgroup_size(${DECODE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
@@ -310,32 +327,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   // The thread whose chunk holds the row's own position appends its key and value before reading
   // them back: no other thread of this dispatch reads that cache row (rows have distinct slots).
   if (last / CK == chunk) {
-    let cacheRow = kvBase + (last - key0) * hs;
-    for (var c = 0u; c < D4; c++) {
-      store_k(cacheRow, c, load_qkv(qRow + C, c));
-      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
-    }
+    let cacheRow = kvBase + (last - key0) * hs;${appendKeyValueWgsl('cacheRow')}
   }
-  var q: array<vec4f, D4>;
-  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
-  var s: array<f32, CK>;
-  var m = ${LOWEST_FINITE};
-  for (var j = 0u; j < count; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  var l = 0.0;
-  var acc: array<vec4f, D4>;
-  for (var j = 0u; j < count; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
-  }
-  stats[thread * 2u] = m;
-  stats[thread * 2u + 1u] = l;
-  for (var c = 0u; c < D4; c++) { partial[thread * D4 + c] = acc[c]; }
+${chunkAttentionWgsl('thread', [{ from: '0u', to: 'count', key: 'load_k(kvBase + j * hs, c)', value: 'load_v(kvBase + j * hs, c)' }])}
 }`,
 };
 
