@@ -23,7 +23,7 @@ import { freshSeed, randomArray } from './helpers/random-data.js';
 const gpu = await webgpuOrSkip();
 
 type Shape4 = readonly [number, number, number, number];
-const toShape = ([batch, heads, seqLen, headSize]: Shape4): AttentionShape => ({ batch, heads, seqLen, headSize });
+const toShape = ([B, H, T, hs]: Shape4): AttentionShape => ({ B, H, T, hs });
 const sizeOf = (s: Shape4) => s[0] * s[1] * s[2] * s[3];
 
 interface Inputs {
@@ -110,7 +110,7 @@ describe('attention CPU reference', () => {
     const { q, k, v } = randomInputs([1, H, T, hs], seed);
     const out = new Float64Array(H * T * hs);
     const lse = new Float64Array(H * T);
-    attendCausal(q, k, v, { pairs: H, qLen: T, qPos: 0, kvStride: T, headSize: hs }, out, lse);
+    attendCausal(q, k, v, { pairs: H, qLen: T, qPos: 0, kvStride: T, hs }, out, lse);
     const expected = new Float64Array(H * T * hs);
     const expectedLse = new Float64Array(H * T);
     for (let h = 0; h < H; h++) {
@@ -138,7 +138,7 @@ describe('attention CPU reference', () => {
     const q = [1, 2, 3, 4, 5];
     const k = [0.5, -1, 0, 2, 1];
     const v = [9, 8, 7, 6, 5];
-    const { out, logSumExp } = cpu.attention(cpu.upload(Float32Array.from(q)), cpu.upload(Float32Array.from(k)), cpu.upload(Float32Array.from(v)), { batch: 1, heads: 1, seqLen: 1, headSize: hs });
+    const { out, logSumExp } = cpu.attention(cpu.upload(Float32Array.from(q)), cpu.upload(Float32Array.from(k)), cpu.upload(Float32Array.from(v)), { B: 1, H: 1, T: 1, hs });
     expect(Array.from((out as unknown as { data: Float32Array }).data)).toEqual(v);
     expect((logSumExp as unknown as { data: Float32Array }).data[0]).toBeCloseTo(11.5 / Math.sqrt(hs), 6);
   });
@@ -148,7 +148,7 @@ describe('attention CPU reference', () => {
       const seed = freshSeed();
       const x = randomInputs(shape, seed);
       const [B, H, T, hs] = shape;
-      const layout = { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs };
+      const layout = { pairs: B * H, qLen: T, qPos: 0, kvStride: T, hs };
       const n = sizeOf(shape);
       const inputs = [Float64Array.from(x.q), Float64Array.from(x.k), Float64Array.from(x.v)];
       const g = Float64Array.from(x.dOut);
@@ -397,7 +397,7 @@ describe('slot attention: rows at their own positions in a pooled cache', () => 
           qkv.set(rows.subarray(position * hs), r * 3 * C + (part + 1) * C + h * hs);
         });
       }
-      attendCausal(q, k, v, { pairs: H, qLen: 1, qPos: position, kvStride: position + 1, headSize: hs }, expected.subarray(r * C, (r + 1) * C), null);
+      attendCausal(q, k, v, { pairs: H, qLen: 1, qPos: position, kvStride: position + 1, hs }, expected.subarray(r * C, (r + 1) * C), null);
     }
     const [kCache, vCache] = cacheBefore.map((c) => tensor(c, [S, H, maxLen, hs], { backend: b }));
     const ids = (xs: number[]) => tensor(Int32Array.from(xs), [B], { backend: b });

@@ -161,8 +161,8 @@ describe('embedding at the Tensor level', () => {
   it('checks the ids dtype and the table rank', () => {
     const ids = tensor(Int32Array.of(0, 1), [2], { backend: cpu });
     expect(() => embedding(tensor([0, 1], [2], { backend: cpu }), tensor(new Float32Array(6), [3, 2], { backend: cpu }))).toThrow(/ids must be i32, got f32/);
-    expect(() => embedding(ids, tensor(new Float32Array(6), [6], { backend: cpu }))).toThrow(/table must be \[vocab, dim\], got \[6\]/);
-    expect(() => embedding(ids, tensor(new Float32Array(12), [2, 3, 2], { backend: cpu }))).toThrow(/table must be \[vocab, dim\], got \[2,3,2\]/);
+    expect(() => embedding(ids, tensor(new Float32Array(6), [6], { backend: cpu }))).toThrow(/table must be \[V, C\], got \[6\]/);
+    expect(() => embedding(ids, tensor(new Float32Array(12), [2, 3, 2], { backend: cpu }))).toThrow(/table must be \[V, C\], got \[2,3,2\]/);
   });
 
   for (const [name, backend] of [['cpu', cpu], ['webgpu', gpu]] as const) {

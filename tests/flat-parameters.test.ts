@@ -6,7 +6,7 @@
  * and one AdamW op per tensor; gradients accumulated over two backward passes; a parameter that gets
  * no gradient in a step is neither updated nor counted in the norm (its slot still holds the last
  * step's gradient); a layout past one device buffer cut into blocks; views share memory both ways
- * and keep their base alive.
+ * and keep their base alive; each buffer of the layout starts its slots at its own lead.
  */
 import { describe, expect, it } from 'vitest';
 import { Module } from '../src/nn/module.js';
@@ -171,7 +171,8 @@ for (const [name, backend] of [['cpu', cpu], ['webgpu', gpu]] as const) {
 
 describe('flat parameters past one device buffer', () => {
   it('are cut into blocks at slot boundaries, with the same numbers', async () => {
-    const small = Object.create(cpu, { maxStorageSize: { value: 1600 } }) as Backend;
+    // 1600 elements for slots, past the leads of the four buffers (0, 256, 512, 768 on the CPU).
+    const small = Object.create(cpu, { maxStorageSize: { value: 1600 + 768 } }) as Backend;
     const model = new Mlp(small, 1);
     const optimizer = new AdamW(model);
     expect(optimizer.flat.slots.map((s) => [s.name, s.block, s.offset])).toEqual([['w1', 0, 0], ['b1', 0, 1517], ['w2', 1, 0], ['b2', 1, 123], ['unused', 1, 126]]);
@@ -180,6 +181,24 @@ describe('flat parameters past one device buffer', () => {
     model.dispose();
     const seed = freshSeed();
     expectSame(await flatRun(small, seed), await perTensorRun(cpu, seed), seed);
+  });
+});
+
+describe('flat buffers', () => {
+  it('start their slots at different leads, 1 KiB apart, the lead left zero', async () => {
+    const model = new Mlp(cpu, 1);
+    const w1 = await model.w1.toFloat32();
+    const optimizer = new AdamW(model);
+    const { params, grads } = optimizer.flat;
+    expect([params.lead, grads.lead]).toEqual([0, 256]);
+    const block = await grads.blocks[0].toFloat32();
+    expect(block.length).toBe(256 + optimizer.flat.blockSizes[0]);
+    expect(block.subarray(0, 256).every((x) => x === 0)).toBe(true);
+    assign(model.w1.gradTarget!, tensor(w1, SHAPES.w1, { backend: cpu }));
+    expect(Array.from((await grads.blocks[0].toFloat32()).subarray(256, 256 + w1.length))).toEqual(Array.from(w1));
+    expect(Array.from((await params.blocks[0].toFloat32()).subarray(0, w1.length))).toEqual(Array.from(w1));
+    optimizer.dispose();
+    model.dispose();
   });
 });
 

@@ -17,7 +17,7 @@ export async function attentionRows(backend: Backend, copyGbps: number): Promise
   const [B, H, hs] = [8, 12, 64];
   for (const T of [128, 1024]) {
     const size = B * H * T * hs;
-    const shape = { batch: B, heads: H, seqLen: T, headSize: hs };
+    const shape = { B, H, T, hs };
     const [q, k, v, dOut] = [1, 2, 3, 4].map((seed) => backend.random(size, seed, 'normal'));
     // T = 1024 takes seconds a run on a software rasterizer: fewer runs there.
     const timing = T > 256 ? { warmup: 1, runs: 3 } : {};
@@ -40,7 +40,7 @@ export async function attentionRows(backend: Backend, copyGbps: number): Promise
   const kCache = backend.random(H * maxLen * hs, 5, 'normal');
   const vCache = backend.random(H * maxLen * hs, 6, 'normal');
   const qkv = backend.random(3 * H * hs, 7, 'normal'); // c_attn's output for one token: q, k, v
-  const cacheShape = { batch: 1, heads: H, newLen: 1, position, maxLen, headSize: hs, slot: 0 };
+  const cacheShape = { B: 1, H, T: 1, position, maxLen, hs, slot: 0 };
   const ms = await medianMs(backend, () => backend.release(backend.cachedAttention(qkv, kCache, vCache, cacheShape)), { warmup: 3, runs: 21 });
   const gbps = (2 * H * (position + 1) * hs * 4) / ms / 1e6;
   rows.push({ op: 'attention_decode', shape: [1, H, position + 1, hs], ms, gbps, fraction_of_copy: gbps / copyGbps });

@@ -5,25 +5,18 @@
  * sequence's slot serves the next one without allocating.
  */
 import type { Backend } from '../tensor/backend.js';
-import { zeros } from '../tensor/create.js';
-import { keep } from '../tensor/scope.js';
-import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
+import { KVLayers } from './kv-layers.js';
 
-export class KVCachePool {
-  private readonly layers: { k: Tensor; v: Tensor }[];
+export class KVCachePool extends KVLayers {
   private readonly lengths: number[];
   private readonly taken: boolean[];
   /** Free slots, the lowest last (taken first). */
   private readonly free: number[];
 
-  constructor(config: GPT2Config, readonly slots: number, backend: Backend, readonly maxLen = config.n_positions) {
+  constructor(config: GPT2Config, readonly slots: number, backend: Backend, maxLen = config.n_positions) {
     if (!(Number.isInteger(slots) && slots >= 1)) throw new RangeError(`a cache pool needs an integer ≥ 1 of slots, got ${slots}`);
-    const shape = [slots, config.n_head, maxLen, config.n_embd / config.n_head];
-    this.layers = Array.from({ length: config.n_layer }, () => ({
-      k: keep(zeros(shape, { backend })),
-      v: keep(zeros(shape, { backend })),
-    }));
+    super(config, slots, backend, maxLen);
     this.lengths = new Array<number>(slots).fill(0);
     this.taken = new Array<boolean>(slots).fill(false);
     this.free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
@@ -55,27 +48,10 @@ export class KVCachePool {
     return this.lengths[slot];
   }
 
-  /** [slots, H, maxLen, hs] each. */
-  layer(index: number): { k: Tensor; v: Tensor } {
-    return this.layers[index];
-  }
-
   advance(slot: number, count: number): void {
     const filled = this.length(slot) + count;
     if (filled > this.maxLen) throw new Error(`cache slot ${slot} of ${this.maxLen} positions overflows at ${filled}`);
     this.lengths[slot] = filled;
-  }
-
-  /** Bytes held by the pool: 2 (k and v) · layers · slots · H · maxLen · hs · 4. */
-  get bytes(): number {
-    return this.layers.reduce((n, { k, v }) => n + 4 * (k.size + v.size), 0);
-  }
-
-  dispose(): void {
-    for (const { k, v } of this.layers) {
-      k.dispose();
-      v.dispose();
-    }
   }
 
   private expectTaken(slot: number): void {

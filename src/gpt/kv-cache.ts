@@ -3,31 +3,20 @@
  * current position: decoding never copies or grows the cache.
  */
 import type { Backend } from '../tensor/backend.js';
-import { zeros } from '../tensor/create.js';
-import { keep } from '../tensor/scope.js';
-import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
+import { KVLayers } from './kv-layers.js';
 
-export class KVCache {
-  private readonly layers: { k: Tensor; v: Tensor }[];
+export class KVCache extends KVLayers {
   private filled = 0;
 
   /** `maxLen` positions for `batch` sequences: [B, H, maxLen, hs] per layer for k and for v. */
-  constructor(config: GPT2Config, readonly batch: number, backend: Backend, readonly maxLen = config.n_positions) {
-    const shape = [batch, config.n_head, maxLen, config.n_embd / config.n_head];
-    this.layers = Array.from({ length: config.n_layer }, () => ({
-      k: keep(zeros(shape, { backend })),
-      v: keep(zeros(shape, { backend })),
-    }));
+  constructor(config: GPT2Config, readonly batch: number, backend: Backend, maxLen = config.n_positions) {
+    super(config, batch, backend, maxLen);
   }
 
   /** Positions already written. */
   get length(): number {
     return this.filled;
-  }
-
-  layer(index: number): { k: Tensor; v: Tensor } {
-    return this.layers[index];
   }
 
   advance(count: number): void {
@@ -38,17 +27,5 @@ export class KVCache {
   /** Forget every position (the buffers stay allocated for reuse). */
   reset(): void {
     this.filled = 0;
-  }
-
-  /** Bytes held by the cache: 2 (k and v) · layers · B · H · maxLen · hs · 4. */
-  get bytes(): number {
-    return this.layers.reduce((n, { k, v }) => n + 4 * (k.size + v.size), 0);
-  }
-
-  dispose(): void {
-    for (const { k, v } of this.layers) {
-      k.dispose();
-      v.dispose();
-    }
   }
 }

@@ -2,9 +2,9 @@
  * Attention against a KV cache: prefill and decode. CPU reference: cachedAttention in
  * src/tensor/cpu/attention.ts.
  *
- * The cached ops read q, k and v straight from c_attn's output qkv [B, n, 3C] (C = H·hs: for token
- * (b, t), q of head h at (b·n + t)·3C + h·hs, k at + C, v at + 2C) and write the attention output
- * as [B, n, C], the layout c_proj reads: decoding runs no permute or slice copies. Binding windows
+ * The cached ops read q, k and v straight from c_attn's output qkv [B, T, 3C] (C = H·hs: for token
+ * (b, t), q of head h at (b·T + t)·3C + h·hs, k at + C, v at + 2C) and write the attention output
+ * as [B, T, C], the layout c_proj reads: decoding runs no permute or slice copies. Binding windows
  * hold whole sequences (forEachUnitWindow over the batch).
  *
  * Decode (`attention_decode` + `attention_decode_combine`, split-K / flash-decoding): with one new
@@ -47,39 +47,39 @@ const writeCacheKernel: Kernel = {
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> kCache: array<f32>;
 @group(0) @binding(2) var<storage, read_write> vCache: array<f32>;
-struct Params { count: u32, newLen: u32, heads: u32, hs: u32, maxLen: u32, start: u32, qkvOffset: u32, cacheOffset: u32 }
+struct Params { count: u32, T: u32, H: u32, hs: u32, maxLen: u32, start: u32, qkvOffset: u32, cacheOffset: u32 }
 @group(0) @binding(3) var<uniform> params: Params;
 ${flatIndexWgsl(WRITE_WG)}
 @compute @workgroup_size(${WRITE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = flatIndex(gid, nwg); // over [count sequences, newLen, C]
+  let i = flatIndex(gid, nwg); // over [count sequences, T, C]
   if (i >= params.count) { return; }
-  let C = params.heads * params.hs;
+  let C = params.H * params.hs;
   let token = i / C;
   let c = i % C;
   let src = params.qkvOffset + token * 3u * C + C + c;
-  let pair = (token / params.newLen) * params.heads + c / params.hs;
-  let dst = params.cacheOffset + (pair * params.maxLen + params.start + token % params.newLen) * params.hs + c % params.hs;
+  let pair = (token / params.T) * params.H + c / params.hs;
+  let dst = params.cacheOffset + (pair * params.maxLen + params.start + token % params.T) * params.hs + c % params.hs;
   kCache[dst] = qkv[src];
   vCache[dst] = qkv[src + C];
 }`,
 };
 
 function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuStorage, shape: CachedAttentionShape): void {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
+  const { B, H, T, position, maxLen, hs, slot } = shape;
   const C = H * hs;
   const cachePerSequence = H * maxLen * hs;
   const tensors = [
-    { storage: qkv, perUnit: n * 3 * C },
+    { storage: qkv, perUnit: T * 3 * C },
     { storage: kCache, perUnit: cachePerSequence, firstUnit: slot },
     { storage: vCache, perUnit: cachePerSequence, firstUnit: slot },
   ];
   forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv]) => {
     // k and v share a layout and a size: their windows have the same offset.
-    const elements = count * n * C;
+    const elements = count * T * C;
     gpu.dispatch(
       writeCacheKernel, undefined, [wq.view, wk.view, wv.view],
-      [elements, n, H, hs, maxLen, position, wq.offset, wk.offset],
+      [elements, T, H, hs, maxLen, position, wq.offset, wk.offset],
       grid1d(elements, WRITE_WG, gpu.maxWorkgroupsPerDimension),
     );
   });
@@ -88,8 +88,8 @@ function writeCache(gpu: Gpu, kCache: GpuStorage, vCache: GpuStorage, qkv: GpuSt
 const DECODE_PARAMS = /* wgsl */ `
 struct Params {
   rows: u32,       // (sequence, token, head) rows in this dispatch, token-major like qkv
-  newLen: u32,     // tokens per sequence
-  heads: u32,
+  T: u32,          // tokens per sequence
+  H: u32,
   qPos: u32,       // token t sees cache rows <= qPos + t
   pairStride: u32, // maxLen * hs
   hs: u32,
@@ -114,17 +114,9 @@ function rowAccess(name: string, vec4: boolean, store = false): string {
     : `fn load_${name}(row: u32, c: u32) -> vec4f { return ${name}[row / 4u + c]; }`;
 }
 
-const decodeKernel: Kernel<DecodeParams> = {
-  name: 'attention_decode',
-  bindings: ['read', 'write', 'write', 'write', 'write'],
-  wgsl: ({ d4, vec4 }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(1) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(2) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
-@group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
-${DECODE_PARAMS}
-@group(0) @binding(5) var<uniform> params: Params;
+/** The split-K kernels' constants and row access: load_qkv, load_k/v and store_k/v, flatIndex. */
+function decodePreludeWgsl({ d4, vec4 }: DecodeParams): string {
+  return /* wgsl */ `
 const CK = ${CK}u;
 const D4 = ${d4}u;
 ${rowAccess('qkv', vec4)}
@@ -132,69 +124,101 @@ ${rowAccess('k', vec4)}
 ${rowAccess('v', vec4)}
 ${rowAccess('k', vec4, true)}
 ${rowAccess('v', vec4, true)}
-${flatIndexWgsl(DECODE_WG)}
+${flatIndexWgsl(DECODE_WG)}`;
+}
+
+/**
+ * Keys [from, to) of a thread's chunk, read where `key` and `value` say (WGSL expressions of the key
+ * j and the vec4 column c): the cache, or qkv for keys the call itself brings.
+ */
+interface KeySpan {
+  from: string;
+  to: string;
+  key: string;
+  value: string;
+}
+
+/**
+ * WGSL for one split-K thread: its query (row qRow of qkv, scaled) against its chunk's keys, span by
+ * span (one loop each, not a branch per key: llvmpipe would run both sides of a divergent branch),
+ * the scores' max m, the sum l of exp(s − m) and the sum of exp(s − m)·v, stored as the thread's
+ * stats and partial for the combine.
+ */
+function chunkAttentionWgsl(thread: string, spans: readonly KeySpan[]): string {
+  return /* wgsl */ `
+  var q: array<vec4f, D4>;
+  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
+  var s: array<f32, CK>;
+  var m = ${LOWEST_FINITE};
+${spans.map(({ from, to, key }) => /* wgsl */ `  for (var j = ${from}; j < ${to}; j++) {
+    var dot4 = vec4f(0.0);
+    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], ${key}, dot4); }
+    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
+    m = max(m, s[j]);
+  }`).join('\n')}
+  var l = 0.0;
+  var acc: array<vec4f, D4>;
+${spans.map(({ from, to, value }) => /* wgsl */ `  for (var j = ${from}; j < ${to}; j++) {
+    let p = exp(s[j] - m);
+    l += p;
+    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), ${value}, acc[c]); }
+  }`).join('\n')}
+  stats[${thread} * 2u] = m;
+  stats[${thread} * 2u + 1u] = l;
+  for (var c = 0u; c < D4; c++) { partial[${thread} * D4 + c] = acc[c]; }`;
+}
+
+/** WGSL that copies the key and value of the token at qkv row qRow into the cache row `cacheRow`. */
+function appendKeyValueWgsl(cacheRow: string): string {
+  return /* wgsl */ `
+    for (var c = 0u; c < D4; c++) {
+      store_k(${cacheRow}, c, load_qkv(qRow + C, c));
+      store_v(${cacheRow}, c, load_qkv(qRow + 2u * C, c));
+    }`;
+}
+
+const decodeKernel: Kernel<DecodeParams> = {
+  name: 'attention_decode',
+  bindings: ['read', 'write', 'write', 'write', 'write'],
+  wgsl: (params) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(1) var<storage, read_write> k: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(2) var<storage, read_write> v: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
+${DECODE_PARAMS}
+@group(0) @binding(5) var<uniform> params: Params;
+${decodePreludeWgsl(params)}
 @compute @workgroup_size(${DECODE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
-  let slot = flatIndex(gid, nwg);
-  let row = slot / params.chunks;
+  let thread = flatIndex(gid, nwg);
+  let row = thread / params.chunks;
   if (row >= params.rows) { return; }
-  let chunk = slot % params.chunks;
+  let chunk = thread % params.chunks;
   let hs = params.hs;
-  let C = params.heads * hs;
-  let token = row / params.heads;
-  let head = row % params.heads;
-  let pair = (token / params.newLen) * params.heads + head;
-  let last = params.qPos + token % params.newLen;
+  let C = params.H * hs;
+  let token = row / params.H;
+  let head = row % params.H;
+  let pair = (token / params.T) * params.H + head;
+  let last = params.qPos + token % params.T;
   let key0 = chunk * CK;
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
   // Keys before qPos come from the cache; this call's own tokens from qkv, where token qPos + i of
-  // the sequence sits i rows after its first. Two loops, not a branch per key: llvmpipe would run
-  // both sides of a divergent branch.
+  // the sequence sits i rows after its first.
   let cached = min(count, select(0u, params.qPos - key0, params.qPos > key0));
   let qRow = params.qOffset + token * 3u * C + head * hs;
-  let firstRow = params.qOffset + (token - token % params.newLen) * 3u * C + head * hs;
+  let firstRow = params.qOffset + (token - token % params.T) * 3u * C + head * hs;
   let newRow0 = firstRow + (key0 + cached - params.qPos) * 3u * C; // of key cached, when cached < count
-  var q: array<vec4f, D4>;
-  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
   let kvBase = params.kvOffset + pair * params.pairStride + key0 * hs;
-  var s: array<f32, CK>;
-  var m = ${LOWEST_FINITE};
-  for (var j = 0u; j < cached; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  for (var j = cached; j < count; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_qkv(newRow0 + (j - cached) * 3u * C + C, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  var l = 0.0;
-  var acc: array<vec4f, D4>;
-  for (var j = 0u; j < cached; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
-  }
-  for (var j = cached; j < count; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_qkv(newRow0 + (j - cached) * 3u * C + 2u * C, c), acc[c]); }
-  }
-  stats[slot * 2u] = m;
-  stats[slot * 2u + 1u] = l;
-  for (var c = 0u; c < D4; c++) { partial[slot * D4 + c] = acc[c]; }
+${chunkAttentionWgsl('thread', [
+  { from: '0u', to: 'cached', key: 'load_k(kvBase + j * hs, c)', value: 'load_v(kvBase + j * hs, c)' },
+  { from: 'cached', to: 'count', key: 'load_qkv(newRow0 + (j - cached) * 3u * C + C, c)', value: 'load_qkv(newRow0 + (j - cached) * 3u * C + 2u * C, c)' },
+])}
   // The thread whose chunk holds this token's own position appends its key and value to the cache:
   // no thread of this dispatch reads cache rows from qPos on, so the write races with nothing.
   if (last / CK == chunk) {
-    let cacheRow = params.kvOffset + pair * params.pairStride + last * hs;
-    for (var c = 0u; c < D4; c++) {
-      store_k(cacheRow, c, load_qkv(qRow + C, c));
-      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
-    }
+    let cacheRow = params.kvOffset + pair * params.pairStride + last * hs;${appendKeyValueWgsl('cacheRow')}
   }
 }`,
 };
@@ -222,7 +246,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   var l = 0.0;
   for (var c = 0u; c < params.chunks; c++) { l += stats[(first + c) * 2u + 1u] * exp(stats[(first + c) * 2u] - m); }
   let inv = 1.0 / l;
-  // out [B, n, C]: row (token, head) starts at token·C + head·hs.
+  // out [B, T, C]: row (token, head) starts at token·C + head·hs.
   let outRow = params.outOffset + row * params.hs;
   for (var column = lid; column < D4; column += ${COMBINE_WG}u) {
     var acc = vec4f(0.0);
@@ -233,23 +257,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 };
 
 function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
+  const { B, H, T, position, maxLen, hs, slot } = shape;
   const C = H * hs;
-  const out = gpu.alloc(B * n * C);
-  const chunks = Math.ceil((position + n) / CK);
+  const out = gpu.alloc(B * T * C);
+  const chunks = Math.ceil((position + T) / CK);
   const d4 = Math.ceil(hs / 4);
   const params = { d4, vec4: hs % 4 === 0 };
   const tensors = [
-    { storage: qkv, perUnit: n * 3 * C },
+    { storage: qkv, perUnit: T * 3 * C },
     { storage: kCache, perUnit: H * maxLen * hs, firstUnit: slot },
     { storage: vCache, perUnit: H * maxLen * hs, firstUnit: slot },
-    { storage: out, perUnit: n * C },
+    { storage: out, perUnit: T * C },
   ];
   forEachUnitWindow(gpu, B, tensors, (_first, count, [wq, wk, wv, wo]) => {
-    const rows = count * n * H;
+    const rows = count * T * H;
     const stats = gpu.alloc(rows * chunks * 2);
     const partial = gpu.alloc(rows * chunks * d4 * 4);
-    const uniforms = [rows, n, H, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), wq.offset, wk.offset, wo.offset];
+    const uniforms = [rows, T, H, position, maxLen * hs, hs, chunks, f32(1 / Math.sqrt(hs)), wq.offset, wk.offset, wo.offset];
     gpu.dispatch(decodeKernel, params, [wq.view, wk.view, wv.view, stats, partial], uniforms, grid1d(rows * chunks, DECODE_WG, gpu.maxWorkgroupsPerDimension));
     gpu.dispatch(combineKernel, params, [stats, partial, wo.view], uniforms, grid1d(rows, 1, gpu.maxWorkgroupsPerDimension));
     gpu.release(stats);
@@ -261,17 +285,17 @@ function decode(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorag
 const slotDecodeKernel: Kernel<DecodeParams> = {
   name: 'attention_decode_slots',
   bindings: ['read', 'read', 'read', 'write', 'write', 'write', 'write'],
-  wgsl: ({ d4, vec4 }) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> qkv: array<${vec4 ? 'vec4f' : 'f32'}>;
+  wgsl: (params) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> qkv: array<${params.vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(1) var<storage, read> slots: array<u32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read_write> k: array<${vec4 ? 'vec4f' : 'f32'}>;
-@group(0) @binding(4) var<storage, read_write> v: array<${vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(3) var<storage, read_write> k: array<${params.vec4 ? 'vec4f' : 'f32'}>;
+@group(0) @binding(4) var<storage, read_write> v: array<${params.vec4 ? 'vec4f' : 'f32'}>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;     // [rows, chunks, 2]: max, sum
 @group(0) @binding(6) var<storage, read_write> partial: array<vec4f>; // [rows, chunks, D4]
 struct Params {
   rows: u32,       // (batch row, head) pairs
-  heads: u32,
+  H: u32,
   hs: u32,
   chunks: u32,
   scale: f32,
@@ -281,61 +305,31 @@ struct Params {
   kvOffset: u32,
 }
 @group(0) @binding(7) var<uniform> params: Params;
-const CK = ${CK}u;
-const D4 = ${d4}u;
-${rowAccess('qkv', vec4)}
-${rowAccess('k', vec4)}
-${rowAccess('v', vec4)}
-${rowAccess('k', vec4, true)}
-${rowAccess('v', vec4, true)}
-${flatIndexWgsl(DECODE_WG)}
+${decodePreludeWgsl(params)}
 @compute @workgroup_size(${DECODE_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   // Thread per (row, chunk of CK keys), chunks of a row on neighbouring threads.
   let thread = flatIndex(gid, nwg);
   let row = thread / params.chunks;
   if (row >= params.rows) { return; }
-  let b = row / params.heads;
+  let b = row / params.H;
   let sequence = slots[b] - params.firstSlot; // wraps past slotCount below the window
   if (sequence >= params.slotCount) { return; } // another window's row
   let chunk = thread % params.chunks;
   let hs = params.hs;
-  let C = params.heads * hs;
-  let head = row % params.heads;
+  let C = params.H * hs;
+  let head = row % params.H;
   let last = positions[b];
   let key0 = chunk * CK;
   let count = select(0u, min(CK, last + 1u - key0), last >= key0);
   let qRow = b * 3u * C + head * hs;
-  let kvBase = params.kvOffset + (sequence * params.heads + head) * params.pairStride + key0 * hs;
+  let kvBase = params.kvOffset + (sequence * params.H + head) * params.pairStride + key0 * hs;
   // The thread whose chunk holds the row's own position appends its key and value before reading
   // them back: no other thread of this dispatch reads that cache row (rows have distinct slots).
   if (last / CK == chunk) {
-    let cacheRow = kvBase + (last - key0) * hs;
-    for (var c = 0u; c < D4; c++) {
-      store_k(cacheRow, c, load_qkv(qRow + C, c));
-      store_v(cacheRow, c, load_qkv(qRow + 2u * C, c));
-    }
+    let cacheRow = kvBase + (last - key0) * hs;${appendKeyValueWgsl('cacheRow')}
   }
-  var q: array<vec4f, D4>;
-  for (var c = 0u; c < D4; c++) { q[c] = load_qkv(qRow, c) * params.scale; }
-  var s: array<f32, CK>;
-  var m = ${LOWEST_FINITE};
-  for (var j = 0u; j < count; j++) {
-    var dot4 = vec4f(0.0);
-    for (var c = 0u; c < D4; c++) { dot4 = fma(q[c], load_k(kvBase + j * hs, c), dot4); }
-    s[j] = dot4.x + dot4.y + dot4.z + dot4.w;
-    m = max(m, s[j]);
-  }
-  var l = 0.0;
-  var acc: array<vec4f, D4>;
-  for (var j = 0u; j < count; j++) {
-    let p = exp(s[j] - m);
-    l += p;
-    for (var c = 0u; c < D4; c++) { acc[c] = fma(vec4f(p), load_v(kvBase + j * hs, c), acc[c]); }
-  }
-  stats[thread * 2u] = m;
-  stats[thread * 2u + 1u] = l;
-  for (var c = 0u; c < D4; c++) { partial[thread * D4 + c] = acc[c]; }
+${chunkAttentionWgsl('thread', [{ from: '0u', to: 'count', key: 'load_k(kvBase + j * hs, c)', value: 'load_v(kvBase + j * hs, c)' }])}
 }`,
 };
 
@@ -350,7 +344,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 export function slotAttention(
   gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, slots: GpuStorage, positions: GpuStorage, shape: SlotAttentionShape,
 ): GpuStorage {
-  const { batch: B, heads: H, headSize: hs, slots: S, maxLen, longest } = shape;
+  const { B, H, hs, slots: S, maxLen, longest } = shape;
   const rows = B * H;
   const out = gpu.alloc(rows * hs);
   const chunks = Math.ceil(longest / CK);
@@ -374,24 +368,24 @@ export function slotAttention(
 }
 
 /**
- * Appends the keys and values of qkv [B, n, 3C] to the caches at `position`, then attends its
- * queries to the caches' first position + n rows; returns [B, n, C]. Up to DECODE_MAX_QUERIES
+ * Appends the keys and values of qkv [B, T, 3C] to the caches at `position`, then attends its
+ * queries to the caches' first position + T rows; returns [B, T, C]. Up to DECODE_MAX_QUERIES
  * tokens: split-K decoding, one dispatch for both (it reads this call's keys and values from qkv
  * and stores them as it goes), then the combine. A longer prefill writes the cache first and runs
- * the flash kernel, with q gathered into [B, H, n, hs] and the output put back as [B, n, C] by
+ * the flash kernel, with q gathered into [B, H, T, hs] and the output put back as [B, T, C] by
  * strided copies (once per prompt).
  */
 export function cachedAttention(gpu: Gpu, qkv: GpuStorage, kCache: GpuStorage, vCache: GpuStorage, shape: CachedAttentionShape): GpuStorage {
-  if (shape.newLen <= DECODE_MAX_QUERIES) return decode(gpu, qkv, kCache, vCache, shape);
+  if (shape.T <= DECODE_MAX_QUERIES) return decode(gpu, qkv, kCache, vCache, shape);
   writeCache(gpu, kCache, vCache, qkv, shape);
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
-  const qTokenMajor = slice(gpu, qkv, [B, n, 3, H, hs], [0, 0, 0, 0, 0], [B, n, 1, H, hs]);
-  const q = permute(gpu, qTokenMajor, [B, n, H, hs], [0, 2, 1, 3]); // [B, n, H, hs] → [B, H, n, hs]
+  const { B, H, T, position, maxLen, hs, slot } = shape;
+  const qTokenMajor = slice(gpu, qkv, [B, T, 3, H, hs], [0, 0, 0, 0, 0], [B, T, 1, H, hs]);
+  const q = permute(gpu, qTokenMajor, [B, T, H, hs], [0, 2, 1, 3]); // [B, T, H, hs] → [B, H, T, hs]
   gpu.release(qTokenMajor);
-  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs, kvFirstPair: slot * H });
+  const { out, lse } = flashForward(gpu, q, kCache, vCache, { pairs: B * H, qLen: T, qPos: position, kvStride: maxLen, hs, kvFirstPair: slot * H });
   gpu.release(q);
   gpu.release(lse);
-  const merged = permute(gpu, out, [B, H, n, hs], [0, 2, 1, 3]); // → [B, n, H, hs] = [B, n, C]
+  const merged = permute(gpu, out, [B, H, T, hs], [0, 2, 1, 3]); // → [B, T, H, hs] = [B, T, C]
   gpu.release(out);
   return merged;
 }

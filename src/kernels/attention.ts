@@ -45,8 +45,8 @@ interface TileParams {
   bc: number;
 }
 
-function tileParams(headSize: number): TileParams {
-  const d4 = Math.ceil(headSize / 4);
+function tileParams(hs: number): TileParams {
+  const d4 = Math.ceil(hs / 4);
   return { d4, br: BR, bc: Math.max(1, Math.min(MAX_BC, Math.floor(TILE_VEC4 / d4))) };
 }
 
@@ -179,13 +179,13 @@ export interface FlashProblem {
   qLen: number;
   qPos: number;
   kvStride: number;
-  headSize: number;
+  hs: number;
   /** The pair of k and v that pair 0 of q reads (k and v may hold more pairs: a pooled cache). */
   kvFirstPair?: number;
 }
 
 export function flashForward(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStorage, p: FlashProblem): { out: GpuStorage; lse: GpuStorage } {
-  const { pairs, qLen, qPos, kvStride, headSize: hs, kvFirstPair = 0 } = p;
+  const { pairs, qLen, qPos, kvStride, hs, kvFirstPair = 0 } = p;
   const out = gpu.alloc(pairs * qLen * hs);
   const lse = gpu.alloc(pairs * qLen);
   const params = tileParams(hs);
@@ -209,8 +209,8 @@ export function flashForward(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStora
 }
 
 export function attention(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStorage, shape: AttentionShape): { out: GpuStorage; logSumExp: GpuStorage } {
-  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
-  const { out, lse } = flashForward(gpu, q, k, v, { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs });
+  const { B, H, T, hs } = shape;
+  const { out, lse } = flashForward(gpu, q, k, v, { pairs: B * H, qLen: T, qPos: 0, kvStride: T, hs });
   return { out, logSumExp: lse };
 }
 
@@ -220,7 +220,7 @@ export function attention(gpu: Gpu, q: GpuStorage, k: GpuStorage, v: GpuStorage,
 const BACKWARD_PARAMS = /* wgsl */ `
 struct Params {
   pairs: u32,
-  seqLen: u32,
+  T: u32,
   hs: u32,
   blocks: u32,    // query blocks (dq) or key blocks (dk/dv) per pair; rows for the delta kernel
   scale: f32,
@@ -281,7 +281,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let group = wid.x + wid.y * nwg.x;
   let pair = group / params.blocks;
   if (pair >= params.pairs) { return; }
-  let T = params.seqLen;
+  let T = params.T;
   let qb = params.blocks - 1u - group % params.blocks;
   let qi = qb * BR + lid;
   let row = pair * T + min(qi, T - 1u);
@@ -352,7 +352,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let group = wid.x + wid.y * nwg.x;
   let pair = group / params.blocks;
   if (pair >= params.pairs) { return; }
-  let T = params.seqLen;
+  let T = params.T;
   let kb = group % params.blocks; // key block 0 sees every query: the heaviest goes first
   let kj = kb * BR + lid;
   let kRow = params.rowOffset + (pair * T + min(kj, T - 1u)) * params.hs;
@@ -405,7 +405,7 @@ ${stageTilesWgsl('qb', 'T', 'base', [['q', 'qTile'], ['dOut', 'doTile']])}
 export function attentionBackward(
   gpu: Gpu, dOut: GpuStorage, q: GpuStorage, k: GpuStorage, v: GpuStorage, out: GpuStorage, logSumExp: GpuStorage, shape: AttentionShape,
 ): { dq: GpuStorage; dk: GpuStorage; dv: GpuStorage } {
-  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
+  const { B, H, T, hs } = shape;
   const pairs = B * H;
   const size = pairs * T * hs;
   const dq = gpu.alloc(size);

@@ -67,7 +67,7 @@ const rowsKernel: Kernel = {
 @group(0) @binding(4) var<storage, read_write> rowLoss: array<f32>;
 struct Params {
   rows: u32,          // rows in this window
-  vocab: u32,
+  V: u32,
   firstRow: u32,      // index of the window's first row in targets, weights and rowLoss
   logitsOffset: u32,  // element offset of the first row inside the logits window
   dLogitsOffset: u32,
@@ -81,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let row = wid.x + wid.y * nwg.x;
   if (row >= params.rows) { return; }
   let r = params.firstRow + row;
-  let V = params.vocab;
+  let V = params.V;
   let src = params.logitsOffset + row * V;
   let dst = params.dLogitsOffset + row * V;
   if (lid == 0u) { rowWeight = weights[r]; }
@@ -120,16 +120,16 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 };
 
 export function crossEntropy(
-  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, vocab: number,
+  gpu: Gpu, logits: GpuStorage, targets: GpuStorage, weights: GpuStorage, rows: number, V: number,
 ): { loss: GpuStorage; dLogits: GpuStorage } {
-  const dLogits = gpu.alloc(rows * vocab);
+  const dLogits = gpu.alloc(rows * V);
   const rowLoss = gpu.alloc(rows);
   const loss = gpu.alloc(1);
-  const windows = [{ storage: logits, perUnit: vocab }, { storage: dLogits, perUnit: vocab }];
+  const windows = [{ storage: logits, perUnit: V }, { storage: dLogits, perUnit: V }];
   forEachUnitWindow(gpu, rows, windows, (first, count, [wl, wd]) => {
     gpu.dispatch(
       rowsKernel, undefined, [wl.view, targets, weights, wd.view, rowLoss],
-      [count, vocab, first, wl.offset, wd.offset],
+      [count, V, first, wl.offset, wd.offset],
       grid1d(count, 1, gpu.maxWorkgroupsPerDimension),
     );
   });

@@ -13,10 +13,10 @@
  *    listed in increasing position: the order is a function of the ids alone.
  *  - `embedding_backward_rows`: a workgroup per ROWS_PER_GROUP vocabulary rows sums, for each, the
  *    dOut rows listed for its id in that order (or writes zeros), one thread per column (per four
- *    columns when dim is a multiple of 4: on llvmpipe every per-lane store is a scatter, so four
+ *    columns when C is a multiple of 4: on llvmpipe every per-lane store is a scatter, so four
  *    columns a store halve the stores): every element of the gradient written once, dOut read
  *    once, bitwise reproducible. The sort makes the backward cost about what writing its output
- *    costs, where a scan of all n ids per vocabulary row is O(vocab · n) (docs/kernels.md,
+ *    costs, where a scan of all n ids per vocabulary row is O(V · n) (docs/kernels.md,
  *    embedding_bwd). A long run of one id (padding) is summed by one workgroup, which serializes
  *    its adds; splitting long runs would be the remedy if it ever showed.
  *
@@ -25,7 +25,7 @@
  * element, the rest passed as an offset); so are the token rows of out and dOut. The gather runs
  * once per (output window, table window) and a token writes only in the table window holding its
  * id; the backward runs once per (gradient window, dOut window), adding later dOut windows in order.
- * Ids outside [0, vocab) are an error the CPU reference reports; here they are clamped (never an
+ * Ids outside [0, V) are an error the CPU reference reports; here they are clamped (never an
  * out-of-bounds read).
  */
 import type { Gpu, GpuStorage } from './gpu.js';
@@ -35,7 +35,7 @@ import { grid1d, type Kernel } from './kernel.js';
 /** Threads per token row (gather) and per vocabulary row (backward). */
 const ROW_WG = 64;
 /**
- * Vocabulary rows one backward workgroup walks in turn: at a small dim a row is one pass of the
+ * Vocabulary rows one backward workgroup walks in turn: at a small C a row is one pass of the
  * workgroup's threads, and starting a workgroup per row costs more than the row.
  */
 const ROWS_PER_GROUP = 8;
@@ -52,8 +52,8 @@ const gatherKernel: Kernel<{ half: boolean }> = {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 struct Params {
   tokens: u32,       // tokens in this output window
-  dim: u32,
-  vocab: u32,
+  C: u32,
+  V: u32,
   firstToken: u32,   // the window's first token
   outOffset: u32,    // element offset of that token's row inside the out binding
   tableFirst: u32,   // first vocabulary row of the table window
@@ -65,11 +65,11 @@ struct Params {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let t = wid.x + wid.y * nwg.x;
   if (t >= params.tokens) { return; }
-  let id = u32(clamp(ids[params.firstToken + t], 0, i32(params.vocab) - 1));
+  let id = u32(clamp(ids[params.firstToken + t], 0, i32(params.V) - 1));
   if (id < params.tableFirst || id - params.tableFirst >= params.tableRows) { return; }
-  let src = params.tableOffset + (id - params.tableFirst) * params.dim;
-  let dst = params.outOffset + t * params.dim;
-  for (var c = lid; c < params.dim; c += ${ROW_WG}u) { out[dst + c] = ${half ? 'unpack2x16float(table[(src + c) >> 1u])[(src + c) & 1u]' : 'table[src + c]'}; }
+  let src = params.tableOffset + (id - params.tableFirst) * params.C;
+  let dst = params.outOffset + t * params.C;
+  for (var c = lid; c < params.C; c += ${ROW_WG}u) { out[dst + c] = ${half ? 'unpack2x16float(table[(src + c) >> 1u])[(src + c) & 1u]' : 'table[src + c]'}; }
 }`,
 };
 
@@ -78,18 +78,18 @@ const sortKernel: Kernel = {
   bindings: ['read', 'write', 'write', 'write'],
   wgsl: () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
-@group(0) @binding(1) var<storage, read_write> start: array<u32>; // [vocab + 1]: counts, then starts
+@group(0) @binding(1) var<storage, read_write> start: array<u32>; // [V + 1]: counts, then starts
 @group(0) @binding(2) var<storage, read_write> rank: array<u32>;  // [n]
 @group(0) @binding(3) var<storage, read_write> order: array<u32>; // [n]
-struct Params { n: u32, vocab: u32 }
+struct Params { n: u32, V: u32 }
 @group(0) @binding(4) var<uniform> params: Params;
 var<workgroup> chunkIds: array<u32, ${SORT_WG}>;
 var<workgroup> segment: array<u32, ${SORT_WG}>;
-fn idAt(i: u32) -> u32 { return u32(clamp(ids[i], 0, i32(params.vocab) - 1)); }
+fn idAt(i: u32) -> u32 { return u32(clamp(ids[i], 0, i32(params.V) - 1)); }
 @compute @workgroup_size(${SORT_WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
   let n = params.n;
-  let len = params.vocab + 1u;
+  let len = params.V + 1u;
   for (var v = lid; v < len; v += ${SORT_WG}u) { start[v] = 0u; }
   storageBarrier();
   // (1) Ranks, chunk by chunk in token order.
@@ -145,7 +145,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 }`,
 };
 
-/** `vec4`: dOut and the gradient are read and written four columns at a time (dim, offsets: multiples of 4). */
+/** `vec4`: dOut and the gradient are read and written four columns at a time (C, offsets: multiples of 4). */
 const backwardRowsKernel: Kernel<{ vec4: boolean }> = {
   name: 'embedding_backward_rows',
   bindings: ['read', 'read', 'read', 'write'],
@@ -157,7 +157,7 @@ const backwardRowsKernel: Kernel<{ vec4: boolean }> = {
 // Columns and offsets count vec4s when vec4 is set.
 struct Params {
   rows: u32,         // vocabulary rows in this gradient window
-  dim: u32,
+  C: u32,
   firstRow: u32,     // the window's first vocabulary row
   gradOffset: u32,   // element offset of that row inside the grad binding
   firstToken: u32,   // tokens [firstToken, firstToken + tokens) are in the dOut window
@@ -169,17 +169,17 @@ struct Params {
 @compute @workgroup_size(${ROW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let firstOfGroup = (wid.x + wid.y * nwg.x) * ${ROWS_PER_GROUP}u;
-  let dim = params.dim;
+  let C = params.C;
   for (var row = firstOfGroup; row < min(firstOfGroup + ${ROWS_PER_GROUP}u, params.rows); row++) {
     let v = params.firstRow + row;
     let begin = start[v];
     let end = start[v + 1u];
-    let dst = params.gradOffset + row * dim;
-    for (var c = lid; c < dim; c += ${ROW_WG}u) {
+    let dst = params.gradOffset + row * C;
+    for (var c = lid; c < C; c += ${ROW_WG}u) {
       var acc = ${vec4 ? 'vec4f()' : '0.0'};
       for (var k = begin; k < end; k++) {
         let t = order[k] - params.firstToken; // wraps past tokens for those before the window
-        if (t < params.tokens) { acc += dOut[params.dOutOffset + t * dim + c]; }
+        if (t < params.tokens) { acc += dOut[params.dOutOffset + t * C + c]; }
       }
       if (params.accumulate != 0u) { grad[dst + c] += acc; } else { grad[dst + c] = acc; }
     }
@@ -187,14 +187,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
 };
 
-export function embedding(gpu: Gpu, ids: GpuStorage, table: GpuStorage, n: number, vocab: number, dim: number): GpuStorage {
-  const out = gpu.alloc(n * dim);
-  if (n * dim === 0) return out;
-  forEachUnitWindow(gpu, n, [{ storage: out, perUnit: dim }], (firstToken, tokens, [wo]) => {
-    forEachUnitWindow(gpu, vocab, [{ storage: table, perUnit: dim }], (tableFirst, tableRows, [wt]) => {
+export function embedding(gpu: Gpu, ids: GpuStorage, table: GpuStorage, n: number, V: number, C: number): GpuStorage {
+  const out = gpu.alloc(n * C);
+  if (n * C === 0) return out;
+  forEachUnitWindow(gpu, n, [{ storage: out, perUnit: C }], (firstToken, tokens, [wo]) => {
+    forEachUnitWindow(gpu, V, [{ storage: table, perUnit: C }], (tableFirst, tableRows, [wt]) => {
       gpu.dispatch(
         gatherKernel, { half: table.dtype === 'f16' }, [ids, wt.view, wo.view],
-        [tokens, dim, vocab, firstToken, wo.offset, tableFirst, tableRows, wt.offset],
+        [tokens, C, V, firstToken, wo.offset, tableFirst, tableRows, wt.offset],
         grid1d(tokens, 1, gpu.maxWorkgroupsPerDimension),
       );
     });
@@ -202,25 +202,25 @@ export function embedding(gpu: Gpu, ids: GpuStorage, table: GpuStorage, n: numbe
   return out;
 }
 
-export function embeddingBackward(gpu: Gpu, ids: GpuStorage, dOut: GpuStorage, n: number, vocab: number, dim: number): GpuStorage {
-  const grad = gpu.alloc(vocab * dim);
-  if (vocab * dim === 0) return grad;
-  const start = gpu.alloc(vocab + 1, 'i32');
+export function embeddingBackward(gpu: Gpu, ids: GpuStorage, dOut: GpuStorage, n: number, V: number, C: number): GpuStorage {
+  const grad = gpu.alloc(V * C);
+  if (V * C === 0) return grad;
+  const start = gpu.alloc(V + 1, 'i32');
   const rank = gpu.alloc(Math.max(1, n), 'i32');
   const order = gpu.alloc(Math.max(1, n), 'i32');
-  gpu.dispatch(sortKernel, undefined, [ids, start, rank, order], [n, vocab], [1, 1, 1]);
+  gpu.dispatch(sortKernel, undefined, [ids, start, rank, order], [n, V], [1, 1, 1]);
   // dOut windows (one, unless dOut exceeds a binding); with no tokens, one empty window writes zeros.
   const dOutWindows: { first: number; count: number; window: UnitWindow }[] = [];
   if (n === 0) dOutWindows.push({ first: 0, count: 0, window: { view: gpu.view(start, 0, 1), offset: 0 } }); // read never
-  else forEachUnitWindow(gpu, n, [{ storage: dOut, perUnit: dim }], (first, count, [w]) => dOutWindows.push({ first, count, window: w }));
+  else forEachUnitWindow(gpu, n, [{ storage: dOut, perUnit: C }], (first, count, [w]) => dOutWindows.push({ first, count, window: w }));
   dOutWindows.forEach(({ first, count, window }, k) => {
-    // Every window starts at an aligned element and whole rows follow, so dim % 4 == 0 keeps offsets and sizes in vec4s.
-    const vec4 = count > 0 && dim % 4 === 0 && window.offset % 4 === 0;
+    // Every window starts at an aligned element and whole rows follow, so C % 4 == 0 keeps offsets and sizes in vec4s.
+    const vec4 = count > 0 && C % 4 === 0 && window.offset % 4 === 0;
     const w = vec4 ? 4 : 1;
-    forEachUnitWindow(gpu, vocab, [{ storage: grad, perUnit: dim }], (firstRow, rows, [wg]) => {
+    forEachUnitWindow(gpu, V, [{ storage: grad, perUnit: C }], (firstRow, rows, [wg]) => {
       gpu.dispatch(
         backwardRowsKernel, { vec4 }, [start, order, window.view, wg.view],
-        [rows, dim / w, firstRow, wg.offset / w, first, count, window.offset / w, k === 0 ? 0 : 1],
+        [rows, C / w, firstRow, wg.offset / w, first, count, window.offset / w, k === 0 ? 0 : 1],
         grid1d(rows, ROWS_PER_GROUP, gpu.maxWorkgroupsPerDimension),
       );
     });

@@ -55,35 +55,35 @@ export interface MatmulEpilogue<S extends Storage = Storage> {
 
 /** Sizes of a `[B, H, T, hs]` attention problem. */
 export interface AttentionShape {
-  batch: number;
-  heads: number;
-  seqLen: number;
-  headSize: number;
+  B: number;
+  H: number;
+  T: number;
+  hs: number;
 }
 
 /**
- * Queries for positions [position, position + newLen) against a cache holding position + newLen valid
- * rows. The batch's sequences sit in cache sequences [slot, slot + batch) of caches that may hold more.
+ * T new queries, for positions [position, position + T), against a cache holding position + T valid
+ * rows. The batch's B sequences sit in cache sequences [slot, slot + B) of caches that may hold more.
  */
 export interface CachedAttentionShape {
-  batch: number;
-  heads: number;
-  newLen: number;
+  B: number;
+  H: number;
+  T: number;
   position: number;
-  /** Rows the cache was allocated for: its shape is [slots, H, maxLen, hs], slots ≥ slot + batch. */
+  /** Rows the cache was allocated for: its shape is [slots, H, maxLen, hs], slots ≥ slot + B. */
   maxLen: number;
-  headSize: number;
+  hs: number;
   slot: number;
 }
 
 /**
- * One new token per row, each row decoding in its own sequence (slot) of pooled caches
+ * One new token per row, each of the B rows decoding in its own sequence (slot) of pooled caches
  * [slots, H, maxLen, hs] at its own position.
  */
 export interface SlotAttentionShape {
-  batch: number;
-  heads: number;
-  headSize: number;
+  B: number;
+  H: number;
+  hs: number;
   slots: number;
   maxLen: number;
   /** Keys the longest row attends to: 1 + the largest position (bounds the work per row). */
@@ -158,10 +158,10 @@ export interface Backend<S extends Storage = Storage> {
   /** B may be f16 (a frozen weight); A, the bias and the residual are f32. */
   matmul(a: S, b: S, bias: S | null, shape: MatmulShape, epilogue?: MatmulEpilogue<S>): S;
 
-  /** Over the last axis of [rows, dim]; also returns what backward needs. */
-  layerNorm(x: S, weight: S, bias: S, rows: number, dim: number, eps: number): { y: S; mean: S; rstd: S };
+  /** Over the last axis of [rows, C]; also returns what backward needs. */
+  layerNorm(x: S, weight: S, bias: S, rows: number, C: number, eps: number): { y: S; mean: S; rstd: S };
   layerNormBackward(
-    dy: S, x: S, weight: S, mean: S, rstd: S, rows: number, dim: number,
+    dy: S, x: S, weight: S, mean: S, rstd: S, rows: number, C: number,
   ): { dx: S; dWeight: S; dBias: S };
 
   /** GPT-2's tanh approximation. */
@@ -177,10 +177,10 @@ export interface Backend<S extends Storage = Storage> {
     dOut: S, q: S, k: S, v: S, out: S, logSumExp: S, shape: AttentionShape,
   ): { dq: S; dk: S; dv: S };
   /**
-   * Appends the keys and values of qkv [B, newLen, 3C] (c_attn's output, C = H·hs: q, then k, then
+   * Appends the keys and values of qkv [B, T, 3C] (c_attn's output, C = H·hs: q, then k, then
    * v, each [H, hs] per token) to the caches [B, H, maxLen, hs] at `position`, in place, then
-   * attends its queries to the caches' first position + newLen rows, causally. Returns
-   * [B, newLen, C]: each token's heads side by side, the layout c_proj takes.
+   * attends its queries to the caches' first position + T rows, causally. Returns
+   * [B, T, C]: each token's heads side by side, the layout c_proj takes.
    */
   cachedAttention(qkv: S, kCache: S, vCache: S, shape: CachedAttentionShape): S;
   /**
@@ -190,18 +190,18 @@ export interface Backend<S extends Storage = Storage> {
    */
   slotAttention(qkv: S, kCache: S, vCache: S, slots: S, positions: S, shape: SlotAttentionShape): S;
 
-  /** Gathers rows of table [vocab, dim] (f32 or f16) for i32 ids [n]; the rows come out f32. */
-  embedding(ids: S, table: S, n: number, vocab: number, dim: number): S;
-  /** The table's gradient: rows of dOut [n, dim] summed into [vocab, dim] (deterministic order). */
-  embeddingBackward(ids: S, dOut: S, n: number, vocab: number, dim: number): S;
+  /** Gathers rows of table [V, C] (f32 or f16) for i32 ids [n]; the rows come out f32. */
+  embedding(ids: S, table: S, n: number, V: number, C: number): S;
+  /** The table's gradient: rows of dOut [n, C] summed into [V, C] (deterministic order). */
+  embeddingBackward(ids: S, dOut: S, n: number, V: number, C: number): S;
 
   /**
-   * Weighted cross-entropy over the rows of logits [rows, vocab] with its gradient in the same pass:
+   * Weighted cross-entropy over the rows of logits [rows, V] with its gradient in the same pass:
    * loss = sum_r weight[r] * -log softmax(logits[r])[target[r]], dLogits[r] = (softmax - onehot) * weight[r].
    * The caller passes weight = mask / count, so the loss is the mean over counted rows; rows of
    * weight 0 are skipped (their gradient is 0).
    */
-  crossEntropy(logits: S, targets: S, weights: S, rows: number, vocab: number): { loss: S; dLogits: S };
+  crossEntropy(logits: S, targets: S, weights: S, rows: number, V: number): { loss: S; dLogits: S };
 
   /**
    * One AdamW step in place on param, m and v (PyTorch semantics, decoupled weight decay), with the

@@ -17,15 +17,15 @@ function expectShape(name: string, t: Tensor, shape: readonly number[]): void {
 
 /** LayerNorm over the last axis, biased variance. */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
-  const dim = x.shape[x.rank - 1];
-  expectShape('layerNorm weight', weight, [dim]);
-  expectShape('layerNorm bias', bias, [dim]);
-  const rows = x.size / dim;
-  const { y, mean, rstd } = x.backend.layerNorm(x.storage, weight.storage, bias.storage, rows, dim, eps);
+  const C = x.shape[x.rank - 1];
+  expectShape('layerNorm weight', weight, [C]);
+  expectShape('layerNorm bias', bias, [C]);
+  const rows = x.size / C;
+  const { y, mean, rstd } = x.backend.layerNorm(x.storage, weight.storage, bias.storage, rows, C, eps);
   const out = new Tensor(x.backend, y, x.shape);
   const meanT = new Tensor(x.backend, mean, [rows]);
   const rstdT = new Tensor(x.backend, rstd, [rows]);
-  record(out, 'layerNorm', [x, weight, bias], { rows, dim }, [x, weight, meanT, rstdT]);
+  record(out, 'layerNorm', [x, weight, bias], { rows, C }, [x, weight, meanT, rstdT]);
   meanT.dispose();
   rstdT.dispose();
   return out;
@@ -62,11 +62,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor): Tensor {
   if (q.rank !== 4) throw new Error(`attention expects q of [B, H, T, hs], got [${q.shape}]`);
   expectShape('attention k', k, q.shape);
   expectShape('attention v', v, q.shape);
-  const [batch, heads, seqLen, headSize] = q.shape;
-  const shape = { batch, heads, seqLen, headSize };
+  const [B, H, T, hs] = q.shape;
+  const shape = { B, H, T, hs };
   const { out, logSumExp } = q.backend.attention(q.storage, k.storage, v.storage, shape);
   const outT = new Tensor(q.backend, out, q.shape);
-  const lse = new Tensor(q.backend, logSumExp, [batch, heads, seqLen]);
+  const lse = new Tensor(q.backend, logSumExp, [B, H, T]);
   record(outT, 'attention', [q, k, v], shape, [q, k, v, outT, lse]);
   lse.dispose();
   return outT;
@@ -77,36 +77,36 @@ function expectPosition(position: number): void {
 }
 
 /** Caches [slots, H, maxLen, hs], k and v alike. */
-function cacheShape(what: string, kCache: Tensor, vCache: Tensor): { slots: number; heads: number; maxLen: number; headSize: number } {
+function cacheShape(what: string, kCache: Tensor, vCache: Tensor): { slots: number; H: number; maxLen: number; hs: number } {
   if (kCache.rank !== 4) throw new Error(`${what} expects caches of [slots, H, maxLen, hs], got [${kCache.shape}]`);
   expectShape(`${what} value cache`, vCache, kCache.shape);
-  const [slots, heads, maxLen, headSize] = kCache.shape;
-  return { slots, heads, maxLen, headSize };
+  const [slots, H, maxLen, hs] = kCache.shape;
+  return { slots, H, maxLen, hs };
 }
 
-/** The shape of a cached call: qkv [B, n, 3C] against cache sequences [slot, slot + B) with H·hs = C. */
+/** The shape of a cached call: qkv [B, T, 3C] against cache sequences [slot, slot + B) with H·hs = C. */
 function cachedShape(what: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number, slot: number): CachedAttentionShape {
-  const { slots, heads, maxLen, headSize } = cacheShape(what, kCache, vCache);
+  const { slots, H, maxLen, hs } = cacheShape(what, kCache, vCache);
   expectPosition(position);
-  if (qkv.rank !== 3) throw new Error(`${what} expects qkv of [B, n, 3C], got [${qkv.shape}]`);
-  const [batch, newLen] = qkv.shape;
-  expectShape(`${what} qkv`, qkv, [batch, newLen, 3 * heads * headSize]);
-  if (!Number.isInteger(slot) || slot < 0 || slot + batch > slots) throw new Error(`${what}: ${batch} sequences from slot ${slot} do not fit caches of ${slots}`);
-  if (position + newLen > maxLen) throw new Error(`cache of ${maxLen} positions cannot take ${newLen} more at position ${position}`);
-  return { batch, heads, newLen, position, maxLen, headSize, slot };
+  if (qkv.rank !== 3) throw new Error(`${what} expects qkv of [B, T, 3C], got [${qkv.shape}]`);
+  const [B, T] = qkv.shape;
+  expectShape(`${what} qkv`, qkv, [B, T, 3 * H * hs]);
+  if (!Number.isInteger(slot) || slot < 0 || slot + B > slots) throw new Error(`${what}: ${B} sequences from slot ${slot} do not fit caches of ${slots}`);
+  if (position + T > maxLen) throw new Error(`cache of ${maxLen} positions cannot take ${T} more at position ${position}`);
+  return { B, H, T, position, maxLen, hs, slot };
 }
 
 /**
- * Appends the keys and values of qkv [B, n, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
+ * Appends the keys and values of qkv [B, T, 3C] (c_attn's output: q, k, v side by side, each [H, hs]
  * per token) to preallocated caches [slots, H, maxLen, hs] at `position` of sequences
- * [slot, slot + B), in place, then attends its queries (positions [position, position + n)) to those
- * sequences' first position + n rows. Returns [B, n, C], the heads side by side. Inference only.
+ * [slot, slot + B), in place, then attends its queries (positions [position, position + T)) to those
+ * sequences' first position + T rows. Returns [B, T, C], the heads side by side. Inference only.
  */
 export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, position: number, slot = 0): Tensor {
   if (isGradEnabled() && qkv.requiresGrad) throw new Error('cachedAttention is for inference: call it inside noGrad()');
   const shape = cachedShape('cachedAttention', qkv, kCache, vCache, position, slot);
-  const { batch, newLen, heads, headSize } = shape;
-  return new Tensor(qkv.backend, qkv.backend.cachedAttention(qkv.storage, kCache.storage, vCache.storage, shape), [batch, newLen, heads * headSize]);
+  const { B, T, H, hs } = shape;
+  return new Tensor(qkv.backend, qkv.backend.cachedAttention(qkv.storage, kCache.storage, vCache.storage, shape), [B, T, H * hs]);
 }
 
 /**
@@ -117,26 +117,26 @@ export function cachedAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos
  */
 export function slotAttention(qkv: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, longest: number): Tensor {
   if (isGradEnabled() && qkv.requiresGrad) throw new Error('slotAttention is for inference: call it inside noGrad()');
-  const { slots: slotCount, heads, maxLen, headSize } = cacheShape('slotAttention', kCache, vCache);
-  const batch = qkv.shape[0];
-  expectShape('slotAttention qkv', qkv, [batch, 1, 3 * heads * headSize]);
+  const { slots: slotCount, H, maxLen, hs } = cacheShape('slotAttention', kCache, vCache);
+  const B = qkv.shape[0];
+  expectShape('slotAttention qkv', qkv, [B, 1, 3 * H * hs]);
   for (const [name, t] of [['slots', slots], ['positions', positions]] as const) {
-    if (t.dtype !== 'i32' || t.size !== batch) throw new Error(`slotAttention ${name} must be ${batch} i32 values, got ${t.dtype} [${t.shape}]`);
+    if (t.dtype !== 'i32' || t.size !== B) throw new Error(`slotAttention ${name} must be ${B} i32 values, got ${t.dtype} [${t.shape}]`);
   }
-  if (batch > slotCount) throw new Error(`slotAttention: ${batch} rows exceed caches of ${slotCount} slots`);
+  if (B > slotCount) throw new Error(`slotAttention: ${B} rows exceed caches of ${slotCount} slots`);
   if (!Number.isInteger(longest) || longest < 1 || longest > maxLen) throw new Error(`slotAttention: longest must be an integer in [1, ${maxLen}], got ${longest}`);
-  const shape = { batch, heads, headSize, slots: slotCount, maxLen, longest };
-  return new Tensor(qkv.backend, qkv.backend.slotAttention(qkv.storage, kCache.storage, vCache.storage, slots.storage, positions.storage, shape), [batch, 1, heads * headSize]);
+  const shape = { B, H, hs, slots: slotCount, maxLen, longest };
+  return new Tensor(qkv.backend, qkv.backend.slotAttention(qkv.storage, kCache.storage, vCache.storage, slots.storage, positions.storage, shape), [B, 1, H * hs]);
 }
 
-/** Rows of table [vocab, dim] for each i32 id; the result has shape [...ids.shape, dim]. */
+/** Rows of table [V, C] for each i32 id; the result has shape [...ids.shape, C]. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   if (ids.dtype !== 'i32') throw new Error(`embedding ids must be i32, got ${ids.dtype}`);
-  if (table.rank !== 2) throw new Error(`embedding table must be [vocab, dim], got [${table.shape}]`);
-  const [vocab, dim] = table.shape;
+  if (table.rank !== 2) throw new Error(`embedding table must be [V, C], got [${table.shape}]`);
+  const [V, C] = table.shape;
   const n = ids.size;
-  const out = new Tensor(table.backend, table.backend.embedding(ids.storage, table.storage, n, vocab, dim), [...ids.shape, dim]);
-  return record(out, 'embedding', [table], { n, vocab, dim }, [ids]);
+  const out = new Tensor(table.backend, table.backend.embedding(ids.storage, table.storage, n, V, C), [...ids.shape, C]);
+  return record(out, 'embedding', [table], { n, V, C }, [ids]);
 }
 
 /**
@@ -144,8 +144,8 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
  * The mask comes from the host (the collate function made it), so an empty mask is caught here.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, mask: Float32Array): Tensor {
-  const vocab = logits.shape[logits.rank - 1];
-  const rows = logits.size / vocab;
+  const V = logits.shape[logits.rank - 1];
+  const rows = logits.size / V;
   if (targets.dtype !== 'i32') throw new Error(`crossEntropy targets must be i32, got ${targets.dtype}`);
   if (targets.size !== rows || mask.length !== rows) {
     throw new Error(`crossEntropy: ${rows} rows of logits but ${targets.size} targets and ${mask.length} mask values`);
@@ -154,7 +154,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, mask: Float32Array
   for (const m of mask) count += m;
   if (count === 0) throw new Error('crossEntropy: the loss mask selects no position (every target is padding)');
   const weights = tensor(mask.map((m) => m / count), [rows], { backend: logits.backend });
-  const { loss, dLogits } = logits.backend.crossEntropy(logits.storage, targets.storage, weights.storage, rows, vocab);
+  const { loss, dLogits } = logits.backend.crossEntropy(logits.storage, targets.storage, weights.storage, rows, V);
   weights.dispose();
   const lossT = new Tensor(logits.backend, loss, []);
   const grad = new Tensor(logits.backend, dLogits, logits.shape);

@@ -65,9 +65,9 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
 
   matmul: (dy, node) => matmulGrads(dy, node),
 
-  layerNorm: (dy, { saved: [x, weight, mean, rstd], attrs: { rows, dim } }) => {
-    const g = x.backend.layerNormBackward(dy.storage, x.storage, weight.storage, mean.storage, rstd.storage, rows, dim);
-    return [wrap(x, g.dx, x.shape), wrap(x, g.dWeight, [dim]), wrap(x, g.dBias, [dim])];
+  layerNorm: (dy, { saved: [x, weight, mean, rstd], attrs: { rows, C } }) => {
+    const g = x.backend.layerNormBackward(dy.storage, x.storage, weight.storage, mean.storage, rstd.storage, rows, C);
+    return [wrap(x, g.dx, x.shape), wrap(x, g.dWeight, [C]), wrap(x, g.dBias, [C])];
   },
   gelu: (dy, { saved: [x] }) => [wrap(x, x.backend.geluBackward(x.storage, dy.storage), x.shape)],
   softmax: (dy, { saved: [y], attrs: { rows, dim } }) => [wrap(y, y.backend.softmaxBackward(y.storage, dy.storage, rows, dim), y.shape)],
@@ -75,7 +75,7 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
     const g = q.backend.attentionBackward(dy.storage, q.storage, k.storage, v.storage, out.storage, lse.storage, attrs);
     return [wrap(q, g.dq, q.shape), wrap(q, g.dk, q.shape), wrap(q, g.dv, q.shape)];
   },
-  embedding: (dy, { saved: [ids], attrs: { n, vocab, dim } }) => [wrap(dy, dy.backend.embeddingBackward(ids.storage, dy.storage, n, vocab, dim), [vocab, dim])],
+  embedding: (dy, { saved: [ids], attrs: { n, V, C } }) => [wrap(dy, dy.backend.embeddingBackward(ids.storage, dy.storage, n, V, C), [V, C])],
   // The forward already computed dLoss/dLogits; the chain rule only scales it by the loss's gradient.
   crossEntropy: (dy, { saved: [dLogits] }) => [mul(dLogits, dy)],
 };

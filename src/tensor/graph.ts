@@ -29,11 +29,11 @@ export interface OpAttrs {
   slice: { begin: readonly number[]; size: readonly number[] };
   pad: { begin: readonly number[]; outShape: readonly number[] };
   matmul: MatmulShape;
-  layerNorm: { rows: number; dim: number };
+  layerNorm: { rows: number; C: number };
   gelu: NoAttrs;
   softmax: { rows: number; dim: number };
   attention: AttentionShape;
-  embedding: { n: number; vocab: number; dim: number };
+  embedding: { n: number; V: number; C: number };
   crossEntropy: NoAttrs;
 }
 

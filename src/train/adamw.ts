@@ -9,7 +9,7 @@ import type { Module } from '../nn/module.js';
 import { adamwStep } from '../tensor/fused.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { FlatParameters } from './flat-parameters.js';
+import { FlatParameters, type FlatBuffer } from './flat-parameters.js';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -34,9 +34,9 @@ export class AdamW {
   readonly flat: FlatParameters;
   /** Each parameter's moments: views of the flat moment buffers, written in place. */
   readonly moments: ReadonlyMap<string, Moments>;
-  /** The flat moment buffers, one per block of the layout. */
-  private readonly m: Tensor[];
-  private readonly v: Tensor[];
+  /** The flat moment buffers. */
+  private readonly m: FlatBuffer;
+  private readonly v: FlatBuffer;
 
   /** Moves the model's parameters into a flat buffer: build it after the weights are loaded. */
   constructor(model: Module, options: AdamWOptions = {}) {
@@ -47,8 +47,8 @@ export class AdamW {
     this.flat = new FlatParameters(model);
     const m = this.flat.zerosLike();
     const v = this.flat.zerosLike();
-    this.m = m.blocks;
-    this.v = v.blocks;
+    this.m = m.buffer;
+    this.v = v.buffer;
     this.moments = new Map(this.flat.slots.map(({ name }) => [name, { m: m.views.get(name)!, v: v.views.get(name)! }]));
   }
 
@@ -60,9 +60,8 @@ export class AdamW {
     this.step++;
     const hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, step: this.step };
     tidy(() => {
-      for (const { block, offset, size } of this.flat.gradientRuns()) {
-        const run = (blocks: readonly Tensor[]) => blocks[block].view(offset, [size]);
-        adamwStep(run(this.flat.params), run(this.flat.grads), run(this.m), run(this.v), hyper, gradScale);
+      for (const run of this.flat.gradientRuns()) {
+        adamwStep(this.flat.params.run(run), this.flat.grads.run(run), this.m.run(run), this.v.run(run), hyper, gradScale);
       }
     });
   }
@@ -76,7 +75,8 @@ export class AdamW {
       m.dispose();
       v.dispose();
     }
-    for (const t of [...this.m, ...this.v]) t.dispose();
+    this.m.dispose();
+    this.v.dispose();
     this.flat.dispose();
   }
 }

@@ -25,7 +25,7 @@ export function clipGradNorm(flat: FlatParameters, maxNorm: number): { norm: Ten
     let squares: Tensor | null = null;
     for (const { block, offset, size } of flat.gradientRuns()) {
       for (let start = 0; start < size; start += PIECE) {
-        const piece = flat.grads[block].view(offset + start, [Math.min(PIECE, size - start)]);
+        const piece = flat.grads.run({ block, offset: offset + start, size: Math.min(PIECE, size - start) });
         const s = sum(mul(piece, piece));
         squares = squares === null ? s : add(squares, s);
       }

@@ -6,10 +6,16 @@
  *
  * Slots start at the backend's view alignment (kernels bind a view where it begins). A layout larger
  * than one device buffer (maxStorageSize) is cut into blocks, one buffer each, at slot boundaries:
- * one dispatch per block then. The padding
- * between them is zero in every buffer of the layout and stays zero under AdamW (0 · decay − lr · 0).
+ * one dispatch per block then. The padding between them is zero in every buffer of the layout and
+ * stays zero under AdamW (0 · decay − lr · 0).
  * backward() writes each gradient into its slot (Tensor.gradTarget); a slot whose tensor got no
  * gradient holds stale values, so the optimizer reads only the runs of slots that did.
+ *
+ * Each buffer of the layout starts its slots a different number of KiB in (FlatBuffer.lead). AdamW
+ * streams element i of four buffers at once, and equal-sized buffers allocated one after another sit
+ * a multiple of their size apart: on a CPU device (lavapipe) four streams whose addresses agree
+ * modulo a large power of two conflict in the core's caches, which the leads break (docs/kernels.md,
+ * the flat optimizer layout).
  */
 import type { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
@@ -36,17 +42,45 @@ export interface FlatRun {
   size: number;
 }
 
+/** How many buffers of the layout one kernel streams at once (AdamW: values, gradients, two moments). */
+const STREAMS = 4;
+
+/** Bytes between the leads of consecutive buffers of the layout: apart in the low address bits the caches index by. */
+const STAGGER_BYTES = 1024;
+
+/** One buffer of the layout (the values, the gradients, a moment): one tensor per block, each slot `lead` elements past its layout offset. */
+export class FlatBuffer {
+  constructor(readonly blocks: readonly Tensor[], readonly lead: number) {}
+
+  /** The run's elements of this buffer, as one vector. */
+  run({ block, offset, size }: FlatRun): Tensor {
+    return this.blocks[block].view(this.lead + offset, [size]);
+  }
+
+  /** The slot's elements of this buffer, in its tensor's shape. */
+  slot({ block, offset, shape }: FlatSlot): Tensor {
+    return this.blocks[block].view(this.lead + offset, shape);
+  }
+
+  dispose(): void {
+    for (const t of this.blocks) t.dispose();
+  }
+}
+
 export class FlatParameters {
   readonly slots: readonly FlatSlot[];
-  /** Elements in each block. */
+  /** Elements in each block (each buffer's block holds its lead more). */
   readonly blockSizes: readonly number[];
-  /** Per block, [blockSize]: the parameters' values; the module's parameters are views of them. */
-  readonly params: readonly Tensor[];
-  /** Per block, [blockSize]: the parameters' gradients, where backward() writes them. */
-  readonly grads: readonly Tensor[];
+  /** The parameters' values; the module's parameters are views of them. */
+  readonly params: FlatBuffer;
+  /** The parameters' gradients, where backward() writes them. */
+  readonly grads: FlatBuffer;
   /** The views the module holds, in slot order. */
   private readonly views: Tensor[];
   private readonly backend: Backend;
+  /** Elements between the leads of consecutive buffers: STAGGER_BYTES, whole view alignments. */
+  private readonly stagger: number;
+  private buffersMade = 0;
 
   constructor(model: Module) {
     const named = model.namedParameters();
@@ -58,37 +92,40 @@ export class FlatParameters {
       if (p.dtype !== 'f32') throw new Error(`${name} is ${p.dtype}: trainable parameters are f32`);
     }
     const align = backend.viewAlignment;
+    this.stagger = Math.ceil(STAGGER_BYTES / 4 / align) * align;
+    const capacity = backend.maxStorageSize - (STREAMS - 1) * this.stagger;
     const slots: FlatSlot[] = [];
     const blockSizes = [0];
     for (const [name, p] of named) {
       const extent = Math.ceil(p.size / align) * align;
-      if (extent > backend.maxStorageSize) throw new Error(`${name} (${p.size} elements) does not fit one device buffer (${backend.maxStorageSize})`);
-      if (blockSizes.at(-1)! + extent > backend.maxStorageSize) blockSizes.push(0);
+      if (extent > capacity) throw new Error(`${name} (${p.size} elements) does not fit one device buffer (${backend.maxStorageSize}, less ${backend.maxStorageSize - capacity} for the buffers' leads)`);
+      if (blockSizes.at(-1)! + extent > capacity) blockSizes.push(0);
       slots.push({ name, shape: [...p.shape], block: blockSizes.length - 1, offset: blockSizes.at(-1)!, extent });
       blockSizes[blockSizes.length - 1] += extent;
     }
     this.slots = slots;
     this.blockSizes = blockSizes;
     this.backend = backend;
-    this.params = this.zeroBlocks();
-    this.grads = this.zeroBlocks();
-    this.views = slots.map(({ name, shape, block, offset }, i) => {
-      const view = this.params[block].view(offset, shape);
+    this.params = this.zeroBuffer();
+    this.grads = this.zeroBuffer();
+    this.views = slots.map((slot, i) => {
+      const view = this.params.slot(slot);
       assign(view, named[i][1]);
-      view.gradTarget = keep(this.grads[block].view(offset, shape));
-      model.replaceParameter(name, view);
+      view.gradTarget = keep(this.grads.slot(slot));
+      model.replaceParameter(slot.name, view);
       return view;
     });
   }
 
-  /** Zero-filled buffers of this layout (AdamW's moments), and a view of them per slot. */
-  zerosLike(): { blocks: Tensor[]; views: Map<string, Tensor> } {
-    const blocks = this.zeroBlocks();
-    return { blocks, views: new Map(this.slots.map((s) => [s.name, keep(blocks[s.block].view(s.offset, s.shape))])) };
+  /** A zero-filled buffer of this layout (one of AdamW's moments), and a view of it per slot. */
+  zerosLike(): { buffer: FlatBuffer; views: Map<string, Tensor> } {
+    const buffer = this.zeroBuffer();
+    return { buffer, views: new Map(this.slots.map((s) => [s.name, keep(buffer.slot(s))])) };
   }
 
-  private zeroBlocks(): Tensor[] {
-    return this.blockSizes.map((size) => keep(zeros([size], { backend: this.backend })));
+  private zeroBuffer(): FlatBuffer {
+    const lead = (this.buffersMade++ % STREAMS) * this.stagger;
+    return new FlatBuffer(this.blockSizes.map((size) => keep(zeros([lead + size], { backend: this.backend }))), lead);
   }
 
   /** The module's parameters, in slot order. */
@@ -135,6 +172,7 @@ export class FlatParameters {
       view.gradTarget?.dispose();
       view.gradTarget = null;
     }
-    for (const t of [...this.params, ...this.grads]) t.dispose();
+    this.params.dispose();
+    this.grads.dispose();
   }
 }

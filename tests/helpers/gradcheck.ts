@@ -214,9 +214,9 @@ export class Float64Backend implements Backend {
     softmaxRows(d64(x), rows, dim, y);
     return new F64Storage(y);
   }
-  attention(q: Storage, k: Storage, v: Storage, { batch, heads, seqLen, headSize }: AttentionShape): { out: Storage; logSumExp: Storage } {
-    const [out, lse] = [new Float64Array(batch * heads * seqLen * headSize), new Float64Array(batch * heads * seqLen)];
-    attendCausal(d64(q), d64(k), d64(v), { pairs: batch * heads, qLen: seqLen, qPos: 0, kvStride: seqLen, headSize }, out, lse);
+  attention(q: Storage, k: Storage, v: Storage, { B, H, T, hs }: AttentionShape): { out: Storage; logSumExp: Storage } {
+    const [out, lse] = [new Float64Array(B * H * T * hs), new Float64Array(B * H * T)];
+    attendCausal(d64(q), d64(k), d64(v), { pairs: B * H, qLen: T, qPos: 0, kvStride: T, hs }, out, lse);
     return { out: new F64Storage(out), logSumExp: new F64Storage(lse) };
   }
   embedding(ids: Storage, table: Storage, n: number, _vocab: number, dim: number): Storage {

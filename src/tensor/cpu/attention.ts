@@ -22,7 +22,7 @@ export interface AttendLayout {
   qPos: number;
   /** Rows per pair in k and v ([pairs, kvStride, hs]); only the visible ones are read. */
   kvStride: number;
-  headSize: number;
+  hs: number;
 }
 
 /**
@@ -30,7 +30,7 @@ export interface AttendLayout {
  * the softmax's denominator in the same scaled units (what backward needs to recompute the weights).
  */
 export function attendCausal(q: Values, k: Values, v: Values, layout: AttendLayout, out: Out, lse: Out | null): void {
-  const { pairs, qLen, qPos, kvStride, headSize: hs } = layout;
+  const { pairs, qLen, qPos, kvStride, hs } = layout;
   const scale = 1 / Math.sqrt(hs);
   const scores = new Float64Array(qPos + qLen);
   const acc = new Float64Array(hs);
@@ -71,7 +71,7 @@ export function attendCausalBackward(
   dOut: Values, q: Values, k: Values, v: Values, out: Values, lse: Values,
   shape: AttentionShape, dq: Out, dk: Out, dv: Out,
 ): void {
-  const { batch: B, heads: H, seqLen: T, headSize: hs } = shape;
+  const { B, H, T, hs } = shape;
   const scale = 1 / Math.sqrt(hs);
   const dqRow = new Float64Array(hs);
   for (let pair = 0; pair < B * H; pair++) {
@@ -104,8 +104,8 @@ export function attendCausalBackward(
 }
 
 /** Full causal self-attention over [B, H, T, hs] as an AttendLayout. */
-function selfLayout({ batch: B, heads: H, seqLen: T, headSize: hs }: AttentionShape): AttendLayout {
-  return { pairs: B * H, qLen: T, qPos: 0, kvStride: T, headSize: hs };
+function selfLayout({ B, H, T, hs }: AttentionShape): AttendLayout {
+  return { pairs: B * H, qLen: T, qPos: 0, kvStride: T, hs };
 }
 
 export function attention(q: Storage, k: Storage, v: Storage, shape: AttentionShape): { out: CpuStorage; logSumExp: CpuStorage } {
@@ -127,15 +127,15 @@ export function attentionBackward(
   return { dq: new CpuStorage(Float32Array.from(dq)), dk: new CpuStorage(Float32Array.from(dk)), dv: new CpuStorage(Float32Array.from(dv)) };
 }
 
-/** Token (b, t)'s part (0 q, 1 k, 2 v) of qkv [B, n, 3C] as [B, H, n, hs]. */
-function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: n, headSize: hs }: CachedAttentionShape): Float32Array {
+/** Token (b, t)'s part (0 q, 1 k, 2 v) of qkv [B, T, 3C] as [B, H, T, hs]. */
+function headsOf(qkv: Float32Array, part: number, { B, H, T, hs }: CachedAttentionShape): Float32Array {
   const C = H * hs;
-  const out = new Float32Array(B * H * n * hs);
+  const out = new Float32Array(B * H * T * hs);
   for (let b = 0; b < B; b++) {
-    for (let t = 0; t < n; t++) {
+    for (let t = 0; t < T; t++) {
       for (let h = 0; h < H; h++) {
-        const src = (b * n + t) * 3 * C + part * C + h * hs;
-        out.set(qkv.subarray(src, src + hs), ((b * H + h) * n + t) * hs);
+        const src = (b * T + t) * 3 * C + part * C + h * hs;
+        out.set(qkv.subarray(src, src + hs), ((b * H + h) * T + t) * hs);
       }
     }
   }
@@ -143,18 +143,18 @@ function headsOf(qkv: Float32Array, part: number, { batch: B, heads: H, newLen: 
 }
 
 function writeCache(kCache: Storage, vCache: Storage, qkv: Storage, shape: CachedAttentionShape): void {
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
+  const { B, H, T, position, maxLen, hs, slot } = shape;
   for (const [part, cache] of [[1, kCache], [2, vCache]] as const) {
     const rows = headsOf(f32(qkv), part, shape);
     const dst = f32(cache);
     for (let pair = 0; pair < B * H; pair++) {
-      dst.set(rows.subarray(pair * n * hs, (pair + 1) * n * hs), ((slot * H + pair) * maxLen + position) * hs);
+      dst.set(rows.subarray(pair * T * hs, (pair + 1) * T * hs), ((slot * H + pair) * maxLen + position) * hs);
     }
   }
 }
 
 /** Cache sequences [slot, slot + count) of [slots, H, maxLen, hs]. */
-function sequences(cache: Storage, slot: number, count: number, { heads: H, maxLen, headSize: hs }: { heads: number; maxLen: number; headSize: number }): Float32Array {
+function sequences(cache: Storage, slot: number, count: number, { H, maxLen, hs }: { H: number; maxLen: number; hs: number }): Float32Array {
   const perSequence = H * maxLen * hs;
   return f32(cache).subarray(slot * perSequence, (slot + count) * perSequence);
 }
@@ -162,15 +162,15 @@ function sequences(cache: Storage, slot: number, count: number, { heads: H, maxL
 /** Appends qkv's keys and values to the caches at shape.position, then attends its queries to them. */
 export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, shape: CachedAttentionShape): CpuStorage {
   writeCache(kCache, vCache, qkv, shape);
-  const { batch: B, heads: H, newLen: n, position, maxLen, headSize: hs, slot } = shape;
-  const heads = new Float32Array(B * H * n * hs);
+  const { B, H, T, position, maxLen, hs, slot } = shape;
+  const heads = new Float32Array(B * H * T * hs);
   const [k, v] = [kCache, vCache].map((cache) => sequences(cache, slot, B, shape));
-  attendCausal(headsOf(f32(qkv), 0, shape), k, v, { pairs: B * H, qLen: n, qPos: position, kvStride: maxLen, headSize: hs }, heads, null);
-  // [B, H, n, hs] → [B, n, H, hs] = [B, n, C]
+  attendCausal(headsOf(f32(qkv), 0, shape), k, v, { pairs: B * H, qLen: T, qPos: position, kvStride: maxLen, hs }, heads, null);
+  // [B, H, T, hs] → [B, T, H, hs] = [B, T, C]
   const out = new Float32Array(heads.length);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
-      for (let t = 0; t < n; t++) out.set(heads.subarray(((b * H + h) * n + t) * hs, ((b * H + h) * n + t + 1) * hs), ((b * n + t) * H + h) * hs);
+      for (let t = 0; t < T; t++) out.set(heads.subarray(((b * H + h) * T + t) * hs, ((b * H + h) * T + t + 1) * hs), ((b * T + t) * H + h) * hs);
     }
   }
   return new CpuStorage(out);
@@ -182,7 +182,7 @@ export function cachedAttention(qkv: Storage, kCache: Storage, vCache: Storage, 
  * batch-1 call.
  */
 export function slotAttention(qkv: Storage, kCache: Storage, vCache: Storage, slots: Storage, positions: Storage, shape: SlotAttentionShape): CpuStorage {
-  const { batch: B, heads: H, headSize: hs, slots: S, maxLen, longest } = shape;
+  const { B, H, hs, slots: S, maxLen, longest } = shape;
   const [slotOf, positionOf] = [i32(slots), i32(positions)];
   if (slotOf.length !== B || positionOf.length !== B) throw new Error(`slotAttention: ${slotOf.length} slots and ${positionOf.length} positions for ${B} rows`);
   if (new Set(slotOf).size !== B) throw new Error(`slotAttention: rows share a slot (${slotOf.join(', ')})`);
@@ -193,7 +193,7 @@ export function slotAttention(qkv: Storage, kCache: Storage, vCache: Storage, sl
     if (slot < 0 || slot >= S) throw new Error(`slotAttention: row ${b}'s slot ${slot} is outside [0, ${S})`);
     if (position < 0 || position >= longest) throw new Error(`slotAttention: row ${b}'s position ${position} is outside [0, ${longest})`);
     const row = new CpuStorage(f32(qkv).slice(b * 3 * C, (b + 1) * 3 * C));
-    const one = cachedAttention(row, kCache, vCache, { batch: 1, heads: H, newLen: 1, position, maxLen, headSize: hs, slot });
+    const one = cachedAttention(row, kCache, vCache, { B: 1, H, T: 1, position, maxLen, hs, slot });
     out.set(one.data, b * C);
   }
   return new CpuStorage(out);

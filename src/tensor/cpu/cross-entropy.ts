@@ -12,34 +12,34 @@ import { CpuStorage, f32, i32 } from './storage.js';
  */
 export function crossEntropyRows(
   logits: ArrayLike<number>, targets: ArrayLike<number>, weights: ArrayLike<number>,
-  rows: number, vocab: number, dLogits: Float32Array | Float64Array,
+  rows: number, V: number, dLogits: Float32Array | Float64Array,
 ): number {
   let loss = 0;
   for (let r = 0; r < rows; r++) {
     const w = weights[r];
-    const base = r * vocab;
+    const base = r * V;
     if (w === 0) {
-      dLogits.fill(0, base, base + vocab);
+      dLogits.fill(0, base, base + V);
       continue;
     }
     const t = targets[r];
-    if (!Number.isInteger(t) || t < 0 || t >= vocab) {
-      throw new Error(`crossEntropy: row ${r} has weight ${w} but target ${t} is outside the vocabulary [0, ${vocab})`);
+    if (!Number.isInteger(t) || t < 0 || t >= V) {
+      throw new Error(`crossEntropy: row ${r} has weight ${w} but target ${t} is outside the vocabulary [0, ${V})`);
     }
     let max = -Infinity;
-    for (let i = 0; i < vocab; i++) max = Math.max(max, logits[base + i]);
+    for (let i = 0; i < V; i++) max = Math.max(max, logits[base + i]);
     let sum = 0;
-    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[base + i] - max);
+    for (let i = 0; i < V; i++) sum += Math.exp(logits[base + i] - max);
     loss += w * (max - logits[base + t] + Math.log(sum));
-    for (let i = 0; i < vocab; i++) {
+    for (let i = 0; i < V; i++) {
       dLogits[base + i] = (Math.exp(logits[base + i] - max) / sum - (i === t ? 1 : 0)) * w;
     }
   }
   return loss;
 }
 
-export function crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, vocab: number): { loss: CpuStorage; dLogits: CpuStorage } {
-  const dLogits = new Float32Array(rows * vocab);
-  const loss = crossEntropyRows(f32(logits), i32(targets), f32(weights), rows, vocab, dLogits);
+export function crossEntropy(logits: Storage, targets: Storage, weights: Storage, rows: number, V: number): { loss: CpuStorage; dLogits: CpuStorage } {
+  const dLogits = new Float32Array(rows * V);
+  const loss = crossEntropyRows(f32(logits), i32(targets), f32(weights), rows, V, dLogits);
   return { loss: new CpuStorage(Float32Array.of(loss)), dLogits: new CpuStorage(dLogits) };
 }
