@@ -101,6 +101,7 @@ async function main(): Promise<void> {
       'GFLOP/s': r.gflops ?? '',
       'GB/s': r.gbps ?? '',
       'of copy': r.fraction_of_copy ?? '',
+      'of m = 1': r.of_one_row ?? '',
     })));
     console.log(JSON.stringify({ bench: 'kernels', device: backend.description, results }));
   } finally {

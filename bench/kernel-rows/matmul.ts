@@ -7,6 +7,9 @@
  * Decoding's products (`matmul_decode`, M = 1: GPT-2 small's c_attn [1, 768]·[768, 2304] and its head
  * x·wteᵀ with wte [50257, 768], 154 MB: split over bindings) read B once and do 2 FLOPs a float: they
  * report GB/s of B read, against the copy bandwidth (which counts bytes read + written).
+ * The head of a batched decode step (`matmul_head`: x·wteᵀ for m ∈ {1, 4, 16, 64} rows, at the bench
+ * shapes' d 256 and GPT-2 small's 768), where one client's step has m = 1 and sixteen clients' m = 16:
+ * GFLOP/s, and how many times one row's time the product of m rows takes (`of m = 1`).
  * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
  */
 import { medianMs } from '../harness.js';
@@ -41,6 +44,15 @@ export async function matmulRows(backend: Backend, copyGbps: number, { variants 
     row.gbps = (4 * shape[1] * shape[2]) / row.ms / 1e6;
     row.fraction_of_copy = row.gbps / copyGbps;
     if (transB) row.op = 'matmul_decode_transB';
+  }
+  for (const k of [256, 768]) {
+    let oneRowMs = NaN;
+    for (const m of [1, 4, 16, 64]) {
+      await time('matmul_head', [m, k, 50257], viaBackend, true);
+      const row = rows[rows.length - 1];
+      if (m === 1) oneRowMs = row.ms;
+      row.of_one_row = row.ms / oneRowMs;
+    }
   }
   if (variants && backend.name === 'webgpu') {
     const { gpu } = backend as WebGpuBackend;

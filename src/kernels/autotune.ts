@@ -11,9 +11,12 @@
 export interface MatmulVariant {
   /** `block`: each thread computes a tm × tn block of C from global memory, no workgroup memory.
    *  `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory, then each thread
-   *  computes tm × tn from there. */
-  kind: 'block' | 'tiled';
-  /** Rows and columns of C per thread. */
+   *  computes tm × tn from there.
+   *  `rows`: A·Bᵀ for a few rows (decoding's output head): a workgroup of one subgroup (wgx lanes)
+   *  holds tm rows of A and walks tn columns, its lanes splitting K (see matmul.ts). Not tuned:
+   *  matmul.ts picks it by shape. */
+  kind: 'block' | 'tiled' | 'rows';
+  /** Rows and columns of C per thread (`rows`: per workgroup). */
   tm: number;
   tn: number;
   /** Threads per workgroup along N (x) and M (y). */
@@ -55,8 +58,9 @@ export interface AdapterTraits {
   subgroupMinSize: number;
 }
 
-/** Whether a variant can run on this adapter (sharing needs subgroups at least `share` wide). */
+/** Whether a variant can run on this adapter (sharing needs subgroups at least `share` wide, `rows` a subgroup per workgroup). */
 export function variantSupported(v: MatmulVariant, t: AdapterTraits): boolean {
+  if (v.kind === 'rows') return t.subgroups && t.subgroupMinSize >= v.wgx;
   return v.share === 0 || (t.subgroups && t.subgroupMinSize >= v.share && v.wgy === 1);
 }
 

@@ -56,6 +56,8 @@ interface MatmulParams extends MatmulVariant {
   /** The epilogue (MatmulEpilogue), applied by the chunk that completes K: gelu, then + residual. */
   gelu: boolean;
   residual: boolean;
+  /** `rows` only: K slices of 4·wgx depths each lane holds (a compile-time count, so they stay in registers). */
+  slices: number;
 }
 
 const XYZW = ['x', 'y', 'z', 'w'];
@@ -101,6 +103,13 @@ function loadBWgsl(p: MatmulParams): string {
   ].join('\n');
 }
 
+/** The value stored at C[at]: the product's sum, then accumulation, bias, gelu and residual. */
+function epilogueWgsl(p: MatmulParams, at: string, sum: string, bias: string): string {
+  let value = `${p.accumulate ? `C[${at}] + ` : ''}${sum} + ${bias}`;
+  if (p.gelu) value = `gelu(${value})`;
+  return p.residual ? `${value} + residual[${at}]` : value;
+}
+
 /** The epilogue: bias, accumulation, gelu and residual, and the bounds check every ragged edge relies on. */
 function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number) => string): string {
   const lines: string[] = ['  let baseC = p.offC + wid.z * p.strideC;'];
@@ -111,10 +120,7 @@ function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number)
     lines.push(`  if (${row(r)} < p.m) {`, `    let rowC = baseC + (${row(r)}) * p.ldc;`);
     for (const c of range(p.tn)) {
       const at = `rowC + ${col(c)}`;
-      let value = `${p.accumulate ? `C[${at}] + ` : ''}acc${r}_${c} + bias${c}`;
-      if (p.gelu) value = `gelu(${value})`;
-      if (p.residual) value = `${value} + residual[${at}]`;
-      lines.push(`    if (${col(c)} < p.n) { C[${at}] = ${value}; }`);
+      lines.push(`    if (${col(c)} < p.n) { C[${at}] = ${epilogueWgsl(p, at, `acc${r}_${c}`, `bias${c}`)}; }`);
     }
     lines.push('  }');
   }
@@ -359,10 +365,63 @@ ${storeWgsl(p, row, col)}
 }`;
 }
 
+/**
+ * `rows`: C = A·Bᵀ for a few rows, B read once for all of them (decoding's output head x·wteᵀ,
+ * where B is the whole [V, C] table and A a handful of rows). A workgroup is one subgroup of wgx
+ * lanes; it owns rows [X·tm, +tm) and columns [Y·tn, +tn). The lanes split K: lane i holds the
+ * depths 4i..4i+3 of every 4·wgx, for all tm rows of A, in registers for the whole kernel. Each
+ * column is then one read of B's row (contiguous along K, so a lane's four depths are one vec4)
+ * and, per row, a dot product of the lane's slice and a subgroupAdd. Lane r keeps row r's sum and
+ * the lanes store their rows together. Depths past K read as zero.
+ */
+function rowsWgsl(p: MatmulParams): string {
+  const { tm, tn, wgx: lanes } = p;
+  const R = range(tm);
+  const I = range(p.slices);
+  const slice = (vec: boolean, load: string, base: string, i: number) => (vec
+    ? `select(vec4f(0.0), ${load}4(${base} + min(d${i}, p.k - 4u)), d${i} < p.k)`
+    : `vec4f(${K4.map((kk) => `select(0.0, ${load}(${base} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`);
+  const dots = (r: number) => (p.slices === 0 ? '0.0' : I.map((i) => `dot(a${r}_${i}, b${i})`).join(' + '));
+  const storeGroups = range(Math.ceil(tm / lanes));
+  return [
+    'enable subgroups;',
+    DECLARATIONS(p),
+    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
+    '',
+    `@compute @workgroup_size(${lanes}, 1, 1)`,
+    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
+    `  let row0 = wid.x * ${tm}u;`,
+    '  let baseA = p.offA + wid.z * p.strideA;',
+    '  let baseB = p.offB + wid.z * p.strideB;',
+    '  let baseC = p.offC + wid.z * p.strideC;',
+    ...I.map((i) => `  let d${i} = (lane + ${lanes * i}u) * 4u;`),
+    ...R.map((r) => `  let ra${r} = baseA + min(row0 + ${r}u, p.m - 1u) * p.lda;`),
+    ...R.flatMap((r) => I.map((i) => `  let a${r}_${i} = ${slice(p.vecA, 'loadA', `ra${r}`, i)};`)),
+    `  let colEnd = min(p.n, (wid.y + 1u) * ${tn}u);`,
+    `  for (var col = wid.y * ${tn}u; col < colEnd; col++) {`,
+    '    let rb = baseB + col * p.ldb;',
+    ...I.map((i) => `    let b${i} = ${slice(p.vecB, 'loadB', 'rb', i)};`),
+    ...storeGroups.map((g) => `    var own${g} = 0.0;`),
+    ...R.map((r) => `    { let s = subgroupAdd(${dots(r)}); if (lane == ${r % lanes}u) { own${Math.floor(r / lanes)} = s; } }`),
+    `    let biasValue = ${p.bias ? 'bias[p.offBias + col]' : '0.0'};`,
+    ...storeGroups.flatMap((g) => [
+      `    let rowC${g} = row0 + lane + ${g * lanes}u;`,
+      `    if (${tm - g * lanes < lanes ? `lane < ${tm - g * lanes}u && ` : ''}rowC${g} < p.m) {`,
+      `      let at = baseC + rowC${g} * p.ldc + col;`,
+      `      C[at] = ${epilogueWgsl(p, 'at', `own${g}`, 'biasValue')};`,
+      '    }',
+    ]),
+    '  }',
+    '}',
+  ].join('\n');
+}
+
+const GENERATORS: Record<MatmulVariant['kind'], (p: MatmulParams) => string> = { block: blockWgsl, tiled: tiledWgsl, rows: rowsWgsl };
+
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
   bindings: ['read', 'read', 'read', 'read', 'write'],
-  wgsl: (p) => (p.kind === 'block' ? blockWgsl(p) : tiledWgsl(p)),
+  wgsl: (p) => GENERATORS[p.kind](p),
 };
 
 export interface MatmulOptions {
@@ -370,13 +429,19 @@ export interface MatmulOptions {
   maxBindingBytes?: number;
 }
 
+/** Rows and columns of C one workgroup computes. */
+function tileOf(v: MatmulVariant): { rows: number; cols: number } {
+  return v.kind === 'rows' ? { rows: v.tm, cols: v.tn } : { rows: v.wgy * v.tm, cols: v.wgx * v.tn };
+}
+
 function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLimits {
+  const tile = tileOf(v);
   return {
     maxBindingBytes: Math.min(gpu.maxBindingBytes, options.maxBindingBytes ?? Infinity),
     alignment: gpu.bindingAlignment,
     maxWorkgroups: gpu.maxWorkgroupsPerDimension,
-    rowsPerGroup: v.wgy * v.tm,
-    colsPerGroup: v.wgx * v.tn,
+    rowsPerGroup: tile.rows,
+    colsPerGroup: tile.cols,
   };
 }
 
@@ -419,10 +484,11 @@ interface Operands {
 }
 
 function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, { a, b, bias, epilogue, out }: Operands): void {
-  const block = v.kind === 'block';
+  if (v.kind === 'rows' && (s.transA || !s.transB)) throw new Error('matmul: the rows variant multiplies A by a transposed B only');
+  const ownLoads = v.kind !== 'tiled';
   // K = 0 reads nothing (C = bias): its 4-byte placeholder bindings cannot hold a vec4.
-  const vecA = block && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
-  const vecB = block && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
+  const vecA = ownLoads && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
+  const vecB = ownLoads && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
   const withBias = bias !== null && !ch.accumulate;
   // The epilogue needs the whole sum: the chunk that completes K applies it.
   const completesK = ch.k0 + ch.k >= s.k;
@@ -430,6 +496,7 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   const params: MatmulParams = {
     ...v, transA: s.transA, transB: s.transB, vecA, vecB, halfB: b.dtype === 'f16', bias: withBias, accumulate: ch.accumulate,
     gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
+    slices: v.kind === 'rows' ? Math.ceil(ch.k / (4 * v.wgx)) : 0,
   };
   const aView = bind(gpu, a, ch.a, vecA);
   const buffers = [
@@ -443,7 +510,8 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
     plan.strideA, plan.strideB, plan.strideC,
   ];
   // Workgroup x walks down M, so consecutive workgroups share one panel of B (it stays in cache).
-  const groups: [number, number, number] = [Math.ceil(ch.m / (v.wgy * v.tm)), Math.ceil(ch.n / (v.wgx * v.tn)), ch.batches];
+  const tile = tileOf(v);
+  const groups: [number, number, number] = [Math.ceil(ch.m / tile.rows), Math.ceil(ch.n / tile.cols), ch.batches];
   gpu.dispatch(matmulKernel, params, buffers, uniforms, groups);
 }
 
@@ -492,7 +560,30 @@ export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVaria
   return { ...v, tm, wgx };
 }
 
-/** The Backend's matmul, with the variant this adapter was tuned to. */
+/** Rows a `rows` workgroup holds; more rows take more workgroups, each reading B again. */
+const ROWS_PER_GROUP = 16;
+/** Columns a `rows` workgroup walks: enough to repay loading its rows of A. */
+const ROWS_COLUMNS_PER_GROUP = 64;
+/** Products with more rows than this read B often enough that the register blocks of `block` win. */
+const ROWS_MAX_M = 64;
+/** vec4s of A a `rows` lane may hold (tm × slices): past this they spill beyond the stack's cache. */
+const ROWS_MAX_HELD = 512;
+
+/**
+ * The `rows` variant for x·Wᵀ with few rows, where the adapter has subgroups (see rowsWgsl), or
+ * null. Its workgroup is the smallest subgroup the adapter may run, so it is always one subgroup.
+ */
+export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
+  if (s.transA || !s.transB || s.m > ROWS_MAX_M) return null;
+  const traits = adapterTraits(gpu);
+  const lanes = traits.subgroupMinSize;
+  if (!traits.subgroups || lanes < 4) return null;
+  const tm = Math.min(ROWS_PER_GROUP, 2 ** Math.ceil(Math.log2(Math.max(1, s.m))));
+  if (tm * Math.ceil(s.k / (4 * lanes)) > ROWS_MAX_HELD) return null;
+  return { kind: 'rows', tm, tn: ROWS_COLUMNS_PER_GROUP, wgx: lanes, wgy: 1, bk: 0, share: 0 };
+}
+
+/** The Backend's matmul: `rows` for a few rows by a transposed B, else the variant this adapter was tuned to. */
 export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
-  return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
+  return matmulWith(gpu, rowsVariant(gpu, s) ?? matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
 }
