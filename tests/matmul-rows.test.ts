@@ -6,8 +6,8 @@
  * small binding limit (N, and K with accumulation); and which products the backend sends to it.
  */
 import { describe, expect, it } from 'vitest';
-import type { MatmulVariant } from '../src/kernels/autotune.js';
-import { adapterTraits, matmulPlan, matmulWith, rowsVariant, type MatmulOptions } from '../src/kernels/matmul.js';
+import { adapterTraits, matmulPlan, matmulWith, type MatmulOptions, type MatmulVariant } from '../src/kernels/matmul.js';
+import { rowsVariant } from '../src/kernels/matmul-tune.js';
 import type { Gpu } from '../src/kernels/gpu.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { narrowToHalf, roundToHalf } from '../src/tensor/half.js';

@@ -13,9 +13,9 @@
  * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
  */
 import { medianMs } from '../harness.js';
-import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported } from '../../src/kernels/autotune.js';
 import type { GpuStorage } from '../../src/kernels/gpu.js';
-import { adapterTraits, matmulWith } from '../../src/kernels/matmul.js';
+import { adapterTraits, matmulWith, variantSupported } from '../../src/kernels/matmul.js';
+import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS } from '../../src/kernels/matmul-tune.js';
 import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
 import type { Backend, MatmulShape, Storage } from '../../src/tensor/backend.js';
 import type { BenchRow } from './types.js';

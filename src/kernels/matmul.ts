@@ -1,16 +1,17 @@
 /**
  * Batched matmul C = op(A) · op(B) (+ bias over the last axis), with transposes and a shared B:
  * WGSL generation and the chunked dispatch. CPU reference: src/tensor/cpu/matmul.ts. Splitting
- * operands larger than one binding: matmul-plan.ts. The variant table and the remembered choice:
- * autotune.ts; measuring it: matmul-tune.ts.
+ * operands larger than one binding: matmul-plan.ts. Which variant runs (the candidates, the tuner,
+ * the remembered choice, the fit to a shape) and the Backend's matmul: matmul-tune.ts.
  *
- * Variants (compile-time parameters; MATMUL_VARIANTS in autotune.ts names the candidates):
+ * Variants (compile-time parameters; MATMUL_VARIANTS in matmul-tune.ts names the tuned candidates):
  *  - `block`: each thread owns a tm × tn block of C in registers and reads A and B from global
  *    memory, vec4 along their contiguous axis where ld, offsets and batch strides are multiples of
  *    4 (scalar loads otherwise: a compile-time flag), a slab of K at a time;
  *  - `block` with `share`: the same, but the lanes of a subgroup load A together (lane i the
  *    element k + i of each row) and pass it round with subgroupBroadcast (needs `subgroups`);
- *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel).
+ *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel);
+ *  - `rows`: A·Bᵀ for up to 64 rows, a subgroup's lanes splitting K (not tuned: chosen by shape).
  * The store adds the bias and applies the epilogue (MatmulEpilogue: GELU, then a residual add; the
  * chunk that completes a split K applies it), which spares decoding a dispatch per fused op.
  * Ragged M, N, K are handled by clamped loads and guarded stores, never by padding. Each slab's
@@ -31,16 +32,53 @@
  * unpack2x16float (core WGSL, so every adapter runs it), a vec4 being one vec2u; the arithmetic stays
  * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there.
  *
- * Decoding (M = batch size, usually 1) runs these kernels with tm shrunk to M (matmulVariant), which
- * makes them matrix-vector products that stream B once; a dedicated GEMV family was slower on
- * llvmpipe. The measurements and the variants tried and dropped are in docs/kernels.md.
+ * Decoding's x·W (M = the rows of a step) runs these kernels with tm shrunk to M (matmulVariant), which
+ * makes them matrix-vector products that stream B once. Its output head x·wteᵀ, where B is the
+ * whole vocabulary table, runs `rows` (rowsWgsl) where the adapter has subgroups: every row of A is
+ * loaded once per workgroup instead of once per thread, so 16 rows cost little more than one. The
+ * measurements and the variants tried and dropped are in docs/kernels.md.
  */
 import type { DType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
-import { currentVariant, MATMUL_VARIANTS, variantSupported, type AdapterTraits, type MatmulVariant } from './autotune.js';
 import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
 import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits, type MatmulPlan, type Window } from './matmul-plan.js';
+
+export interface MatmulVariant {
+  /** `block`: each thread computes a tm × tn block of C from global memory, no workgroup memory.
+   *  `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory, then each thread
+   *  computes tm × tn from there.
+   *  `rows`: A·Bᵀ for a few rows (decoding's output head): a workgroup of one subgroup (wgx lanes)
+   *  holds tm rows of A and walks tn columns, its lanes splitting K (see rowsWgsl). Not tuned:
+   *  matmul-tune.ts picks it by shape. */
+  kind: 'block' | 'tiled' | 'rows';
+  /** Rows and columns of C per thread (`rows`: per workgroup). */
+  tm: number;
+  tn: number;
+  /** Threads per workgroup along N (x) and M (y). */
+  wgx: number;
+  wgy: number;
+  /** tiled only: depth of the K slab held in workgroup memory. */
+  bk: number;
+  /** block only: the lanes of a subgroup (of at least this many) load A together and pass it round
+   *  with subgroupBroadcast; 0 = every thread loads its own. Needs wgy = 1. */
+  share: number;
+}
+
+/** What a variant's support and the choice of one depend on besides measurements. */
+export interface AdapterTraits {
+  description: string;
+  /** The `subgroups` feature was granted. */
+  subgroups: boolean;
+  /** Smallest subgroup the adapter may use (0 when unknown). */
+  subgroupMinSize: number;
+}
+
+/** Whether a variant can run on this adapter (sharing needs subgroups at least `share` wide, `rows` a subgroup per workgroup). */
+export function variantSupported(v: MatmulVariant, t: AdapterTraits): boolean {
+  if (v.kind === 'rows') return t.subgroups && t.subgroupMinSize >= v.wgx;
+  return v.share === 0 || (t.subgroups && t.subgroupMinSize >= v.share && v.wgy === 1);
+}
 
 interface MatmulParams extends MatmulVariant {
   transA: boolean;
@@ -473,7 +511,7 @@ function bind(gpu: Gpu, x: GpuStorage, w: Window, vec: boolean) {
   return gpu.view(x, w.first, count);
 }
 
-type GpuEpilogue = MatmulEpilogue & { residual?: GpuStorage };
+export type GpuEpilogue = MatmulEpilogue & { residual?: GpuStorage };
 
 interface Operands {
   a: GpuStorage;
@@ -535,55 +573,4 @@ export function adapterTraits(gpu: Gpu): AdapterTraits {
     subgroups: gpu.features.has('subgroups'),
     subgroupMinSize: gpu.device.adapterInfo?.subgroupMinSize ?? 0,
   };
-}
-
-/** Fewer workgroups than this leave a core of a software rasterizer idle or the load uneven. */
-const MIN_WORKGROUPS = 32;
-
-/**
- * The variant this adapter runs (see autotune.ts for how it is chosen), fitted to a product of
- * m rows and n columns. Register blocks shrink to the shape: decoding multiplies one row at a time,
- * so tm drops to the next power of two of m and a thread does not compute copies of a clamped row;
- * a narrow C (n = 64 in a d-64 model's layers and its head's gradients) halves the lanes along N
- * while they would idle on clamped columns, then while the grid has too few workgroups to keep
- * every core busy. A subgroup that shares A keeps its full width.
- */
-export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVariant {
-  const v = MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))];
-  if (v.kind !== 'block') return v;
-  const tm = m < v.tm ? Math.max(1, 2 ** Math.ceil(Math.log2(m))) : v.tm;
-  const minLanes = Math.max(v.share, 8);
-  const groups = (wgx: number) => Math.ceil(m / (v.wgy * tm)) * Math.ceil(n / (wgx * v.tn));
-  let wgx: number = v.wgx;
-  while (wgx > minLanes && (wgx / 2) * v.tn >= n) wgx /= 2;
-  while (wgx > minLanes && groups(wgx) < MIN_WORKGROUPS) wgx /= 2;
-  return { ...v, tm, wgx };
-}
-
-/** Rows a `rows` workgroup holds; more rows take more workgroups, each reading B again. */
-const ROWS_PER_GROUP = 16;
-/** Columns a `rows` workgroup walks: enough to repay loading its rows of A. */
-const ROWS_COLUMNS_PER_GROUP = 64;
-/** Products with more rows than this read B often enough that the register blocks of `block` win. */
-const ROWS_MAX_M = 64;
-/** vec4s of A a `rows` lane may hold (tm × slices): past this they spill beyond the stack's cache. */
-const ROWS_MAX_HELD = 512;
-
-/**
- * The `rows` variant for x·Wᵀ with few rows, where the adapter has subgroups (see rowsWgsl), or
- * null. Its workgroup is the smallest subgroup the adapter may run, so it is always one subgroup.
- */
-export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
-  if (s.transA || !s.transB || s.m > ROWS_MAX_M) return null;
-  const traits = adapterTraits(gpu);
-  const lanes = traits.subgroupMinSize;
-  if (!traits.subgroups || lanes < 4) return null;
-  const tm = Math.min(ROWS_PER_GROUP, 2 ** Math.ceil(Math.log2(Math.max(1, s.m))));
-  if (tm * Math.ceil(s.k / (4 * lanes)) > ROWS_MAX_HELD) return null;
-  return { kind: 'rows', tm, tn: ROWS_COLUMNS_PER_GROUP, wgx: lanes, wgy: 1, bk: 0, share: 0 };
-}
-
-/** The Backend's matmul: `rows` for a few rows by a transposed B, else the variant this adapter was tuned to. */
-export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
-  return matmulWith(gpu, rowsVariant(gpu, s) ?? matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
 }
