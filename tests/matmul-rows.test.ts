@@ -121,14 +121,16 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
     expect(rowsVariant(g, shape(64, 256, true))).toMatchObject({ kind: 'rows', tm: 16 });
     expect(rowsVariant(g, shape(65, 256, true))).toBeNull();
     expect(rowsVariant(g, shape(16, 256, false))).toBeNull();
-    // 16 rows of a K that would hold more than 512 vec4s a lane in registers.
-    expect(rowsVariant(g, shape(16, 4 * lanes * 33, true))).toBeNull();
   });
 
-  it('the backend\'s matmul of a few rows by a transposed B equals the CPU reference', async () => {
-    for (const [m, k, n] of [[1, 256, 1001], [16, 256, 999], [7, 96, 513]]) {
+  it('the backend\'s matmul of a few rows by a transposed B equals the CPU reference', async ({ skip }) => {
+    if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
+    // K = 768 with 16 rows is longer than a lane holds: three dispatches, the later two accumulating.
+    for (const [m, k, n] of [[1, 256, 1001], [16, 768, 301], [7, 96, 513]]) {
       const seed = freshSeed();
       const pr = problem(1, m, k, n, seed);
+      const chunks = matmulPlan(g, rowsVariant(g, pr.shape)!, pr.shape).chunks;
+      expect(chunks.map((ch) => ch.accumulate)).toEqual(m === 16 ? [false, true, true] : [false]);
       expectClose(await runOn(backend, pr), await runOn(cpu, pr), { seed });
     }
   });

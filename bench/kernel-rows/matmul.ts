@@ -7,9 +7,6 @@
  * Decoding's products (`matmul_decode`, M = 1: GPT-2 small's c_attn [1, 768]·[768, 2304] and its head
  * x·wteᵀ with wte [50257, 768], 154 MB: split over bindings) read B once and do 2 FLOPs a float: they
  * report GB/s of B read, against the copy bandwidth (which counts bytes read + written).
- * The head of a batched decode step (`matmul_head`: x·wteᵀ for m ∈ {1, 4, 16, 64} rows, at the bench
- * shapes' d 256 and GPT-2 small's 768), where one client's step has m = 1 and sixteen clients' m = 16:
- * GFLOP/s, and how many times one row's time the product of m rows takes (`of m = 1`).
  * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
  */
 import { medianMs } from '../harness.js';
@@ -45,20 +42,35 @@ export async function matmulRows(backend: Backend, copyGbps: number, { variants 
     row.fraction_of_copy = row.gbps / copyGbps;
     if (transB) row.op = 'matmul_decode_transB';
   }
-  for (const k of [256, 768]) {
-    let oneRowMs = NaN;
-    for (const m of [1, 4, 16, 64]) {
-      await time('matmul_head', [m, k, 50257], viaBackend, true);
-      const row = rows[rows.length - 1];
-      if (m === 1) oneRowMs = row.ms;
-      row.of_one_row = row.ms / oneRowMs;
-    }
-  }
   if (variants && backend.name === 'webgpu') {
     const { gpu } = backend as WebGpuBackend;
     for (const name of MATMUL_VARIANT_NAMES.filter((v) => variantSupported(MATMUL_VARIANTS[v], adapterTraits(gpu)))) {
       await time(`matmul:${name}`, [1024, 768, 3072], (a, b, s) => gpu.release(matmulWith(gpu, MATMUL_VARIANTS[name], a as GpuStorage, b as GpuStorage, null, s)));
     }
+  }
+  return rows;
+}
+
+/**
+ * The head of a batched decode step (`matmul_head`: x·wteᵀ for m ∈ {1, 4, 16, 64} rows, at the bench
+ * shapes' d 256 and GPT-2 small's 768), where one client's step has m = 1 and sixteen clients' m = 16:
+ * GFLOP/s, and how many times one row's time the product of m rows takes (`of m = 1`).
+ */
+export async function headRows(backend: Backend): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  for (const k of [256, 768]) {
+    const n = 50257;
+    const b = backend.random(n * k, 2, 'normal');
+    let oneRowMs = NaN;
+    for (const m of [1, 4, 16, 64]) {
+      const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: true, broadcastB: true };
+      const a = backend.random(m * k, 1, 'normal');
+      const ms = await medianMs(backend, () => backend.release(backend.matmul(a, b, null, s)), { warmup: 1, runs: 5 });
+      backend.release(a);
+      if (m === 1) oneRowMs = ms;
+      rows.push({ op: 'matmul_head', shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6, of_one_row: ms / oneRowMs });
+    }
+    backend.release(b);
   }
   return rows;
 }

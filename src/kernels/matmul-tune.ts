@@ -240,8 +240,6 @@ const ROWS_PER_GROUP = 16;
 const ROWS_COLUMNS_PER_GROUP = 64;
 /** Products with more rows than this read B often enough that the register blocks of `block` win. */
 const ROWS_MAX_M = 64;
-/** vec4s of A a `rows` lane may hold (tm × slices), which bounds its registers and the unrolled code (GPT-2 small: 16 × 24). */
-const ROWS_MAX_HELD = 512;
 
 /**
  * The `rows` variant for x·Wᵀ with few rows, where the adapter has subgroups (see rowsWgsl), or
@@ -253,7 +251,6 @@ export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
   const lanes = traits.subgroupMinSize;
   if (!traits.subgroups || lanes < 4) return null;
   const tm = Math.min(ROWS_PER_GROUP, 2 ** Math.ceil(Math.log2(Math.max(1, s.m))));
-  if (tm * Math.ceil(s.k / (4 * lanes)) > ROWS_MAX_HELD) return null;
   return { kind: 'rows', tm, tn: ROWS_COLUMNS_PER_GROUP, wgx: lanes, wgy: 1, bk: 0, share: 0 };
 }
 

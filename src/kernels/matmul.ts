@@ -472,6 +472,13 @@ function tileOf(v: MatmulVariant): { rows: number; cols: number } {
   return v.kind === 'rows' ? { rows: v.tm, cols: v.tn } : { rows: v.wgy * v.tm, cols: v.wgx * v.tn };
 }
 
+/**
+ * vec4s of A a `rows` lane holds (tm rows × slices): a longer K is split over dispatches that
+ * accumulate in C. Every held value lives across the column loop, and LLVM's register allocation
+ * grows much faster than linearly with them (llvmpipe took minutes to compile 16 rows × 24 slices, and ~25 s of a loaded host for 16 × 4).
+ */
+const ROWS_HELD = 64;
+
 function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLimits {
   const tile = tileOf(v);
   return {
@@ -480,6 +487,7 @@ function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLi
     maxWorkgroups: gpu.maxWorkgroupsPerDimension,
     rowsPerGroup: tile.rows,
     colsPerGroup: tile.cols,
+    maxK: v.kind === 'rows' ? 4 * v.wgx * Math.max(1, Math.floor(ROWS_HELD / v.tm)) : undefined,
   };
 }
 
