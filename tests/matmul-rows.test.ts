@@ -125,12 +125,13 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
 
   it('the backend\'s matmul of a few rows by a transposed B equals the CPU reference', async ({ skip }) => {
     if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
-    // K = 768 with 16 rows is longer than a lane holds: three dispatches, the later two accumulating.
+    // K = 768 with 16 rows is longer than a lane holds: several dispatches, all but the first accumulating.
     for (const [m, k, n] of [[1, 256, 1001], [16, 768, 301], [7, 96, 513]]) {
       const seed = freshSeed();
       const pr = problem(1, m, k, n, seed);
       const chunks = matmulPlan(g, rowsVariant(g, pr.shape)!, pr.shape).chunks;
-      expect(chunks.map((ch) => ch.accumulate)).toEqual(m === 16 ? [false, true, true] : [false]);
+      expect(chunks.map((ch) => ch.accumulate)).toEqual(chunks.map((_, i) => i > 0));
+      expect(chunks.length > 1).toBe(m === 16);
       expectClose(await runOn(backend, pr), await runOn(cpu, pr), { seed });
     }
   });

@@ -238,7 +238,7 @@ export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVaria
 const ROWS_PER_GROUP = 16;
 /** Columns a `rows` workgroup walks: enough to repay loading its rows of A. */
 const ROWS_COLUMNS_PER_GROUP = 64;
-/** Products with more rows than this read B often enough that the register blocks of `block` win. */
+/** Up to this many rows `rows` was measured to win (docs/kernels.md); longer prompts' prefill keeps the tuned variant. */
 const ROWS_MAX_M = 64;
 
 /**
