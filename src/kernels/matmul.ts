@@ -407,7 +407,8 @@ ${storeWgsl(p, row, col)}
  * `rows`: C = A·Bᵀ for a few rows, B read once for all of them (decoding's output head x·wteᵀ,
  * where B is the whole [V, C] table and A a handful of rows). A workgroup is one subgroup of wgx
  * lanes; it owns rows [X·tm, +tm) and columns [Y·tn, +tn). The lanes split K: lane i holds the
- * depths 4i..4i+3 of every 4·wgx, for all tm rows of A, in registers for the whole kernel. Each
+ * depths 4i..4i+3 of every 4·wgx, for all tm rows of A, in registers for the whole dispatch (a
+ * longer K is split over dispatches: ROWS_HELD). Each
  * column is then one read of B's row (contiguous along K, so a lane's four depths are one vec4)
  * and, per row, a dot product of the lane's slice and a subgroupAdd. Lane r keeps row r's sum and
  * the lanes store their rows together. Depths past K read as zero.
