@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 /** Kernel tests run twice: batched (the default) and with a submit after every dispatch. */
 const KERNEL_TESTS = [
-  'elementwise', 'reduce-layout', 'matmul', 'layernorm', 'gelu', 'softmax', 'embedding', 'adamw', 'attention', 'cross-entropy', 'half-weights',
+  'elementwise', 'reduce-layout', 'matmul', 'matmul-rows', 'layernorm', 'gelu', 'softmax', 'embedding', 'adamw', 'attention', 'cross-entropy', 'half-weights',
 ].map((name) => `tests/${name}.test.ts`);
 
 export default defineConfig({

@@ -5,7 +5,8 @@
  *
  *   npx tsx bench/kernels.ts [--device webgpu|cpu] [--only matmul,copy,layernorm,…] [--runs N] [--variants]
  *
- * --only picks families (the copy is measured whenever a memory-bound family needs its bandwidth);
+ * --only picks families (the copy is measured whenever a memory-bound family needs its bandwidth;
+ * `head` is decoding's output head at 1 to 64 rows);
  * --runs sets the timed runs of every row (after warm-up; the median is reported); --variants adds
  * every matmul variant this adapter supports at [1024, 768]·[768, 3072]. On WebGPU the matmul variant
  * is chosen by measuring once per adapter (remembered under ~/.cache/gpt2-webgpu), before any row.
@@ -19,7 +20,7 @@ import { crossEntropyRows } from './kernel-rows/cross-entropy.js';
 import { embeddingRows } from './kernel-rows/embedding.js';
 import { geluRows } from './kernel-rows/gelu.js';
 import { layerNormRows } from './kernel-rows/layernorm.js';
-import { matmulRows } from './kernel-rows/matmul.js';
+import { headRows, matmulRows } from './kernel-rows/matmul.js';
 import { softmaxRows } from './kernel-rows/softmax.js';
 import type { BenchRow } from './kernel-rows/types.js';
 import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
@@ -31,6 +32,7 @@ type Producer = (backend: Backend, copyGbps: number) => Promise<BenchRow[]>;
 
 /** Families in the order they print; each takes the copy bandwidth as its denominator. */
 const FAMILIES: Record<string, Producer> = {
+  head: headRows,
   layernorm: layerNormRows,
   gelu: geluRows,
   softmax: softmaxRows,
@@ -101,6 +103,7 @@ async function main(): Promise<void> {
       'GFLOP/s': r.gflops ?? '',
       'GB/s': r.gbps ?? '',
       'of copy': r.fraction_of_copy ?? '',
+      'of m = 1': r.of_one_row ?? '',
     })));
     console.log(JSON.stringify({ bench: 'kernels', device: backend.description, results }));
   } finally {

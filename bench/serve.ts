@@ -21,6 +21,7 @@ import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
+import { cacheSlotsProblem } from '../src/serve/capacity.js';
 import { buildServer } from '../src/serve/server.js';
 import { printTable } from './harness.js';
 import { benchShapes } from './shapes.js';
@@ -142,6 +143,13 @@ async function main(): Promise<void> {
   const backend = await createBackend(flags.device);
   const liveBytes = () => (backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu.memoryStats().liveBytes : 0);
   const { config } = flags;
+  const slotsProblem = cacheSlotsProblem(config, flags.slots, backend);
+  if (slotsProblem !== null) {
+    console.error(`bench/serve.ts: --slots ${flags.slots}: ${slotsProblem}`);
+    releaseBackend();
+    process.exitCode = 2;
+    return;
+  }
   const model = new GPT2(config, backend);
   initializeWeights(model, 0);
   const batcher = new ContinuousBatcher(model, { slots: flags.slots, queue: Math.max(...flags.clients) });

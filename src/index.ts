@@ -14,7 +14,7 @@ export type { Backend } from './tensor/backend.js';
 export type { WebGpuBackend } from './kernels/webgpu-backend.js';
 export { initBackend, releaseWebGpu as releaseBackend, type BackendChoice, type BackendOptions } from './kernels/select-backend.js';
 export { deviceFromAdapter, type AcquiredDevice, type DeviceSource } from './kernels/device.js';
-export type { TuneRecord, TuneStore } from './kernels/autotune.js';
+export type { TuneRecord, TuneStore } from './kernels/matmul-tune.js';
 export type { GpuOptions } from './kernels/gpu.js';
 
 // --- models ---

@@ -15,6 +15,7 @@ import { ContinuousBatcher } from './gpt/continuous-batch.js';
 import { ModelLoadError } from './gpt/load-model.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
+import { cacheSlotsProblem } from './serve/capacity.js';
 import { buildServer, DEFAULT_BODY_LIMIT } from './serve/server.js';
 
 const USAGE = `usage: tsx src/serve.ts --model <preset|folder|owner/name> [--host 127.0.0.1] [--port 8080] [--api-key KEY]
@@ -68,7 +69,7 @@ function parseServeFlags(argv: string[]): Flags {
     host: values.host,
     port: integerFlag(values.port, 'port', 0, 65535),
     apiKey,
-    slots: integerFlag(values.slots, 'slots', 1, 1024),
+    slots: integerFlag(values.slots, 'slots', 1),
     queue: integerFlag(values.queue, 'queue', 0),
     bodyLimit: integerFlag(values['body-limit'], 'body-limit', 1),
     drainSeconds,
@@ -92,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
     checkModelSpec(flags.model);
     const backend = await createBackend(flags.device);
     const { model, source } = await loadModel(flags.model, { backend, seed: flags.seed });
+    const slotsProblem = cacheSlotsProblem(model.config, flags.slots, backend);
+    if (slotsProblem !== null) throw new UsageError(`--slots ${flags.slots}: ${slotsProblem}`);
     console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description}), ${flags.slots} slots`);
     const batcher = new ContinuousBatcher(model, { slots: flags.slots, queue: flags.queue });
     const stop = new AbortController();

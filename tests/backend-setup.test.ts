@@ -5,10 +5,10 @@
  * tests) leaves the adapter kind's default without measuring.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { adapterTraits, variantSupported } from '../src/kernels/matmul.js';
 import {
-  currentVariant, defaultVariant, forgetVariant, MATMUL_VARIANTS, useTuneStore, variantSupported, type TuneRecord, type TuneStore,
-} from '../src/kernels/autotune.js';
-import { adapterTraits } from '../src/kernels/matmul.js';
+  currentVariant, defaultVariant, forgetVariant, MATMUL_VARIANTS, useTuneStore, type TuneRecord, type TuneStore,
+} from '../src/kernels/matmul-tune.js';
 import { initBackend, releaseWebGpu } from '../src/kernels/select-backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
 import { acquireDawnDevice } from '../src/node/dawn-device.js';

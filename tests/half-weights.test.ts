@@ -6,8 +6,8 @@
  * trips; and the Tensor-level ops that must refuse f16.
  */
 import { describe, expect, it } from 'vitest';
-import { currentVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported } from '../src/kernels/autotune.js';
-import { adapterTraits, matmulPlan, matmulWith } from '../src/kernels/matmul.js';
+import { adapterTraits, matmulPlan, matmulWith, variantSupported } from '../src/kernels/matmul.js';
+import { currentVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS } from '../src/kernels/matmul-tune.js';
 import { planMatmul } from '../src/kernels/matmul-plan.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';

@@ -17,11 +17,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { adapterTraits, matmulPlan, matmulWith, variantSupported } from '../src/kernels/matmul.js';
 import {
-  currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported, type MatmulVariantName,
-} from '../src/kernels/autotune.js';
-import { adapterTraits, matmulPlan, matmulVariant, matmulWith } from '../src/kernels/matmul.js';
-import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
+  autotuneMatmul, currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, matmulVariant, type MatmulVariantName,
+} from '../src/kernels/matmul-tune.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits } from '../src/kernels/matmul-plan.js';
 import { backward } from '../src/tensor/autograd.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';

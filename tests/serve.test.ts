@@ -307,4 +307,14 @@ describe('the command line', () => {
       expect(stderr).toMatch(/^serve: /);
     }
   });
+
+  it('refuses more cache slots than one buffer holds before allocating them, naming the memory (exit code 2)', async () => {
+    // tiny: 64 positions × 32 dims a slot; the CPU backend's buffers hold 2³² − 1 floats, 2097151 slots.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/serve.ts', '--model', 'tiny', '--device', 'cpu', '--slots', '3000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code, stderr).toBe(2);
+    expect(stderr).toMatch(/^serve: --slots 3000000: 3000000 cache slots need 4 buffers of 24\.6 GB each .*98\.3 GB in all; one buffer of .* holds at most 17\.2 GB, enough for 2097151 slots/);
+  });
 });

@@ -10,9 +10,9 @@
  * With `variants`, every variant this adapter supports at [1024, 768]·[768, 3072] (`matmul:<name>`).
  */
 import { medianMs } from '../harness.js';
-import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, variantSupported } from '../../src/kernels/autotune.js';
 import type { GpuStorage } from '../../src/kernels/gpu.js';
-import { adapterTraits, matmulWith } from '../../src/kernels/matmul.js';
+import { adapterTraits, matmulWith, variantSupported } from '../../src/kernels/matmul.js';
+import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS } from '../../src/kernels/matmul-tune.js';
 import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
 import type { Backend, MatmulShape, Storage } from '../../src/tensor/backend.js';
 import type { BenchRow } from './types.js';
@@ -47,6 +47,30 @@ export async function matmulRows(backend: Backend, copyGbps: number, { variants 
     for (const name of MATMUL_VARIANT_NAMES.filter((v) => variantSupported(MATMUL_VARIANTS[v], adapterTraits(gpu)))) {
       await time(`matmul:${name}`, [1024, 768, 3072], (a, b, s) => gpu.release(matmulWith(gpu, MATMUL_VARIANTS[name], a as GpuStorage, b as GpuStorage, null, s)));
     }
+  }
+  return rows;
+}
+
+/**
+ * The head of a batched decode step (`matmul_head`: x·wteᵀ for m ∈ {1, 4, 16, 64} rows, at the bench
+ * shapes' d 256 and GPT-2 small's 768), where one client's step has m = 1 and sixteen clients' m = 16:
+ * GFLOP/s, and how many times one row's time the product of m rows takes (`of m = 1`).
+ */
+export async function headRows(backend: Backend): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  for (const k of [256, 768]) {
+    const n = 50257;
+    const b = backend.random(n * k, 2, 'normal');
+    let oneRowMs = NaN;
+    for (const m of [1, 4, 16, 64]) {
+      const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: true, broadcastB: true };
+      const a = backend.random(m * k, 1, 'normal');
+      const ms = await medianMs(backend, () => backend.release(backend.matmul(a, b, null, s)), { warmup: 1, runs: 5 });
+      backend.release(a);
+      if (m === 1) oneRowMs = ms;
+      rows.push({ op: 'matmul_head', shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6, of_one_row: ms / oneRowMs });
+    }
+    backend.release(b);
   }
   return rows;
 }

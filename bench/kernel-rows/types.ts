@@ -9,4 +9,6 @@ export interface BenchRow {
   gflops?: number;
   /** gbps over the measured device-to-device copy bandwidth. */
   fraction_of_copy?: number;
+  /** matmul_head: this row's time over the same product's with one row of A. */
+  of_one_row?: number;
 }

@@ -5,7 +5,7 @@
  * navigator.gpu).
  */
 
-/** `subgroups`: the matmul variants that share loads across a subgroup (autotune.ts). */
+/** `subgroups`: the matmul variants that share loads across a subgroup (matmul.ts). */
 const USED_FEATURES: GPUFeatureName[] = ['subgroups'];
 
 const REQUESTED_LIMITS = [

@@ -6,7 +6,6 @@
  */
 import type { DType, Storage } from '../tensor/backend.js';
 import { widenHalf } from '../tensor/half.js';
-import { isSoftwareAdapter } from './autotune.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import type { AcquiredDevice } from './device.js';
 import { packUniforms, type BufferView, type Kernel, type Uniform } from './kernel.js';
@@ -23,6 +22,11 @@ const MAX_BIND_GROUPS = 4096;
  * own WebGPU waits without a busy loop.
  */
 const sleepCell = typeof SharedArrayBuffer === 'function' && typeof setImmediate === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : null;
+
+/** Software Vulkan/D3D drivers that run shaders on the CPU. */
+export function isSoftwareAdapter(description: string): boolean {
+  return /llvmpipe|lavapipe|swiftshader|warp/i.test(description);
+}
 
 /** Bytes an element takes in a buffer: f16 packs two to a u32 word. */
 export const elementBytes = (dtype: DType): number => (dtype === 'f16' ? 2 : 4);

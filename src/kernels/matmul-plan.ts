@@ -10,7 +10,7 @@
  *   A [m, k] -> split M;  Aᵀ stored [k, m] -> split K;
  *   B [k, n] -> split K;  Bᵀ stored [n, k] -> split N (the GPT-2 output head x·wteᵀ);
  *   C [m, n] -> split M.
- * K is also split past MAX_K_CHUNK, for accuracy.
+ * K is also split past MAX_K_CHUNK, for accuracy, or past what the kernel holds (MatmulLimits.maxK).
  * A split of K accumulates: its first chunk writes C (and adds the bias), the others add to C.
  * Each window starts at the chunk's first element rounded down to the binding alignment; the
  * remainder travels to the kernel as an element offset, with ld and the batch stride, in uniforms.
@@ -27,6 +27,8 @@ export interface MatmulLimits {
   /** Rows and columns of C one workgroup computes (bounds M and N chunks by the grid limit). */
   rowsPerGroup: number;
   colsPerGroup: number;
+  /** Longest K one dispatch may sum, when the kernel bounds it below MAX_K_CHUNK. */
+  maxK?: number;
 }
 
 /** A range of elements bound as one binding, and where the chunk's first element sits in it. */
@@ -137,7 +139,7 @@ export function planMatmul(s: MatmulShape, limits: MatmulLimits, bBytes = 4): Ma
   let batches = Math.min(s.batch, g);
   dims.m = balancedChunk(s.m, g * limits.rowsPerGroup);
   dims.n = balancedChunk(s.n, g * limits.colsPerGroup);
-  dims.k = balancedChunk(s.k, MAX_K_CHUNK);
+  dims.k = balancedChunk(s.k, Math.min(MAX_K_CHUNK, limits.maxK ?? Infinity));
   const l = layouts(s);
 
   for (let changed = true; changed; ) {

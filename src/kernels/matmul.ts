@@ -1,16 +1,17 @@
 /**
  * Batched matmul C = op(A) · op(B) (+ bias over the last axis), with transposes and a shared B:
  * WGSL generation and the chunked dispatch. CPU reference: src/tensor/cpu/matmul.ts. Splitting
- * operands larger than one binding: matmul-plan.ts. The variant table and the remembered choice:
- * autotune.ts; measuring it: matmul-tune.ts.
+ * operands larger than one binding: matmul-plan.ts. Which variant runs (the candidates, the tuner,
+ * the remembered choice, the fit to a shape) and the Backend's matmul: matmul-tune.ts.
  *
- * Variants (compile-time parameters; MATMUL_VARIANTS in autotune.ts names the candidates):
+ * Variants (compile-time parameters; MATMUL_VARIANTS in matmul-tune.ts names the tuned candidates):
  *  - `block`: each thread owns a tm × tn block of C in registers and reads A and B from global
  *    memory, vec4 along their contiguous axis where ld, offsets and batch strides are multiples of
  *    4 (scalar loads otherwise: a compile-time flag), a slab of K at a time;
  *  - `block` with `share`: the same, but the lanes of a subgroup load A together (lane i the
  *    element k + i of each row) and pass it round with subgroupBroadcast (needs `subgroups`);
- *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel).
+ *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel);
+ *  - `rows`: A·Bᵀ for up to 64 rows, a subgroup's lanes splitting K (not tuned: chosen by shape).
  * The store adds the bias and applies the epilogue (MatmulEpilogue: GELU, then a residual add; the
  * chunk that completes a split K applies it), which spares decoding a dispatch per fused op.
  * Ragged M, N, K are handled by clamped loads and guarded stores, never by padding. Each slab's
@@ -31,16 +32,53 @@
  * unpack2x16float (core WGSL, so every adapter runs it), a vec4 being one vec2u; the arithmetic stays
  * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there.
  *
- * Decoding (M = batch size, usually 1) runs these kernels with tm shrunk to M (matmulVariant), which
- * makes them matrix-vector products that stream B once; a dedicated GEMV family was slower on
- * llvmpipe. The measurements and the variants tried and dropped are in docs/kernels.md.
+ * Decoding's x·W (M = the rows of a step) runs these kernels with tm shrunk to M (matmulVariant), which
+ * makes them matrix-vector products that stream B once. Its output head x·wteᵀ, where B is the
+ * whole vocabulary table, runs `rows` (rowsWgsl) where the adapter has subgroups: every row of A is
+ * loaded once per workgroup instead of once per thread, so 16 rows cost little more than one. The
+ * measurements and the variants tried and dropped are in docs/kernels.md.
  */
 import type { DType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
-import { currentVariant, MATMUL_VARIANTS, variantSupported, type AdapterTraits, type MatmulVariant } from './autotune.js';
 import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
 import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits, type MatmulPlan, type Window } from './matmul-plan.js';
+
+export interface MatmulVariant {
+  /** `block`: each thread computes a tm × tn block of C from global memory, no workgroup memory.
+   *  `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory, then each thread
+   *  computes tm × tn from there.
+   *  `rows`: A·Bᵀ for a few rows (decoding's output head): a workgroup of one subgroup (wgx lanes)
+   *  holds tm rows of A and walks tn columns, its lanes splitting K (see rowsWgsl). Not tuned:
+   *  matmul-tune.ts picks it by shape. */
+  kind: 'block' | 'tiled' | 'rows';
+  /** Rows and columns of C per thread (`rows`: per workgroup). */
+  tm: number;
+  tn: number;
+  /** Threads per workgroup along N (x) and M (y). */
+  wgx: number;
+  wgy: number;
+  /** tiled only: depth of the K slab held in workgroup memory. */
+  bk: number;
+  /** block only: the lanes of a subgroup (of at least this many) load A together and pass it round
+   *  with subgroupBroadcast; 0 = every thread loads its own. Needs wgy = 1. */
+  share: number;
+}
+
+/** What a variant's support and the choice of one depend on besides measurements. */
+export interface AdapterTraits {
+  description: string;
+  /** The `subgroups` feature was granted. */
+  subgroups: boolean;
+  /** Smallest subgroup the adapter may use (0 when unknown). */
+  subgroupMinSize: number;
+}
+
+/** Whether a variant can run on this adapter (sharing needs subgroups at least `share` wide, `rows` a subgroup per workgroup). */
+export function variantSupported(v: MatmulVariant, t: AdapterTraits): boolean {
+  if (v.kind === 'rows') return t.subgroups && t.subgroupMinSize >= v.wgx;
+  return v.share === 0 || (t.subgroups && t.subgroupMinSize >= v.share && v.wgy === 1);
+}
 
 interface MatmulParams extends MatmulVariant {
   transA: boolean;
@@ -56,6 +94,8 @@ interface MatmulParams extends MatmulVariant {
   /** The epilogue (MatmulEpilogue), applied by the chunk that completes K: gelu, then + residual. */
   gelu: boolean;
   residual: boolean;
+  /** `rows` only: K slices of 4·wgx depths each lane holds (a compile-time count, so they stay in registers). */
+  slices: number;
 }
 
 const XYZW = ['x', 'y', 'z', 'w'];
@@ -101,6 +141,13 @@ function loadBWgsl(p: MatmulParams): string {
   ].join('\n');
 }
 
+/** The value stored at C[at]: the product's sum, then accumulation, bias, gelu and residual. */
+function epilogueWgsl(p: MatmulParams, at: string, sum: string, bias: string): string {
+  let value = `${p.accumulate ? `C[${at}] + ` : ''}${sum} + ${bias}`;
+  if (p.gelu) value = `gelu(${value})`;
+  return p.residual ? `${value} + residual[${at}]` : value;
+}
+
 /** The epilogue: bias, accumulation, gelu and residual, and the bounds check every ragged edge relies on. */
 function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number) => string): string {
   const lines: string[] = ['  let baseC = p.offC + wid.z * p.strideC;'];
@@ -111,10 +158,7 @@ function storeWgsl(p: MatmulParams, row: (r: number) => string, col: (c: number)
     lines.push(`  if (${row(r)} < p.m) {`, `    let rowC = baseC + (${row(r)}) * p.ldc;`);
     for (const c of range(p.tn)) {
       const at = `rowC + ${col(c)}`;
-      let value = `${p.accumulate ? `C[${at}] + ` : ''}acc${r}_${c} + bias${c}`;
-      if (p.gelu) value = `gelu(${value})`;
-      if (p.residual) value = `${value} + residual[${at}]`;
-      lines.push(`    if (${col(c)} < p.n) { C[${at}] = ${value}; }`);
+      lines.push(`    if (${col(c)} < p.n) { C[${at}] = ${epilogueWgsl(p, at, `acc${r}_${c}`, `bias${c}`)}; }`);
     }
     lines.push('  }');
   }
@@ -359,10 +403,64 @@ ${storeWgsl(p, row, col)}
 }`;
 }
 
+/**
+ * `rows`: C = A·Bᵀ for a few rows, B read once for all of them (decoding's output head x·wteᵀ,
+ * where B is the whole [V, C] table and A a handful of rows). A workgroup is one subgroup of wgx
+ * lanes; it owns rows [X·tm, +tm) and columns [Y·tn, +tn). The lanes split K: lane i holds the
+ * depths 4i..4i+3 of every 4·wgx, for all tm rows of A, in registers for the whole dispatch (a
+ * longer K is split over dispatches: ROWS_HELD). Each
+ * column is then one read of B's row (contiguous along K, so a lane's four depths are one vec4)
+ * and, per row, a dot product of the lane's slice and a subgroupAdd. Lane r keeps row r's sum and
+ * the lanes store their rows together. Depths past K read as zero.
+ */
+function rowsWgsl(p: MatmulParams): string {
+  const { tm, tn, wgx: lanes } = p;
+  const R = range(tm);
+  const I = range(p.slices);
+  const slice = (vec: boolean, load: string, base: string, i: number) => (vec
+    ? `select(vec4f(0.0), ${load}4(${base} + min(d${i}, p.k - 4u)), d${i} < p.k)`
+    : `vec4f(${K4.map((kk) => `select(0.0, ${load}(${base} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`);
+  const dots = (r: number) => (p.slices === 0 ? '0.0' : I.map((i) => `dot(a${r}_${i}, b${i})`).join(' + '));
+  const storeGroups = range(Math.ceil(tm / lanes));
+  return [
+    'enable subgroups;',
+    DECLARATIONS(p),
+    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
+    '',
+    `@compute @workgroup_size(${lanes}, 1, 1)`,
+    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
+    `  let row0 = wid.x * ${tm}u;`,
+    '  let baseA = p.offA + wid.z * p.strideA;',
+    '  let baseB = p.offB + wid.z * p.strideB;',
+    '  let baseC = p.offC + wid.z * p.strideC;',
+    ...I.map((i) => `  let d${i} = (lane + ${lanes * i}u) * 4u;`),
+    ...R.map((r) => `  let ra${r} = baseA + min(row0 + ${r}u, p.m - 1u) * p.lda;`),
+    ...R.flatMap((r) => I.map((i) => `  let a${r}_${i} = ${slice(p.vecA, 'loadA', `ra${r}`, i)};`)),
+    `  let colEnd = min(p.n, (wid.y + 1u) * ${tn}u);`,
+    `  for (var col = wid.y * ${tn}u; col < colEnd; col++) {`,
+    '    let rb = baseB + col * p.ldb;',
+    ...I.map((i) => `    let b${i} = ${slice(p.vecB, 'loadB', 'rb', i)};`),
+    ...storeGroups.map((g) => `    var own${g} = 0.0;`),
+    ...R.map((r) => `    { let s = subgroupAdd(${dots(r)}); if (lane == ${r % lanes}u) { own${Math.floor(r / lanes)} = s; } }`),
+    `    let biasValue = ${p.bias ? 'bias[p.offBias + col]' : '0.0'};`,
+    ...storeGroups.flatMap((g) => [
+      `    let rowC${g} = row0 + lane + ${g * lanes}u;`,
+      `    if (${tm - g * lanes < lanes ? `lane < ${tm - g * lanes}u && ` : ''}rowC${g} < p.m) {`,
+      `      let at = baseC + rowC${g} * p.ldc + col;`,
+      `      C[at] = ${epilogueWgsl(p, 'at', `own${g}`, 'biasValue')};`,
+      '    }',
+    ]),
+    '  }',
+    '}',
+  ].join('\n');
+}
+
+const GENERATORS: Record<MatmulVariant['kind'], (p: MatmulParams) => string> = { block: blockWgsl, tiled: tiledWgsl, rows: rowsWgsl };
+
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
   bindings: ['read', 'read', 'read', 'read', 'write'],
-  wgsl: (p) => (p.kind === 'block' ? blockWgsl(p) : tiledWgsl(p)),
+  wgsl: (p) => GENERATORS[p.kind](p),
 };
 
 export interface MatmulOptions {
@@ -370,13 +468,27 @@ export interface MatmulOptions {
   maxBindingBytes?: number;
 }
 
+/** Rows and columns of C one workgroup computes. */
+function tileOf(v: MatmulVariant): { rows: number; cols: number } {
+  return v.kind === 'rows' ? { rows: v.tm, cols: v.tn } : { rows: v.wgy * v.tm, cols: v.wgx * v.tn };
+}
+
+/**
+ * vec4s of A a `rows` lane holds (tm rows × slices): a longer K is split over dispatches that
+ * accumulate in C. Every held value lives across the column loop, and LLVM's register allocation
+ * grows much faster than linearly with them (llvmpipe took minutes to compile 16 rows × 24 slices, and ~25 s of a loaded host for 16 × 4).
+ */
+const ROWS_HELD = 64;
+
 function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLimits {
+  const tile = tileOf(v);
   return {
     maxBindingBytes: Math.min(gpu.maxBindingBytes, options.maxBindingBytes ?? Infinity),
     alignment: gpu.bindingAlignment,
     maxWorkgroups: gpu.maxWorkgroupsPerDimension,
-    rowsPerGroup: v.wgy * v.tm,
-    colsPerGroup: v.wgx * v.tn,
+    rowsPerGroup: tile.rows,
+    colsPerGroup: tile.cols,
+    maxK: v.kind === 'rows' ? 4 * v.wgx * Math.max(1, Math.floor(ROWS_HELD / v.tm)) : undefined,
   };
 }
 
@@ -408,7 +520,7 @@ function bind(gpu: Gpu, x: GpuStorage, w: Window, vec: boolean) {
   return gpu.view(x, w.first, count);
 }
 
-type GpuEpilogue = MatmulEpilogue & { residual?: GpuStorage };
+export type GpuEpilogue = MatmulEpilogue & { residual?: GpuStorage };
 
 interface Operands {
   a: GpuStorage;
@@ -419,10 +531,11 @@ interface Operands {
 }
 
 function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, { a, b, bias, epilogue, out }: Operands): void {
-  const block = v.kind === 'block';
+  if (v.kind === 'rows' && (s.transA || !s.transB)) throw new Error('matmul: the rows variant multiplies A by a transposed B only');
+  const ownLoads = v.kind !== 'tiled';
   // K = 0 reads nothing (C = bias): its 4-byte placeholder bindings cannot hold a vec4.
-  const vecA = block && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
-  const vecB = block && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
+  const vecA = ownLoads && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
+  const vecB = ownLoads && ch.k > 0 && vec4Ok(plan.ldb, plan.strideB, ch.b, s.transB, ch.n, v.tn);
   const withBias = bias !== null && !ch.accumulate;
   // The epilogue needs the whole sum: the chunk that completes K applies it.
   const completesK = ch.k0 + ch.k >= s.k;
@@ -430,6 +543,7 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   const params: MatmulParams = {
     ...v, transA: s.transA, transB: s.transB, vecA, vecB, halfB: b.dtype === 'f16', bias: withBias, accumulate: ch.accumulate,
     gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
+    slices: v.kind === 'rows' ? Math.ceil(ch.k / (4 * v.wgx)) : 0,
   };
   const aView = bind(gpu, a, ch.a, vecA);
   const buffers = [
@@ -443,7 +557,8 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
     plan.strideA, plan.strideB, plan.strideC,
   ];
   // Workgroup x walks down M, so consecutive workgroups share one panel of B (it stays in cache).
-  const groups: [number, number, number] = [Math.ceil(ch.m / (v.wgy * v.tm)), Math.ceil(ch.n / (v.wgx * v.tn)), ch.batches];
+  const tile = tileOf(v);
+  const groups: [number, number, number] = [Math.ceil(ch.m / tile.rows), Math.ceil(ch.n / tile.cols), ch.batches];
   gpu.dispatch(matmulKernel, params, buffers, uniforms, groups);
 }
 
@@ -467,32 +582,4 @@ export function adapterTraits(gpu: Gpu): AdapterTraits {
     subgroups: gpu.features.has('subgroups'),
     subgroupMinSize: gpu.device.adapterInfo?.subgroupMinSize ?? 0,
   };
-}
-
-/** Fewer workgroups than this leave a core of a software rasterizer idle or the load uneven. */
-const MIN_WORKGROUPS = 32;
-
-/**
- * The variant this adapter runs (see autotune.ts for how it is chosen), fitted to a product of
- * m rows and n columns. Register blocks shrink to the shape: decoding multiplies one row at a time,
- * so tm drops to the next power of two of m and a thread does not compute copies of a clamped row;
- * a narrow C (n = 64 in a d-64 model's layers and its head's gradients) halves the lanes along N
- * while they would idle on clamped columns, then while the grid has too few workgroups to keep
- * every core busy. A subgroup that shares A keeps its full width.
- */
-export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVariant {
-  const v = MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))];
-  if (v.kind !== 'block') return v;
-  const tm = m < v.tm ? Math.max(1, 2 ** Math.ceil(Math.log2(m))) : v.tm;
-  const minLanes = Math.max(v.share, 8);
-  const groups = (wgx: number) => Math.ceil(m / (v.wgy * tm)) * Math.ceil(n / (wgx * v.tn));
-  let wgx: number = v.wgx;
-  while (wgx > minLanes && (wgx / 2) * v.tn >= n) wgx /= 2;
-  while (wgx > minLanes && groups(wgx) < MIN_WORKGROUPS) wgx /= 2;
-  return { ...v, tm, wgx };
-}
-
-/** The Backend's matmul, with the variant this adapter was tuned to. */
-export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
-  return matmulWith(gpu, matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
 }

@@ -7,10 +7,9 @@
 import type { Backend } from '../tensor/backend.js';
 import { CpuBackend } from '../tensor/cpu-backend.js';
 import { setDefaultBackend } from '../tensor/create.js';
-import { tuneStoreRemembers, useTuneStore, type TuneStore } from './autotune.js';
 import type { DeviceSource } from './device.js';
 import { Gpu, type GpuOptions } from './gpu.js';
-import { autotuneMatmul } from './matmul-tune.js';
+import { autotuneMatmul, tuneStoreRemembers, useTuneStore, type TuneStore } from './matmul-tune.js';
 import { createWebGpuBackend, type WebGpuBackend } from './webgpu-backend.js';
 
 export type BackendChoice = 'auto' | 'webgpu' | 'cpu';

@@ -10,7 +10,7 @@ import { gelu, geluBackward } from './gelu.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { layerNorm, layerNormBackward } from './layernorm.js';
 import { pad, permute, slice } from './layout.js';
-import { matmul } from './matmul.js';
+import { matmul } from './matmul-tune.js';
 import { reduce } from './reduce.js';
 import { softmax, softmaxBackward } from './softmax.js';
 

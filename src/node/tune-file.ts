@@ -9,7 +9,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { TuneRecord, TuneStore } from '../kernels/autotune.js';
+import type { TuneRecord, TuneStore } from '../kernels/matmul-tune.js';
 
 export function tuneFilePath(): string | null {
   const named = process.env.GPT2_MATMUL_TUNE_FILE;
