@@ -8,8 +8,10 @@
  * named, and an adapter checked against the base it is read onto, with each difference named.
  * Files in folders: src/node/adapter-folder.ts; the adapter layers themselves: src/gpt/lora.ts.
  */
+import { tensor } from '../tensor/create.js';
 import type { GPT2Config } from './config.js';
-import type { LoRATarget } from './lora.js';
+import { LORA_TARGETS, loraParameters, loraSettings, type LoRASettings, type LoRATarget } from './lora.js';
+import type { GPT2 } from './model.js';
 import { WeightsError, type HostTensor, type TensorHeader } from './safetensors.js';
 import type { TensorIn } from './state-dict.js';
 
@@ -34,15 +36,8 @@ const TARGET_LAYERS: Record<LoRATarget, { module: string; in: number; out: numbe
   'mlp.c_proj': { module: 'mlp.c_proj', in: 4, out: 1 },
 };
 
-export const LORA_TARGETS = Object.keys(TARGET_LAYERS) as LoRATarget[];
-
 /** What an adapter is, besides its tensors: PEFT's r, lora_alpha, lora_dropout and target_modules. */
-export interface AdapterSettings {
-  rank: number;
-  alpha: number;
-  dropout: number;
-  targets: readonly LoRATarget[];
-}
+export type AdapterSettings = LoRASettings;
 
 /** An adapter_config.json, read: the settings and the base it was trained on (null where the file names none). */
 export interface AdapterConfig extends AdapterSettings {
@@ -250,4 +245,27 @@ export function settingsDifferences(adapter: AdapterSettings, attached: AdapterS
   const [a, b] = [ordered(adapter.targets).join(', '), ordered(attached.targets).join(', ')];
   if (a !== b) out.push(`target_modules ${a} against the model's ${b}`);
   return out;
+}
+
+/** The adapter tensors of a model, read back from the device as f32, under our names. */
+export async function adapterWeights(model: GPT2): Promise<Map<string, HostTensor>> {
+  const out = new Map<string, HostTensor>();
+  for (const [name, p] of loraParameters(model)) out.set(name, { shape: [...p.shape], data: await p.toFloat32() });
+  return out;
+}
+
+/**
+ * Puts an adapter's tensors (our names) into the adapters attached to `model`, on its backend. The
+ * adapter must be what is attached (rank, alpha, targets) and fit the model's size; otherwise
+ * nothing is loaded and the error names what differs.
+ */
+export function loadAdapterWeights(model: GPT2, settings: AdapterSettings, tensors: ReadonlyMap<string, HostTensor>, source: string): void {
+  const attached = loraSettings(model);
+  if (attached === null) throw new WeightsError(`${source}: the model has no adapters to load it into`);
+  const differences = settingsDifferences(settings, attached);
+  if (differences.length > 0) throw new WeightsError(`${source}: does not fit the model's adapters: ${differences.join('; ')}`);
+  checkAdapterTensors([...tensors].map(([name, t]) => ({ name, shape: t.shape })), model.config, settings, source);
+  for (const [name, p] of loraParameters(model)) {
+    model.replaceParameter(name, tensor(tensors.get(name)!.data, p.shape, { backend: p.backend }));
+  }
 }

@@ -8,9 +8,11 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPT2Config } from '../gpt/config.js';
 import {
-  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapterConfigText, adapterTensorsToSave, checkAdapterTensors, fromPeftNames,
-  MAX_ADAPTER_CONFIG_BYTES, parseAdapterConfig, type AdapterConfig, type AdapterSettings,
+  ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapterConfigText, adapterTensorsToSave, adapterWeights, checkAdapterTensors, fromPeftNames,
+  loadAdapterWeights, MAX_ADAPTER_CONFIG_BYTES, parseAdapterConfig, type AdapterConfig, type AdapterSettings,
 } from '../gpt/lora-adapter.js';
+import { loraSettings } from '../gpt/lora.js';
+import type { GPT2 } from '../gpt/model.js';
 import { WeightsError, type HostTensor } from '../gpt/safetensors.js';
 import type { TensorIn } from '../gpt/state-dict.js';
 import { atomicWrite } from './atomic-write.js';
@@ -61,4 +63,17 @@ export async function saveAdapterFiles(
   await mkdir(folder, { recursive: true });
   await writeSafetensors(weightsPath, named, { format: 'pt' });
   await atomicWrite(join(folder, ADAPTER_CONFIG_FILE), (fh) => fh.writeFile(adapterConfigText(settings, base)));
+}
+
+/** Saves the adapters attached to `model` as a PEFT adapter folder of the base named `base`. */
+export async function saveAdapter(model: GPT2, folder: string, base: string): Promise<void> {
+  const settings = loraSettings(model);
+  if (settings === null) throw new Error('saveAdapter: the model has no adapters');
+  await saveAdapterFiles(folder, model.config, settings, base, await adapterWeights(model));
+}
+
+/** Reads an adapter folder into the adapters attached to `model` (which must be the adapter's: loadAdapterWeights). */
+export async function loadAdapter(model: GPT2, folder: string): Promise<void> {
+  const settings = await readAdapterConfig(folder);
+  loadAdapterWeights(model, settings, await readAdapterTensors(folder, model.config, settings), folder);
 }
