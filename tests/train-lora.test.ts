@@ -5,6 +5,7 @@
  * checkpoint); the run folder holds PEFT's adapter files and no model; the base stays as it was;
  * --merge-to writes a whole model that answers as the base with the adapter does; an f16 base trains.
  */
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,7 +15,8 @@ import { loraSettings } from '../src/gpt/lora.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { parseTrainOptions, type TrainOptions } from '../src/cli/train-options.js';
 import { runTraining } from '../src/cli/train-run.js';
-import { readAdapterConfig } from '../src/node/adapter-folder.js';
+import { PRESETS } from '../src/gpt/config.js';
+import { readAdapterConfig, readAdapterTensors } from '../src/node/adapter-folder.js';
 import { loadCheckpoint } from '../src/node/checkpoint-folder.js';
 import { loadInstructionFile } from '../src/node/instruction-file.js';
 import { loadModel } from '../src/node/load-model.js';
@@ -139,4 +141,55 @@ describe('a LoRA run', () => {
     half.records.forEach((r, i) => expect(Math.abs(r.loss - run.records[i].loss), `step ${r.step}`).toBeLessThan(0.05 * run.records[i].loss));
     expect(existsSync(join(half.out, 'adapter_model.safetensors'))).toBe(true);
   });
+
+  it('a checkpoint write killed at any moment leaves a complete adapter checkpoint', async () => {
+    const out = await freshDir();
+    for (const delayMs of [0, 5, 13, 29]) {
+      let saved = 0;
+      const exit = await new Promise<number | null>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'tests/helpers/checkpoint-writer.ts', out, 'lora']);
+        child.stdout.on('data', (d: Buffer) => {
+          saved = Math.max(saved, ...String(d).match(/\d+/g)!.map(Number));
+          if (saved >= 2) setTimeout(() => child.kill('SIGKILL'), delayMs);
+        });
+        child.on('close', resolve);
+      });
+      expect(exit).toBe(null);
+      const { state, moments, folder } = await loadCheckpoint(out);
+      const step = state.position.step;
+      expect(step).toBeGreaterThanOrEqual(saved);
+      const settings = await readAdapterConfig(folder);
+      const tensors = await readAdapterTensors(folder, PRESETS.tiny, settings);
+      expect(tensors.size).toBe(16); // 2 blocks × 4 targets × (A, B)
+      for (const [name, t] of [...tensors, ...moments]) expect(t.data.every((x) => x === step), `${name} of step ${step}`).toBe(true);
+      expect(existsSync(join(folder, 'model.safetensors')), 'no base in an adapter checkpoint').toBe(false);
+      // The adapter at the top of the folder is a whole checkpoint's too (this one or the one before).
+      const top = await readAdapterTensors(out, PRESETS.tiny, await readAdapterConfig(out));
+      expect([step, step - 1]).toContain(top.get('h.0.attn.c_attn.lora_A.weight')!.data[0]);
+    }
+  }, 300_000);
+
+  it('Ctrl-C on the command line writes a loadable adapter checkpoint and exits 0', async () => {
+    const dir = await freshDir();
+    const { data, base } = await fixtures(dir);
+    const out = join(dir, 'run');
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/train.ts', '--model', base, '--data', data, '--out', out, '--epochs', '1000', '--batch-size', '2', '--eval-every', '0', '--lora-rank', '2', '--device', 'cpu']);
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (stderr.includes('output in') && !child.killed) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, stderr).toBe(0);
+    expect(stderr).toMatch(/LoRA r 2 on c_attn, attn\.c_proj, c_fc, mlp\.c_proj/);
+    expect(stdout).toMatch(/continue with: npx tsx src\/train\.ts --resume/);
+    const { state, moments } = await loadCheckpoint(out);
+    expect(state.position.step).toBeGreaterThanOrEqual(1);
+    expect([...moments.keys()].every((name) => name.includes('.lora_'))).toBe(true);
+    const loaded = await loadModel(out, { backend: cpu });
+    expect(loraSettings(loaded.model)?.rank).toBe(2);
+    loaded.model.dispose();
+  }, 300_000);
 });
