@@ -3,7 +3,9 @@
  * tiny base saved to a folder: bad flag combinations refused by name; 10 steps in one run equal 5, a
  * stop and a resume for 5 more (the base re-read from its folder, the adapter and its moments from the
  * checkpoint); the run folder holds PEFT's adapter files and no model; the base stays as it was;
- * --merge-to writes a whole model that answers as the base with the adapter does; an f16 base trains.
+ * --merge-to writes a whole model that answers as the base with the adapter does (at the end of the
+ * run, or for a finished run resumed with it); an f16 base trains; killed checkpoint writes and
+ * Ctrl-C leave a complete adapter checkpoint.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -134,6 +136,14 @@ describe('a LoRA run', () => {
     }
     expect(await baseOnly.model.h[0].attn.c_attn.weight.toFloat32(), 'the adapter merged into c_attn').not.toEqual(await whole.model.h[0].attn.c_attn.weight.toFloat32());
     for (const m of [whole, adapted, baseOnly]) m.model.dispose();
+
+    // A finished run resumed with --merge-to only merges (the same model); without it, it is complete.
+    const later = await runTraining(options(['--resume', run.out, '--merge-to', join(dir, 'merged-later')]), { shouldStop: () => false });
+    expect(later.mergedTo).toBe(join(dir, 'merged-later'));
+    expect(later.records).toEqual(run.records);
+    expect(await readFile(join(dir, 'merged-later', 'model.safetensors'))).toEqual(await readFile(join(merged, 'model.safetensors')));
+    await expect(runTraining(options(['--resume', run.out]), { shouldStop: () => false })).rejects.toThrow(/the run is complete .* or --merge-to <folder> to write the base with its adapter merged in/);
+    await expect(runTraining(options(['--resume', run.out, '--merge-to', merged]), { shouldStop: () => false })).rejects.toThrow(/--merge-to .*merged is not empty/);
 
     const half = await runTraining(options([...flags, '--out', join(dir, 'half'), '--dtype', 'f16']), { shouldStop: () => false });
     expect(half.records.map((r) => r.step)).toEqual([1, 2, 3, 4]);

@@ -204,7 +204,8 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   const progress = new Progress(stream, flags.loggingSteps);
   const log = (message: string) => progress.log(message);
   if (flags.minLr !== null && flags.minLr > flags.lr) throw new UsageError(`--min-lr ${flags.minLr} is above the learning rate ${flags.lr}`);
-  if (resumed?.state.stoppedEarly) {
+  // A finished LoRA run resumed with --merge-to only writes its merged model.
+  if (resumed?.state.stoppedEarly && options.mergeTo === null) {
     throw new UsageError(`--resume ${options.resume}: the run is complete: it stopped early at step ${resumed.state.position.step} (no new lowest validation loss in ${flags.earlyStoppingPatience} validations)`);
   }
   const out = resumed ? options.resume! : (options.out ?? defaultOut());
@@ -322,8 +323,20 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     if (resumed) {
       const { position } = resumed.state;
       const length = `${flags.epochs} epochs of ${trainer.batchesPerEpoch} batches${flags.maxSteps === null ? '' : `, at most ${flags.maxSteps} steps`}`;
-      if (position.step === trainer.totalSteps && options.extend?.epochs === undefined && options.extend?.maxSteps === undefined) {
-        throw new UsageError(`--resume ${out}: the run is complete (${trainer.totalSteps} steps: ${length}); to train further, give a larger --epochs or --max-steps with --resume`);
+      const complete = resumed.state.stoppedEarly === true || (position.step === trainer.totalSteps && options.extend?.epochs === undefined && options.extend?.maxSteps === undefined);
+      if (complete && options.mergeTo !== null) {
+        await loadAdapter(model, out);
+        await mergeLoRA(model);
+        await saveModel(model, options.mergeTo);
+        log(`the run is complete: its adapter merged into the base, in ${options.mergeTo}`);
+        model.dispose();
+        optimizer.dispose();
+        const records = resumed.checkpoint.records ?? (await readRunRecords(out, log));
+        return { out, records, stopped: false, stoppedEarly: resumed.state.stoppedEarly === true, best: keepBest ? best : null, patience: flags.earlyStoppingPatience, samples: [], mergedTo: options.mergeTo };
+      }
+      if (complete) {
+        const merge = lora === null ? '' : `, or --merge-to <folder> to write the base with its adapter merged in`;
+        throw new UsageError(`--resume ${out}: the run is complete (${trainer.totalSteps} steps: ${length}); to train further, give a larger --epochs or --max-steps with --resume${merge}`);
       }
       if (position.step >= trainer.totalSteps || position.batchInEpoch > trainer.batchesPerEpoch || position.epoch > flags.epochs) {
         const given = options.extend?.epochs !== undefined || options.extend?.maxSteps !== undefined;

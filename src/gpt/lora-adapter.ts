@@ -109,9 +109,9 @@ export function parseAdapterConfig(text: string, file: string): AdapterConfig {
     return fail(`"target_modules" must be a non-empty list of module names, got ${shown('target_modules')}`);
   }
   const targets = new Set<LoRATarget>();
-  for (const name of modules as string[]) {
+  for (const name of modules) {
     // PEFT matches a name against the end of each module's: a bare c_proj adapts both of GPT-2's.
-    if (name === 'c_proj') ['attn.c_proj', 'mlp.c_proj'].forEach((t) => targets.add(t as LoRATarget));
+    if (name === 'c_proj') (['attn.c_proj', 'mlp.c_proj'] as const).forEach((t) => targets.add(t));
     else if (isLoRATarget(name)) targets.add(name);
     else fail(`"target_modules" names "${name}", which is not an adaptable GPT-2 layer (${LORA_TARGETS.join(', ')}, or c_proj for both)`);
   }
