@@ -125,8 +125,14 @@ async function loadWithAdapter(folder: string, base: string | null, options: Loa
   if (baseSpec === null) {
     throw new ModelLoadError(`${join(folder, 'adapter_config.json')} names no base_model_name_or_path: give the base with --model and this folder with --adapter`);
   }
-  if (base === null) checkModelSpec(baseSpec);
-  const loaded = await loadModel(baseSpec, { ...options, adapter: undefined, merge: false });
+  if (isAdapterOnly(baseSpec)) throw new ModelLoadError(`${baseSpec}, the base of the adapter ${folder}, is an adapter folder itself, not a model`);
+  const named = base === null ? ` (the base ${baseSpec} is the one ${join(folder, 'adapter_config.json')} names)` : '';
+  let loaded;
+  try {
+    loaded = await loadModel(baseSpec, { ...options, adapter: undefined, merge: false });
+  } catch (e) {
+    throw new ModelLoadError(`${(e as Error).message}${named}`);
+  }
   const { model } = loaded;
   try {
     addLoRA(model, { ...settings, seed: options.seed });
@@ -134,7 +140,7 @@ async function loadWithAdapter(folder: string, base: string | null, options: Loa
     if (options.merge) await mergeLoRA(model);
   } catch (e) {
     model.dispose();
-    throw new ModelLoadError(`${(e as Error).message}${base === null ? ` (base ${baseSpec}, named in ${join(folder, 'adapter_config.json')})` : ''}`);
+    throw new ModelLoadError(`${(e as Error).message}${named}`);
   }
   return { ...loaded, source: `${loaded.source} with the LoRA adapter ${folder}${options.merge ? ' merged in' : ''}` };
 }
