@@ -138,7 +138,7 @@ describe('a LoRA run', () => {
     for (const m of [whole, adapted, baseOnly]) m.model.dispose();
 
     // A finished run resumed with --merge-to only merges (the same model); without it, it is complete.
-    const later = await runTraining(options(['--resume', run.out, '--merge-to', join(dir, 'merged-later')]), { shouldStop: () => false });
+    const later = await runTraining(options(['--resume', run.out, '--merge-to', join(dir, 'merged-later'), '--device', 'cpu']), { shouldStop: () => false });
     expect(later.mergedTo).toBe(join(dir, 'merged-later'));
     expect(later.records).toEqual(run.records);
     expect(await readFile(join(dir, 'merged-later', 'model.safetensors'))).toEqual(await readFile(join(merged, 'model.safetensors')));
