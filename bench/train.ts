@@ -6,12 +6,13 @@
  *  "tokens_per_s":…,"effective_gflops":…,"fraction_of_matmul_peak":…,"peak_gpu_bytes":…,…}
  *
  *   npx tsx bench/train.ts [--shapes default|gpt2|gpt2-medium|gpt2-xl] [--batch 8] [--seq 128] [--steps 5] [--warmup 2]
- *                          [--lora-rank r [--dtype f32|f16]]
+ *                          [--lora-rank r [--dtype f32|f16]] [--checkpoint-activations]
  *
  * Shapes (random weights, GPT-2's init, vocabulary 50257): `default` d 256, 4 layers, 4 heads (about
  * 2 minutes on lavapipe); `gpt2`, `gpt2-medium` and `gpt2-xl` the presets (minutes a step on
  * lavapipe: use --steps 1 --warmup 1). `--lora-rank r` trains LoRA adapters of rank r (alpha = r) on
  * all four linears of every block over the frozen base, stored in f32 or, with `--dtype f16`, in f16.
+ * `--checkpoint-activations` recomputes each block's activations during backward (GPT2.checkpointActivations).
  *
  * Method. The step time is the median interval between consecutive steps' completions after the
  * warm-up steps. The effective rate counts 6 · parameters · tokens per step (forward 2, backward 4
@@ -53,6 +54,7 @@ function parseFlags() {
       device: { type: 'string', default: 'webgpu' },
       'lora-rank': { type: 'string' },
       dtype: { type: 'string', default: 'f32' },
+      'checkpoint-activations': { type: 'boolean', default: false },
     },
   });
   benchShapes(values.shapes);
@@ -68,7 +70,7 @@ function parseFlags() {
   if (values.dtype !== 'f32' && values.dtype !== 'f16') throw new Error(`--dtype must be f32 or f16, got ${values.dtype}`);
   if (values.dtype === 'f16' && loraRank === null) throw new Error('--dtype f16 needs --lora-rank: only a frozen base may be stored in f16');
   const dtype: 'f32' | 'f16' = values.dtype;
-  return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device, loraRank, dtype };
+  return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device, loraRank, dtype, checkpointActivations: values['checkpoint-activations'] };
 }
 
 /**
@@ -115,6 +117,7 @@ async function main(): Promise<void> {
   if (flags.dtype === 'f16') await initializeHalfWeights(model, 0);
   else initializeWeights(model, 0);
   if (flags.loraRank !== null) addLoRA(model, { rank: flags.loraRank });
+  model.checkpointActivations = flags.checkpointActivations;
   const parameters = model.parameterCount();
   const trainable = model.namedTrainableParameters().reduce((n, [, p]) => n + p.size, 0);
   const frozen = parameters - trainable;
@@ -143,7 +146,7 @@ async function main(): Promise<void> {
 
   printTable([{
     shapes: `${flags.shapes} (d ${config.n_embd}, ${config.n_layer} layers)`, parameters: `${(parameters / 1e6).toFixed(1)} M`,
-    training: flags.loraRank === null ? 'full' : `LoRA r${flags.loraRank}, ${flags.dtype} base`, trainable: `${(trainable / 1e6).toFixed(2)} M`,
+    training: (flags.loraRank === null ? 'full' : `LoRA r${flags.loraRank}, ${flags.dtype} base`) + (flags.checkpointActivations ? ', recomputed' : ''), trainable: `${(trainable / 1e6).toFixed(2)} M`,
     'batch×seq': `${flags.batch}×${flags.seq}`, 'step ms': stepMs, 'tokens/s': tokens / (stepMs / 1000),
     'effective GFLOP/s': effective, 'matmul peak': peak, 'of peak': effective / peak,
     'peak GPU MB': peakBytes === null ? '' : peakBytes / 1e6, 'weights+grads+moments MB': stateBytes / 1e6,
@@ -152,7 +155,7 @@ async function main(): Promise<void> {
   const { n_embd, n_layer, n_head, vocab_size } = config;
   console.log(JSON.stringify({
     bench: 'train', device: backend.description, config: { n_embd, n_layer, n_head, vocab_size }, batch: flags.batch, seq: flags.seq,
-    lora_rank: flags.loraRank, dtype: flags.dtype,
+    lora_rank: flags.loraRank, dtype: flags.dtype, checkpoint_activations: flags.checkpointActivations,
     step_ms: stepMs, tokens_per_s: tokens / (stepMs / 1000), effective_gflops: effective, matmul_peak_gflops: peak,
     fraction_of_matmul_peak: effective / peak, peak_gpu_bytes: peakBytes, weights_grads_moments_bytes: stateBytes, parameters, trainable_parameters: trainable,
   }));

@@ -194,7 +194,7 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     },
   );
 
-  it.runIf(backend !== null)('leaves the base frozen: no gradient, no flat slot or moments, no weight-gradient matmul', async () => {
+  it.runIf(backend !== null)('leaves the base frozen: no gradient, no flat slot or moments, no weight-gradient matmul', () => {
     const seed = freshSeed();
     const products: MatmulShape[] = [];
     // Every matmul the backend is asked for, with its shape (products of transposed A are weight gradients).
@@ -205,7 +205,7 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
       },
     });
-    const weightGradients = async (model: GPT2) => {
+    const weightGradients = (model: GPT2) => {
       const l = loss(model, seed);
       products.length = 0;
       backward(l);
@@ -214,7 +214,7 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     };
 
     const full = randomModel('tiny', { seed, backend: watched }).model;
-    const fullProducts = await weightGradients(full);
+    const fullProducts = weightGradients(full);
     // Every linear's weight and the tied head's [V, C]: one product each.
     const C = full.config.n_embd;
     const layer = [`${C}x${3 * C}`, `${C}x${C}`, `${C}x${4 * C}`, `${4 * C}x${C}`];
@@ -224,7 +224,7 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     const model = randomModel('tiny', { seed, backend: watched }).model;
     addLoRA(model, { rank: 3, seed });
     const adapters = loraParameters(model);
-    expect(await weightGradients(model)).toEqual(adapters.map(([, p]) => p.shape.join('x')).sort());
+    expect(weightGradients(model)).toEqual(adapters.map(([, p]) => p.shape.join('x')).sort());
     for (const [name, p] of model.namedParameters()) {
       expect(p.grad === null, name).toBe(!name.includes('.lora_'));
     }

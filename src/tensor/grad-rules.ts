@@ -78,6 +78,7 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
   embedding: (dy, { saved: [ids], attrs: { n, vocab, dim } }) => [wrap(dy, dy.backend.embeddingBackward(ids.storage, dy.storage, n, vocab, dim), [vocab, dim])],
   // The forward already computed dLoss/dLogits; the chain rule only scales it by the loss's gradient.
   crossEntropy: (dy, { saved: [dLogits] }) => [mul(dLogits, dy)],
+  recompute: (dy, { saved: [x], attrs }) => attrs.backward(dy, x),
 };
 
 /** Expands a gradient whose reduced axes were kept with size 1 to `shape`. */
