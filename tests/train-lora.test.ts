@@ -67,6 +67,12 @@ describe('LoRA flags', () => {
     expect(() => parseTrainOptions(argv)).toThrow(message);
   });
 
+  it('--gradient-checkpointing with dropout is refused before anything is read or written', async () => {
+    const run = (argv: string[]) => runTraining(options([...argv, '--data', 'nowhere.json']), { shouldStop: () => false });
+    await expect(run(['--model', 'gpt2', '--gradient-checkpointing', '--dropout', '0.1'])).rejects.toThrow(/--gradient-checkpointing .* cannot go with --dropout 0\.1/);
+    await expect(run(['--model', 'gpt2', '--lora-rank', '4', '--lora-dropout', '0.05', '--gradient-checkpointing'])).rejects.toThrow(/cannot go with --lora-dropout 0\.05/);
+  });
+
   it('default alpha to the rank and the targets to all four; --resume may add --merge-to', () => {
     expect(options(['--model', 'gpt2', '--lora-rank', '8'])).toMatchObject({ loraRank: 8, loraAlpha: 8, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', mergeTo: null });
     expect(options(['--model', 'gpt2', '--lora-rank', '8', '--lora-alpha', '32', '--lora-targets', 'c_fc,c_attn', '--dtype', 'f16'])).toMatchObject({ loraAlpha: 32, loraTargets: ['c_fc', 'c_attn'], dtype: 'f16' });
@@ -75,7 +81,7 @@ describe('LoRA flags', () => {
 });
 
 describe('a LoRA run', () => {
-  it('10 steps in one run equal 5, a stop and a resume for 5 more; the folder holds the adapter, the base is untouched', async () => {
+  it('10 steps in one run equal 5, a stop and a resume for 5 more, and a run with --gradient-checkpointing; the folder holds the adapter', async () => {
     const dir = await freshDir();
     const { data, base } = await fixtures(dir);
     // No --lora-dropout: a Dropout's masks follow its count of calls in this process, which a resume starts again.
@@ -98,6 +104,9 @@ describe('a LoRA run', () => {
     expect(checkpoint.moments.size).toBe(16);
     const second = await runTraining(options(['--resume', first.out]), { shouldStop: () => false });
     expect(second.records).toEqual(whole.records);
+    // Recomputing the blocks' activations during backward changes the memory, not the run.
+    const recomputed = await runTraining(options([...flags, '--gradient-checkpointing', '--out', join(dir, 'recomputed')]), { shouldStop: () => false });
+    expect(recomputed.records).toEqual(whole.records);
     expect(await readRecords(second.out)).toEqual(await readRecords(whole.out));
     expect(second.samples.map((s) => s.generated)).toEqual(whole.samples.map((s) => s.generated));
 

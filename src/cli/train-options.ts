@@ -39,6 +39,8 @@ export interface TrainOptions extends FineTuneSettings {
   loraTargets: LoRATarget[];
   /** Storage of the base's weight matrices (f16 only under LoRA: a frozen base). */
   dtype: 'f32' | 'f16';
+  /** Recompute each block's activations during backward instead of keeping them (needs no dropout; the run is the same). */
+  gradientCheckpointing: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
   resume: string | null;
   /** After training, the base with the adapter merged in, as a model folder here. */
@@ -49,7 +51,7 @@ export interface TrainOptions extends FineTuneSettings {
 export type ResumeExtension = Partial<Pick<TrainOptions, 'epochs' | 'maxSteps'>>;
 
 /** The flags that do not belong to a run (and so are not kept in its checkpoint). */
-export const SESSION_FLAGS = ['resume', 'out', 'device', 'mergeTo'] as const;
+export const SESSION_FLAGS = ['resume', 'out', 'device', 'mergeTo', 'gradientCheckpointing'] as const;
 
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
@@ -107,9 +109,10 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'lora-dropout', value: '<p>', description: 'LoRA: dropout on the adapters\' input', default: '0' },
   { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated', default: LORA_TARGETS.join(',') },
   { name: 'dtype', value: '<f32|f16>', description: 'storage of the base\'s weight matrices; f16 halves their memory (LoRA only)', default: 'f32' },
+  { name: 'gradient-checkpointing', description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
   { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
-  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device and --merge-to may be given)' },
+  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing may be given)' },
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -120,7 +123,7 @@ on the project's own data set (data/instructions.json).
 
 ${flagHelp(TRAIN_FLAGS)}`;
 
-const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps', 'merge-to'];
+const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps', 'merge-to', 'gradient-checkpointing'];
 
 /** --lora-targets: known layer names, each once. */
 function loraTargets(raw: string, written: string): LoRATarget[] {
@@ -140,7 +143,7 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
   if (flags.given('resume')) {
     const other = flags.names().find((name) => !RESUME_MAY_CHANGE.includes(name));
     if (other !== undefined) {
-      throw new UsageError(`--resume continues a run with the flags it was started with; ${flags.written(other)} cannot be given with it (only --epochs, --max-steps, --device and --merge-to can)`);
+      throw new UsageError(`--resume continues a run with the flags it was started with; ${flags.written(other)} cannot be given with it (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing can)`);
     }
   }
   const loraRank = flags.number('lora-rank', positiveInt, 'a positive integer') ?? null;
@@ -192,6 +195,7 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     loraDropout: flags.number('lora-dropout', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? 0,
     loraTargets: flags.given('lora-targets') ? loraTargets(flags.string('lora-targets')!, flags.written('lora-targets')) : [...LORA_TARGETS],
     dtype,
+    gradientCheckpointing: flags.switch('gradient-checkpointing'),
     device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',
     resume: flags.string('resume') ?? null,
     mergeTo: flags.string('merge-to') ?? null,

@@ -199,11 +199,15 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   const resumed = options.resume === null ? null : await resumeState(options.resume);
   const flags: RunFlags = resumed
     ? { ...resumed.state.flags, ...options.extend }
-    : (({ resume: _r, out: _o, device: _d, mergeTo: _m, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data), model: lasting(rest.model) }))(options);
+    : (({ resume: _r, out: _o, device: _d, mergeTo: _m, gradientCheckpointing: _g, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data), model: lasting(rest.model) }))(options);
   const lora = loraOf(flags);
   const progress = new Progress(stream, flags.loggingSteps);
   const log = (message: string) => progress.log(message);
   if (flags.minLr !== null && flags.minLr > flags.lr) throw new UsageError(`--min-lr ${flags.minLr} is above the learning rate ${flags.lr}`);
+  if (options.gradientCheckpointing && (flags.dropout > 0 || flags.loraDropout > 0)) {
+    const rate = flags.dropout > 0 ? `--dropout ${flags.dropout}` : `--lora-dropout ${flags.loraDropout}`;
+    throw new UsageError(`--gradient-checkpointing recomputes each block, which must not draw new dropout masks: it cannot go with ${rate}${resumed ? ` (the run's)` : ''}`);
+  }
   // A finished LoRA run resumed with --merge-to only writes its merged model.
   if (resumed?.state.stoppedEarly && options.mergeTo === null) {
     throw new UsageError(`--resume ${options.resume}: the run is complete: it stopped early at step ${resumed.state.position.step} (no new lowest validation loss in ${flags.earlyStoppingPatience} validations)`);
@@ -243,6 +247,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
       addLoRA(model, { ...lora, seed: flags.seed });
       if (resumed) await loadAdapter(model, resumed.checkpoint.folder);
     }
+    model.checkpointActivations = options.gradientCheckpointing;
     if (nonFinite.length > 0) {
       model.dispose();
       throw new ModelLoadError(`${source}: the weights hold non-finite values (${nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ')}${nonFinite.length > 3 ? ', …' : ''}); training from them would only spread NaN`);
