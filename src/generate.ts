@@ -5,6 +5,7 @@
  *   npx tsx src/generate.ts -m runs/ift --instruction "Rewrite in passive voice" --input "The cat ate the fish."
  *   npx tsx src/generate.ts -m tiny -p "Hello" -n 20 --json
  *   npx tsx src/generate.ts -m runs/ift            # interactive: one instruction per line (/help)
+ *   npx tsx src/generate.ts -m gpt2-large --adapter runs/lora --merge --instruction "Name three primary colors."
  *
  * Text streams to stdout as it is made (a --prompt is echoed first; an instruction's output is the
  * response alone); a summary with the seed goes to stderr. --json prints one object per sample instead:
@@ -149,13 +150,13 @@ async function main(argv: string[]): Promise<number> {
   const flags = parsed;
   for (const warning of flags.warnings) console.error(`generate: warning: ${warning}`);
   try {
-    checkModelSpec(flags.model);
+    checkModelSpec(flags.model, flags.adapter);
     const fromStdin = flags.instruction === undefined && flags.prompt === undefined && !process.stdin.isTTY;
     // Read (and refuse an empty prompt) before the model costs seconds or minutes to load.
     const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
     if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
     const backend = await createBackend(flags.device);
-    const { model, source, nonFinite } = await loadModel(flags.model, { backend, dtype: flags.dtype });
+    const { model, source, nonFinite } = await loadModel(flags.model, { backend, dtype: flags.dtype, adapter: flags.adapter, merge: flags.merge });
     if (nonFinite.length > 0) {
       const shown = nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ');
       console.error(`generate: warning: the weights hold non-finite values (${shown}${nonFinite.length > 3 ? ', …' : ''}); the output will likely be garbage`);

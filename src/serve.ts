@@ -4,6 +4,7 @@
  *   npx tsx src/serve.ts --model runs/ift                  # http://127.0.0.1:8080/v1
  *   npx tsx src/serve.ts --model tiny --port 0             # any free port (printed)
  *   npx tsx src/serve.ts --model gpt2 --host 0.0.0.0 --api-key "$KEY"
+ *   npx tsx src/serve.ts --model gpt2-large --adapter runs/lora --merge
  *
  * Prints `listening on <url>` on stdout once it accepts requests. SIGINT or SIGTERM drains: no new
  * request is taken (503), those in flight finish within --drain-timeout seconds (then they are
@@ -13,16 +14,20 @@
 import { decimal, parseFlags, UsageError } from './cli/flags.js';
 import { ContinuousBatcher } from './gpt/continuous-batch.js';
 import { ModelLoadError } from './gpt/load-model.js';
+import { isAdapterFolder } from './node/adapter-folder.js';
 import { createBackend, releaseBackend } from './node/backend.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
 import { cacheSlotsProblem } from './serve/capacity.js';
 import { buildServer, DEFAULT_BODY_LIMIT } from './serve/server.js';
 
-const USAGE = `usage: tsx src/serve.ts --model <preset|folder|owner/name> [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+const USAGE = `usage: tsx src/serve.ts --model <preset|folder|owner/name> [--adapter <folder> [--merge]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
   [--slots 8] [--queue 64] [--body-limit ${DEFAULT_BODY_LIMIT}] [--drain-timeout 30] [--device auto|webgpu|cpu] [--seed 0]`;
 
 interface Flags {
   model: string;
+  /** A LoRA adapter folder run on the model, merged into its weights at load with `merge`. */
+  adapter?: string;
+  merge: boolean;
   host: string;
   port: number;
   apiKey?: string;
@@ -43,6 +48,8 @@ function integerFlag(raw: string, name: string, min: number, max = Number.MAX_SA
 function parseServeFlags(argv: string[]): Flags {
   const values = parseFlags(argv, {
     model: { type: 'string', default: 'gpt2' },
+    adapter: { type: 'string' },
+    merge: { type: 'boolean', default: false },
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string', default: '8080' },
     'api-key': { type: 'string' },
@@ -64,8 +71,11 @@ function parseServeFlags(argv: string[]): Flags {
   if (apiKey !== undefined && apiKey.trim() === '') throw new UsageError('--api-key must not be empty');
   const drainSeconds = decimal(values['drain-timeout']);
   if (!(Number.isFinite(drainSeconds) && drainSeconds >= 0)) throw new UsageError(`--drain-timeout must be a number of seconds ≥ 0, got ${JSON.stringify(values['drain-timeout'])}`);
+  if (values.merge && values.adapter === undefined && !isAdapterFolder(values.model)) throw new UsageError('--merge folds an adapter into the weights: give --adapter');
   return {
     model: values.model,
+    adapter: values.adapter,
+    merge: values.merge,
     host: values.host,
     port: integerFlag(values.port, 'port', 0, 65535),
     apiKey,
@@ -90,9 +100,9 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    checkModelSpec(flags.model);
+    checkModelSpec(flags.model, flags.adapter);
     const backend = await createBackend(flags.device);
-    const { model, source } = await loadModel(flags.model, { backend, seed: flags.seed });
+    const { model, source } = await loadModel(flags.model, { backend, seed: flags.seed, adapter: flags.adapter, merge: flags.merge });
     const slotsProblem = cacheSlotsProblem(model.config, flags.slots, backend);
     if (slotsProblem !== null) throw new UsageError(`--slots ${flags.slots}: ${slotsProblem}`);
     console.error(`model: ${flags.model} (${source}) on ${backend.name} (${backend.description}), ${flags.slots} slots`);

@@ -20,7 +20,8 @@ describe('parseTrainOptions', () => {
     model: 'runs/a', data: 'd.json', out: 'runs/b', epochs: 4, batchSize: 16, lr: 2e-4, weightDecay: 0.1, lrSchedule: 'constant',
     warmupSteps: 0, warmupRatio: null, minLr: null, maxSteps: 100, gradAccum: 4, clip: 0, seed: 42, shuffle: false, valFraction: 0, evalEvery: 25,
     saveSteps: 0, saveLast: false, earlyStoppingPatience: 0, loggingSteps: 10, maskPrompt: true, dropout: 0, maxLength: 512, device: 'cpu',
-    resume: null, extend: { epochs: 4, maxSteps: 100 },
+    loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', gradientCheckpointing: false,
+    resume: null, mergeTo: null, extend: { epochs: 4, maxSteps: 100 },
   };
 
   it('every flag of the design reads into its field, under its older names too', () => {
@@ -76,11 +77,11 @@ describe('parseTrainOptions', () => {
     expect(() => parseTrainOptions(['--epochs', '0'])).toThrow(UsageError);
   });
 
-  it('--resume takes every flag from the run, except --device and a longer --epochs or --max-steps', () => {
+  it('--resume takes every flag from the run, except --device, --merge-to and a longer --epochs or --max-steps', () => {
     expect(parse(['--resume', 'runs/a', '--device', 'cpu'])).toMatchObject({ resume: 'runs/a', device: 'cpu', extend: {} });
     expect(parse(['--resume', 'runs/a', '--epochs', '30'])).toMatchObject({ resume: 'runs/a', extend: { epochs: 30 } });
     expect(parse(['--resume', 'runs/a', '--max-steps', '900'])).toMatchObject({ extend: { maxSteps: 900 } });
-    expect(() => parseTrainOptions(['--resume', 'runs/a', '--lr', '3'])).toThrow(/--lr cannot be given with it \(only --epochs, --max-steps and --device can\)/);
+    expect(() => parseTrainOptions(['--resume', 'runs/a', '--lr', '3'])).toThrow(/--lr cannot be given with it \(only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing can\)/);
   });
 
   it('-h and --help; the help lists every flag of the table that parses them, with a description and the defaults', () => {

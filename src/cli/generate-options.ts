@@ -10,6 +10,10 @@ const MAX_NEW_TOKENS = 1 << 20;
 
 export interface GenerateFlags {
   model: string;
+  /** A LoRA adapter folder run on the model. */
+  adapter?: string;
+  /** Fold the adapter into the weights at load. */
+  merge: boolean;
   prompt?: string;
   instruction?: string;
   input?: string;
@@ -31,7 +35,9 @@ export interface GenerateFlags {
 }
 
 export const GENERATE_FLAGS: FlagTable = [
-  { name: 'model', short: 'm', value: '<preset|folder|owner/name>', description: 'tiny/demo (random init), gpt2…gpt2-xl, a hub repo, or a model or run folder', default: 'gpt2' },
+  { name: 'model', short: 'm', value: '<preset|folder|owner/name>', description: 'tiny/demo (random init), gpt2…gpt2-xl, a hub repo, or a model or run folder (a LoRA run\'s: its base with its adapter)', default: 'gpt2' },
+  { name: 'adapter', value: '<folder>', description: 'a LoRA adapter (PEFT\'s adapter_config.json + adapter_model.safetensors) run on --model' },
+  { name: 'merge', description: 'fold the adapter into the weights once, at load (as fast as the base; without it the adapter runs beside them)' },
   { name: 'prompt', short: 'p', value: '<text>', description: 'text to continue, as it is' },
   { name: 'instruction', value: '<text>', description: 'an instruction, put in the Alpaca template a fine-tuned model answers' },
   { name: 'input', value: '<text>', description: 'the instruction\'s input (goes with --instruction)' },
@@ -86,6 +92,8 @@ export function parseGenerateFlags(argv: string[]): GenerateFlags | 'help' {
   }
   return {
     model: flags.string('model') ?? 'gpt2',
+    adapter: flags.string('adapter'),
+    merge: flags.switch('merge'),
     prompt,
     instruction,
     input,

@@ -1,12 +1,16 @@
 /**
  * The training command's worker (src/train.ts starts it): parses the flags, runs the training.
  * Progress goes to stderr; the run folder gets model.safetensors + config.json (Hugging Face
- * layout), checkpoint/ (optimizer moments and state), training.json, loss.svg and samples.json.
+ * layout; a LoRA run: adapter_model.safetensors + adapter_config.json, PEFT's layout), checkpoint/
+ * (optimizer moments and state), training.json, loss.svg and samples.json.
  * Ctrl-C or SIGTERM finishes the step in flight, writes a checkpoint and exits; a second one exits at once.
  * Exit codes: 0 done (or stopped with a checkpoint), 2 bad flags, data, model or run folder
  * (nothing written), 1 anything else (a diverged loss included), 130 a second Ctrl-C.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { ModelLoadError } from '../gpt/load-model.js';
+import { ADAPTER_CONFIG_FILE } from '../gpt/lora-adapter.js';
 import { WeightsError } from '../gpt/safetensors.js';
 import { releaseBackend } from '../node/backend.js';
 import { DataError } from '../train/instruction-data.js';
@@ -53,7 +57,9 @@ async function main(argv: string[]): Promise<number> {
   const early = result.stoppedEarly ? ` (stopped early: no new lowest validation loss in ${result.patience} validations)` : '';
   console.log(`\ntrained ${last?.step ?? 0} steps${early}: mean loss over the last epoch ${mean.toFixed(4)}${val}`);
   const kept = result.best === null ? 'the last weights' : `the weights of step ${result.best.step}, validation loss ${result.best.valLoss.toFixed(4)}, the lowest`;
-  console.log(`model (${kept}), checkpoint, training.json and loss.svg in ${result.out}`);
+  const what = existsSync(join(result.out, ADAPTER_CONFIG_FILE)) ? 'LoRA adapter' : 'model';
+  console.log(`${what} (${kept}), checkpoint, training.json and loss.svg in ${result.out}`);
+  if (result.mergedTo !== null) console.log(`the base with the adapter merged in: ${result.mergedTo}`);
   console.log(`try it: npx tsx src/generate.ts --model ${result.out} --instruction ${JSON.stringify(result.samples[0]?.instruction ?? "Name three primary colors.")}`);
   return 0;
 }

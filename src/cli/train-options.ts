@@ -3,6 +3,9 @@
  * case, older names as aliases) that drives both parsing and `--help`; each value checked, with
  * defaults that run the complete demo when no flag is given.
  */
+import { isRandomPreset } from '../gpt/config.js';
+import { isLoRATarget } from '../gpt/lora-adapter.js';
+import { LORA_TARGETS, type LoRATarget } from '../gpt/lora.js';
 import { FINE_TUNE_DEFAULTS as D, type FineTuneSettings } from '../train/defaults.js';
 import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, type FlagTable } from './flags.js';
 
@@ -28,15 +31,27 @@ export interface TrainOptions extends FineTuneSettings {
   loggingSteps: number;
   dropout: number;
   maxLength: number | null;
+  /** LoRA: rank of the adapters trained on the frozen base; null: a full run (every weight trains). */
+  loraRank: number | null;
+  /** LoRA scale alpha/r; the rank when not given (null without LoRA). */
+  loraAlpha: number | null;
+  loraDropout: number;
+  loraTargets: LoRATarget[];
+  /** Storage of the base's weight matrices (f16 only under LoRA: a frozen base). */
+  dtype: 'f32' | 'f16';
+  /** Recompute each block's activations during backward instead of keeping them (needs no dropout; the run is the same). */
+  gradientCheckpointing: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
   resume: string | null;
+  /** After training, the base with the adapter merged in, as a model folder here. */
+  mergeTo: string | null;
 }
 
 /** What a resume may change: the run's length (it continues the same trajectory up to the old end). */
 export type ResumeExtension = Partial<Pick<TrainOptions, 'epochs' | 'maxSteps'>>;
 
 /** The flags that do not belong to a run (and so are not kept in its checkpoint). */
-export const SESSION_FLAGS = ['resume', 'out', 'device'] as const;
+export const SESSION_FLAGS = ['resume', 'out', 'device', 'mergeTo', 'gradientCheckpointing'] as const;
 
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
@@ -89,8 +104,15 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'logging-steps', value: '<n>', description: 'a progress line every n steps when stderr is not a terminal', default: String(DEFAULT_LOGGING_STEPS) },
   { name: 'seed', value: '<n>', description: 'seed of the init, split, shuffle and dropout', default: String(D.seed) },
   { name: 'no-shuffle', description: 'keep the data set\'s order' },
+  { name: 'lora-rank', value: '<r>', description: 'LoRA: train rank-r adapters on a frozen base instead of every weight' },
+  { name: 'lora-alpha', value: '<a>', description: 'LoRA: the adapters\' output is scaled by a/r', default: 'r' },
+  { name: 'lora-dropout', value: '<p>', description: 'LoRA: dropout on the adapters\' input', default: '0' },
+  { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated', default: LORA_TARGETS.join(',') },
+  { name: 'dtype', value: '<f32|f16>', description: 'storage of the base\'s weight matrices; f16 halves their memory (LoRA only)', default: 'f32' },
+  { name: 'gradient-checkpointing', description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
+  { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
-  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps and --device may be given)' },
+  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing may be given)' },
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -101,7 +123,19 @@ on the project's own data set (data/instructions.json).
 
 ${flagHelp(TRAIN_FLAGS)}`;
 
-const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps'];
+const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps', 'merge-to', 'gradient-checkpointing'];
+
+/** --lora-targets: known layer names, each once. */
+function loraTargets(raw: string, written: string): LoRATarget[] {
+  const names = raw.split(',').map((name) => name.trim());
+  const targets: LoRATarget[] = [];
+  for (const name of names) {
+    if (!isLoRATarget(name)) throw new UsageError(`${written} names "${name}", which is not a layer LoRA adapts (${LORA_TARGETS.join(', ')})`);
+    if (targets.includes(name)) throw new UsageError(`${written} names ${name} twice`);
+    targets.push(name);
+  }
+  return targets;
+}
 
 export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: ResumeExtension }) | 'help' {
   const flags = new FlagReader(parseFlagTable(argv, TRAIN_FLAGS));
@@ -109,11 +143,23 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
   if (flags.given('resume')) {
     const other = flags.names().find((name) => !RESUME_MAY_CHANGE.includes(name));
     if (other !== undefined) {
-      throw new UsageError(`--resume continues a run with the flags it was started with; ${flags.written(other)} cannot be given with it (only --epochs, --max-steps and --device can)`);
+      throw new UsageError(`--resume continues a run with the flags it was started with; ${flags.written(other)} cannot be given with it (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing can)`);
     }
+  }
+  const loraRank = flags.number('lora-rank', positiveInt, 'a positive integer') ?? null;
+  if (loraRank === null && !flags.given('resume')) {
+    const loraOnly = ['lora-alpha', 'lora-dropout', 'lora-targets', 'merge-to'].find((name) => flags.given(name));
+    if (loraOnly !== undefined) throw new UsageError(`${flags.written(loraOnly)} goes with --lora-rank (a LoRA run)`);
+  }
+  const dtype = flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32';
+  if (dtype === 'f16' && loraRank === null) {
+    throw new UsageError('--dtype f16 stores the weight matrices in 16 bits, which only a frozen base can be: give --lora-rank too (a LoRA run)');
   }
   if (flags.given('mask-prompt') && flags.given('no-mask-prompt')) throw new UsageError('give --mask-prompt or --no-mask-prompt, not both');
   const model = flags.string('model') ?? DEMO_DEFAULTS.model;
+  if (loraRank !== null && isRandomPreset(model)) {
+    throw new UsageError(`--lora-rank adapts a pretrained model, and --model ${model} is a random init: give gpt2…gpt2-xl, a hub repo or a model folder`);
+  }
   const demo = model === DEMO_DEFAULTS.model;
   const defaults = demo ? DEMO_DEFAULTS : PRETRAINED;
   const epochs = flags.number('epochs', positiveInt, 'a positive integer');
@@ -144,8 +190,15 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     maskPrompt: flags.switch('mask-prompt') || (!flags.switch('no-mask-prompt') && demo && DEMO_DEFAULTS.maskPrompt),
     dropout: flags.number('dropout', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? 0,
     maxLength: flags.number('max-length', (x) => Number.isInteger(x) && x >= 2, 'an integer ≥ 2') ?? null,
+    loraRank,
+    loraAlpha: loraRank === null ? null : (flags.number('lora-alpha', (x) => x > 0, 'a positive number') ?? loraRank),
+    loraDropout: flags.number('lora-dropout', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? 0,
+    loraTargets: flags.given('lora-targets') ? loraTargets(flags.string('lora-targets')!, flags.written('lora-targets')) : [...LORA_TARGETS],
+    dtype,
+    gradientCheckpointing: flags.switch('gradient-checkpointing'),
     device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',
     resume: flags.string('resume') ?? null,
+    mergeTo: flags.string('merge-to') ?? null,
     extend: { ...(epochs === undefined ? {} : { epochs }), ...(maxSteps === undefined ? {} : { maxSteps }) },
   };
 }

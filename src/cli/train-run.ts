@@ -1,8 +1,9 @@
 /**
  * One fine-tuning run from parsed flags: everything is checked (flags, data file, model spec, the
- * run folder) before anything is written; then the model is loaded, trained with checkpoints,
- * training.json and loss.svg kept up to date in the run folder, and finally asked to answer one
- * training and one validation instruction beside their reference answers.
+ * run folder) before anything is written; then the model is loaded (with LoRA: frozen, with
+ * adapters attached), trained with checkpoints, training.json and loss.svg kept up to date in the
+ * run folder, and finally asked to answer one training and one validation instruction beside their
+ * reference answers (and, with --merge-to, written with its adapter merged in).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -10,8 +11,10 @@ import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { generate } from '../gpt/generate.js';
 import { ModelLoadError } from '../gpt/load-model.js';
+import { addLoRA, LORA_TARGETS, mergeLoRA, type LoRASettings } from '../gpt/lora.js';
 import type { GPT2 } from '../gpt/model.js';
 import { Tokenizer } from '../gpt/tokenizer.js';
+import { loadAdapter, saveAdapter } from '../node/adapter-folder.js';
 import { atomicWrite } from '../node/atomic-write.js';
 import { createBackend } from '../node/backend.js';
 import { loadCheckpoint, promoteCheckpoint, saveCheckpoint, writeRecords, type LoadedCheckpoint } from '../node/checkpoint-folder.js';
@@ -38,6 +41,7 @@ type RunFlags = Omit<TrainOptions, (typeof SESSION_FLAGS)[number]>;
  */
 const FLAGS_BEFORE_THEY_EXISTED: Partial<RunFlags> = {
   warmupRatio: null, minLr: null, saveSteps: 0, saveLast: true, earlyStoppingPatience: 0, loggingSteps: 10, dropout: 0,
+  loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: [...LORA_TARGETS], dtype: 'f32',
 };
 
 interface RunState extends TrainingState {
@@ -77,6 +81,8 @@ export interface RunResult {
   best: { step: number; valLoss: number } | null;
   patience: number;
   samples: SampleAnswer[];
+  /** Where the base with the adapter merged in was written (--merge-to), or null. */
+  mergedTo: string | null;
 }
 
 /** A new run's default folder: runs/<local date and time>. */
@@ -140,6 +146,23 @@ function outFolderProblem(out: string): string | null {
   return `--out ${out} is not empty (it holds ${shown}): choose a new or empty folder`;
 }
 
+/** Why --merge-to cannot write into `folder`, or null: like a run folder, only a missing or empty one is taken. */
+function mergeToProblem(folder: string, out: string): string | null {
+  if (resolve(folder) === resolve(out)) return `--merge-to ${folder} is the run folder: choose another`;
+  if (!existsSync(folder)) return null;
+  if (!statSync(folder).isDirectory()) return `--merge-to ${folder} is a file, not a folder`;
+  return readdirSync(folder).length === 0 ? null : `--merge-to ${folder} is not empty: choose a new or empty folder`;
+}
+
+/** The adapters a run trains, from its flags; null for a full run. */
+function loraOf(flags: RunFlags): LoRASettings | null {
+  if (flags.loraRank === null) return null;
+  return { rank: flags.loraRank, alpha: flags.loraAlpha ?? flags.loraRank, dropout: flags.loraDropout, targets: flags.loraTargets };
+}
+
+/** A --model spec a LoRA run can find again from anywhere: a folder's absolute path, other specs as they are. */
+const lasting = (spec: string): string => (existsSync(spec) ? resolve(spec) : spec);
+
 /** Creates the run folder (and its parents) or says why it cannot be: a file in the way, no permission, a read-only disk. */
 async function createRunFolder(out: string): Promise<boolean> {
   const existed = existsSync(out);
@@ -176,11 +199,17 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   const resumed = options.resume === null ? null : await resumeState(options.resume);
   const flags: RunFlags = resumed
     ? { ...resumed.state.flags, ...options.extend }
-    : (({ resume: _r, out: _o, device: _d, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data) }))(options);
+    : (({ resume: _r, out: _o, device: _d, mergeTo: _m, gradientCheckpointing: _g, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data), model: lasting(rest.model) }))(options);
+  const lora = loraOf(flags);
   const progress = new Progress(stream, flags.loggingSteps);
   const log = (message: string) => progress.log(message);
   if (flags.minLr !== null && flags.minLr > flags.lr) throw new UsageError(`--min-lr ${flags.minLr} is above the learning rate ${flags.lr}`);
-  if (resumed?.state.stoppedEarly) {
+  if (options.gradientCheckpointing && (flags.dropout > 0 || flags.loraDropout > 0)) {
+    const rate = flags.dropout > 0 ? `--dropout ${flags.dropout}` : `--lora-dropout ${flags.loraDropout}`;
+    throw new UsageError(`--gradient-checkpointing recomputes each block, which must not draw new dropout masks: it cannot go with ${rate}${resumed ? ` (the run's)` : ''}`);
+  }
+  // A finished LoRA run resumed with --merge-to only writes its merged model.
+  if (resumed?.state.stoppedEarly && options.mergeTo === null) {
     throw new UsageError(`--resume ${options.resume}: the run is complete: it stopped early at step ${resumed.state.position.step} (no new lowest validation loss in ${flags.earlyStoppingPatience} validations)`);
   }
   const out = resumed ? options.resume! : (options.out ?? defaultOut());
@@ -188,12 +217,17 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     const problem = outFolderProblem(out);
     if (problem !== null) throw new UsageError(problem);
   }
+  if (options.mergeTo !== null) {
+    if (lora === null) throw new UsageError(`--merge-to goes with a LoRA run; ${out} is a full run, whose model.safetensors is already a whole model`);
+    const problem = mergeToProblem(options.mergeTo, out);
+    if (problem !== null) throw new UsageError(problem);
+  }
   const entries = loadInstructionFile(flags.data);
   const dataSha256 = sha256(flags.data);
   if (resumed && resumed.state.dataSha256 !== dataSha256) {
     throw new UsageError(`--resume ${out}: ${flags.data} has changed since the run started, so the run cannot continue the same way`);
   }
-  if (!resumed) checkModelSpec(flags.model);
+  if (!resumed || lora !== null) checkModelSpec(flags.model);
 
   const created = await createRunFolder(out);
   let release: () => Promise<void>;
@@ -206,7 +240,14 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   let wroteAnything = false;
   try {
     const backend: Backend = await createBackend(options.device);
-    const { model, config, source, nonFinite } = await loadModel(resumed ? resumed.checkpoint.folder : flags.model, { backend, seed: flags.seed, dropout: flags.dropout });
+    // A LoRA run reloads its frozen base from where it came from; a full run's checkpoint is the whole model.
+    const spec = resumed && lora === null ? resumed.checkpoint.folder : flags.model;
+    const { model, config, source, nonFinite } = await loadModel(spec, { backend, seed: flags.seed, dropout: flags.dropout, dtype: flags.dtype });
+    if (lora !== null) {
+      addLoRA(model, { ...lora, seed: flags.seed });
+      if (resumed) await loadAdapter(model, resumed.checkpoint.folder);
+    }
+    model.checkpointActivations = options.gradientCheckpointing;
     if (nonFinite.length > 0) {
       model.dispose();
       throw new ModelLoadError(`${source}: the weights hold non-finite values (${nonFinite.slice(0, 3).map((t) => `${t.name}: ${t.count}`).join(', ')}${nonFinite.length > 3 ? ', …' : ''}); training from them would only spread NaN`);
@@ -219,8 +260,12 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     const checkpointFile = resumed ? join(resumed.checkpoint.folder, 'state.json') : '';
     if (resumed) restoreOptimizer(optimizer, resumed.checkpoint.moments, resumed.state.optimizerStep, resumed.checkpoint.folder);
 
+    const millions = (n: number) => `${(n / 1e6).toFixed(1)} M`;
+    const trainable = model.namedTrainableParameters().reduce((n, [, p]) => n + p.size, 0);
+    const size = lora === null ? `${millions(trainable)} parameters`
+      : `${millions(model.parameterCount() - trainable)} frozen${flags.dtype === 'f16' ? ' f16' : ''} parameters, LoRA r ${lora.rank} on ${lora.targets.join(', ')}: ${trainable.toLocaleString('en-US')} trained`;
     log(
-      `model ${source} (${(model.parameterCount() / 1e6).toFixed(1)} M parameters) on ${backend.name}; ` +
+      `model ${source} (${size}) on ${backend.name}; ` +
         `${data.train.examples.length} training and ${data.val.examples.length} validation entries from ${flags.data}; output in ${out}`,
     );
 
@@ -259,7 +304,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
         if (improved) {
           best = { step: position.step, valLoss };
           evalsWithoutImprovement = 0;
-          if (keepBest) await saveModel(model, out);
+          if (keepBest) await (lora === null ? saveModel(model, out) : saveAdapter(model, out, flags.model));
         } else {
           evalsWithoutImprovement++;
         }
@@ -272,7 +317,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
         const state: RunState = {
           position, optimizerStep: optimizer.step, seed: flags.seed, flags: { ...flags }, dataSha256, best, evalsWithoutImprovement, stoppedEarly,
         };
-        await saveCheckpoint(out, model, config, optimizer, state, records, { linkModel: !keepBest || best === null });
+        await saveCheckpoint(out, model, config, optimizer, state, records, { linkModel: !keepBest || best === null, adapterBase: lora === null ? undefined : flags.model });
         lastCheckpointStep = position.step;
         await writeRecords(out, records);
         await writeCurve();
@@ -283,8 +328,20 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     if (resumed) {
       const { position } = resumed.state;
       const length = `${flags.epochs} epochs of ${trainer.batchesPerEpoch} batches${flags.maxSteps === null ? '' : `, at most ${flags.maxSteps} steps`}`;
-      if (position.step === trainer.totalSteps && options.extend?.epochs === undefined && options.extend?.maxSteps === undefined) {
-        throw new UsageError(`--resume ${out}: the run is complete (${trainer.totalSteps} steps: ${length}); to train further, give a larger --epochs or --max-steps with --resume`);
+      const complete = resumed.state.stoppedEarly === true || (position.step === trainer.totalSteps && options.extend?.epochs === undefined && options.extend?.maxSteps === undefined);
+      if (complete && options.mergeTo !== null) {
+        await loadAdapter(model, out);
+        await mergeLoRA(model);
+        await saveModel(model, options.mergeTo);
+        log(`the run is complete: its adapter merged into the base, in ${options.mergeTo}`);
+        model.dispose();
+        optimizer.dispose();
+        const records = resumed.checkpoint.records ?? (await readRunRecords(out, log));
+        return { out, records, stopped: false, stoppedEarly: resumed.state.stoppedEarly === true, best: keepBest ? best : null, patience: flags.earlyStoppingPatience, samples: [], mergedTo: options.mergeTo };
+      }
+      if (complete) {
+        const merge = lora === null ? '' : `, or --merge-to <folder> to write the base with its adapter merged in`;
+        throw new UsageError(`--resume ${out}: the run is complete (${trainer.totalSteps} steps: ${length}); to train further, give a larger --epochs or --max-steps with --resume${merge}`);
       }
       if (position.step >= trainer.totalSteps || position.batchInEpoch > trainer.batchesPerEpoch || position.epoch > flags.epochs) {
         const given = options.extend?.epochs !== undefined || options.extend?.maxSteps !== undefined;
@@ -322,7 +379,8 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     const ended = !stopped || stoppedEarly;
     if (ended && keepBest && best !== null && best.step !== trainer.records.at(-1)?.step) {
       // The samples show what the saved model answers.
-      model.loadStateDict((await loadGpt2Weights(out)).weights, join(out, 'model.safetensors'));
+      if (lora === null) model.loadStateDict((await loadGpt2Weights(out)).weights, join(out, 'model.safetensors'));
+      else await loadAdapter(model, out);
     }
     if (ended) {
       model.eval();
@@ -334,9 +392,15 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
       }
       await atomicWrite(join(out, 'samples.json'), (fh) => fh.writeFile(JSON.stringify(samples, null, 2)));
     }
+    let mergedTo: string | null = null;
+    if (ended && options.mergeTo !== null) {
+      await mergeLoRA(model);
+      await saveModel(model, options.mergeTo);
+      mergedTo = options.mergeTo;
+    }
     model.dispose();
     optimizer.dispose();
-    return { out, records: trainer.records, stopped, stoppedEarly, best: keepBest ? best : null, patience: flags.earlyStoppingPatience, samples };
+    return { out, records: trainer.records, stopped, stoppedEarly, best: keepBest ? best : null, patience: flags.earlyStoppingPatience, samples, mergedTo };
   } finally {
     await release();
     if (created && !wroteAnything) await rmdir(out).catch(() => {});

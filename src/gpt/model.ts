@@ -11,6 +11,7 @@ import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
 import { attention, cachedAttention, slotAttention } from '../tensor/fused.js';
 import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
+import { recomputed } from '../tensor/recompute.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
 import type { KVCache } from './kv-cache.js';
@@ -136,6 +137,12 @@ export class GPT2 extends Module {
   h: Block[];
   ln_f: LayerNorm;
   lm_head: Projection | null;
+  /**
+   * While training, keep only each block's input and recompute its activations during backward:
+   * a step's activation memory becomes one block's, for one more forward pass. Needs dropout 0 (the
+   * model's and any adapter's), since the recomputation must draw nothing new.
+   */
+  checkpointActivations = false;
   private readonly dropout: Dropout;
 
   constructor(readonly config: GPT2Config, readonly backend: Backend, options: ModelOptions = {}) {
@@ -183,7 +190,13 @@ export class GPT2 extends Module {
       const { k, v } = pooled.pool.layer(layer);
       return slots ? { k, v, slots, positions, longest: last + 1 } : { k, v, position: starts[0], slot: pooled.slots[0] };
     };
-    this.h.forEach((block, layer) => (x = block.forward(x, layerCache(layer))));
+    if (this.checkpointActivations && this.dropout.active) throw new Error('checkpointActivations needs dropout 0: the recomputation must draw the same masks');
+    this.h.forEach((block, layer) => {
+      const blockCache = layerCache(layer);
+      x = this.checkpointActivations && blockCache === undefined
+        ? recomputed((input) => block.forward(input), x, block.parameters())
+        : block.forward(x, blockCache);
+    });
     cache?.advance(T);
     if (pooled) for (const slot of pooled.slots) pooled.pool.advance(slot, T);
     if (lastOnly && T > 1) x = slice(x, [0, T - 1, 0], [B, 1, this.config.n_embd]); // [B, T, C] → [B, 1, C]

@@ -1,8 +1,11 @@
 /** The layers GPT-2 is made of. Parameters are created by the caller's init (see src/gpt/init.ts). */
 import type { Backend } from '../tensor/backend.js';
 import { full, random, tensor } from '../tensor/create.js';
-import { embedding, layerNorm, linear } from '../tensor/fused.js';
-import { div, greater, matmul, mul } from '../tensor/ops.js';
+import { embedding, gelu, layerNorm, linear } from '../tensor/fused.js';
+import { noGrad } from '../tensor/graph.js';
+import { halfOverflow, narrowToHalf } from '../tensor/half.js';
+import { add, div, greater, matmul, mul, sub } from '../tensor/ops.js';
+import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from './module.js';
 
@@ -22,10 +25,20 @@ function weight(shape: readonly number[], backend: Backend, dtype: WeightDType):
   return tensor(new Uint16Array(shape.reduce((a, b) => a * b, 1)), shape, { backend, requiresGrad: true });
 }
 
-/** y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a transpose. */
+/**
+ * y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a
+ * transpose. An optional LoRA adapter adds (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ with A [r, in] and B [out, r]
+ * (Hugging Face PEFT's fields and layouts), never forming W + B·A: the base weight may stay frozen
+ * and in f16 while only A and B train.
+ */
 export class Linear extends Module {
   weight: Tensor;
   bias: Tensor | null;
+  lora_A: Projection | null = null;
+  lora_B: Projection | null = null;
+  lora_dropout: Dropout | null = null;
+  /** The adapter's alpha: its update is scaled by alpha / r. */
+  loraAlpha = 0;
 
   constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' }: { bias?: boolean; dtype?: WeightDType } = {}) {
     super();
@@ -34,8 +47,70 @@ export class Linear extends Module {
   }
 
   /** Optionally gelu(x·W + b) and/or + residual, fused into the matmul at inference (see linear()). */
-  forward(x: Tensor, epilogue: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
-    return linear(x, this.weight, this.bias, epilogue);
+  forward(x: Tensor, { gelu: withGelu = false, residual }: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
+    if (this.lora_A === null || this.lora_B === null || this.lora_dropout === null) {
+      return linear(x, this.weight, this.bias, { gelu: withGelu, residual });
+    }
+    const scale = this.loraAlpha / this.lora_A.weight.shape[0];
+    // The scale applied on the rank-wide side, where it costs r multiplications a row instead of out.
+    const low = mul(this.lora_A.forward(this.lora_dropout.forward(x)), scale); // [..., in] → [..., r]
+    const y = linear(x, this.weight, this.bias, { residual: this.lora_B.forward(low) }); // x·W + b + [..., r] → [..., out]
+    const activated = withGelu ? gelu(y) : y;
+    return residual ? add(activated, residual) : activated;
+  }
+
+  /**
+   * Attaches a LoRA adapter of rank r: B = 0 (the layer computes what it did), A uniform in
+   * ±1/sqrt(in) (PEFT's kaiming_uniform(a = √5)), both trainable; `seed` draws A and the dropout masks.
+   */
+  addAdapter(rank: number, alpha: number, dropout: number, seed: number): void {
+    if (this.lora_A !== null) throw new Error('this layer already has an adapter');
+    const [inFeatures, outFeatures] = this.weight.shape;
+    const { backend } = this.weight;
+    this.lora_A = new Projection(inFeatures, rank, backend);
+    this.lora_B = new Projection(rank, outFeatures, backend);
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.lora_A.replaceParameter('weight', noGrad(() => tidy(() => {
+      const u = random([rank, inFeatures], seed, { backend, distribution: 'uniform' });
+      return mul(sub(mul(u, 2), 1), bound);
+    })));
+    this.lora_dropout = new Dropout(dropout, seed);
+    this.lora_dropout.train(this.training);
+    this.loraAlpha = alpha;
+  }
+
+  /**
+   * Folds the adapter into the weight, W += (alpha/r)·(B·A)ᵀ, once, and removes it. An f16 weight is
+   * summed in f32 and rounded once (on the host: no device op writes f16), hence async.
+   */
+  async mergeAdapter(): Promise<void> {
+    const { lora_A: a, lora_B: b } = this;
+    if (a === null || b === null) throw new Error('this layer has no adapter to merge');
+    const scale = this.loraAlpha / a.weight.shape[0];
+    const { backend, dtype, shape } = this.weight;
+    const base = dtype === 'f16' ? tensor(await this.weight.toFloat32(), shape, { backend }) : this.weight;
+    const merged = noGrad(() => tidy(() => add(base, mul(matmul(a.weight, b.weight, { transA: true, transB: true }), scale)))); // [r, in]ᵀ · [out, r]ᵀ → [in, out]
+    if (base !== this.weight) base.dispose();
+    if (dtype === 'f16') {
+      const values = await merged.toFloat32();
+      merged.dispose();
+      const overflow = halfOverflow(values);
+      if (overflow > 0) throw new Error(`merging the adapter puts ${overflow} values outside f16's range (±65504): merge into an f32 base`);
+      this.replaceParameter('weight', tensor(narrowToHalf(values), shape, { backend }));
+    } else {
+      this.replaceParameter('weight', merged);
+    }
+    this.removeAdapter();
+  }
+
+  /** Drops the adapter and frees its weights; the layer computes x·W + b again. */
+  removeAdapter(): void {
+    this.lora_A?.dispose();
+    this.lora_B?.dispose();
+    this.lora_A = null;
+    this.lora_B = null;
+    this.lora_dropout = null;
+    this.loraAlpha = 0;
   }
 }
 

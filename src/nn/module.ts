@@ -1,6 +1,6 @@
 /**
- * Modules are plain classes. Parameters are found by walking fields: a Tensor that requires a
- * gradient is a parameter, a Module is walked recursively, and an array of Modules names its items
+ * Modules are plain classes. Parameters are found by walking fields: a Tensor is a parameter
+ * (trainable while it requires a gradient, frozen otherwise), a Module is walked recursively, and an array of Modules names its items
  * by index — so `h[3].attn.c_attn.weight` is the parameter `h.3.attn.c_attn.weight`, the name the
  * Hugging Face checkpoint uses.
  */
@@ -35,8 +35,20 @@ function isTensor(value: unknown): value is Tensor {
 export abstract class Module {
   training = true;
 
+  /** Every parameter, trainable or frozen: the model's state, what weight files hold. */
   namedParameters(): [string, Tensor][] {
     return this.parameterSlots().map(({ name, owner, key }) => [name, owner[key] as Tensor]);
+  }
+
+  /** The parameters that require a gradient: what an optimizer updates. */
+  namedTrainableParameters(): [string, Tensor][] {
+    return this.namedParameters().filter(([, t]) => t.requiresGrad);
+  }
+
+  /** Makes every parameter frozen: no gradient, so no gradient buffer and no weight-gradient product. */
+  freeze(): this {
+    for (const p of this.parameters()) p.requiresGrad = false;
+    return this;
   }
 
   parameters(): Tensor[] {
@@ -83,7 +95,10 @@ export abstract class Module {
     }
   }
 
-  /** Puts `value` (same shape, kept out of any scope) in place of the named parameter, disposing the old one. */
+  /**
+   * Puts `value` (same shape, kept out of any scope) in place of the named parameter, disposing the
+   * old one; it stays trainable or frozen as the old one was.
+   */
   replaceParameter(name: string, value: Tensor): void {
     const slot = this.parameterSlots().find((s) => s.name === name);
     if (slot === undefined) throw new Error(`no parameter named ${name}`);
@@ -95,8 +110,9 @@ export abstract class Module {
   }
 
   private swap(owner: Record<string, unknown>, key: string, value: Tensor): void {
-    (owner[key] as Tensor).dispose();
-    value.requiresGrad = true;
+    const old = owner[key] as Tensor;
+    value.requiresGrad = old.requiresGrad;
+    old.dispose();
     owner[key] = keep(value);
   }
 
@@ -125,7 +141,7 @@ export abstract class Module {
     const slots: ParameterSlot[] = [];
     const owner = this as unknown as Record<string, unknown>;
     for (const [key, value] of Object.entries(this)) {
-      if (isTensor(value) && value.requiresGrad) {
+      if (isTensor(value)) {
         slots.push({ name: prefix + key, owner, key });
       } else if (value instanceof Module) {
         slots.push(...value.parameterSlots(`${prefix}${key}.`));

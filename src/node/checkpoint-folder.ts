@@ -1,7 +1,9 @@
 /**
  * Checkpoints: a run's folder holds `model.safetensors` + `config.json` (Hugging Face layout, what
- * `generate.ts` and transformers load) and `checkpoint/` with the optimizer moments, the training
- * state and the step records up to it.
+ * `generate.ts` and transformers load), or for a LoRA run `adapter_model.safetensors` +
+ * `adapter_config.json` (PEFT's layout; the frozen base is re-read from where the config names it),
+ * and `checkpoint/` with the same files, the optimizer moments of what trains, the training state
+ * and the step records up to it.
  *
  * Atomicity: a checkpoint is written whole into a staging folder, `state.json` last (its presence
  * marks the folder complete), then swapped in with two renames (checkpoint → checkpoint.old,
@@ -17,6 +19,8 @@ import { existsSync } from 'node:fs';
 import { link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPT2Config } from '../gpt/config.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapterWeights } from '../gpt/lora-adapter.js';
+import { loraSettings } from '../gpt/lora.js';
 import type { GPT2 } from '../gpt/model.js';
 import { hostWeights } from '../gpt/model-bytes.js';
 import type { StateDict } from '../gpt/safetensors.js';
@@ -24,6 +28,7 @@ import { nonFiniteTensors } from '../gpt/state-dict.js';
 import type { AdamW } from '../train/adamw.js';
 import type { StepRecord } from '../train/trainer.js';
 import { NonFiniteState, parseTrainingState, type TrainingState } from '../train/training-state.js';
+import { saveAdapterFiles } from './adapter-folder.js';
 import { atomicWrite } from './atomic-write.js';
 import { readSafetensors, writeSafetensors } from './safetensors-file.js';
 import { saveGpt2Weights } from './weights-folder.js';
@@ -33,7 +38,11 @@ const OLD = `${CHECKPOINT}.old`;
 const STAGING_PREFIX = `${CHECKPOINT}.tmp-`;
 const STATE_FILE = 'state.json';
 const RECORDS_FILE = 'training.json';
-const TOP_LEVEL_FILES = ['model.safetensors', 'config.json'];
+const MODEL_FILES = ['model.safetensors', 'config.json'];
+const ADAPTER_FILES = [ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE];
+
+/** The weight files a checkpoint folder holds: an adapter's, or a whole model's. */
+const weightFiles = (folder: string): string[] => (existsSync(join(folder, ADAPTER_CONFIG_FILE)) ? ADAPTER_FILES : MODEL_FILES);
 
 async function stagingFolders(outDir: string): Promise<string[]> {
   const names = existsSync(outDir) ? await readdir(outDir) : [];
@@ -42,9 +51,9 @@ async function stagingFolders(outDir: string): Promise<string[]> {
 
 const writeJson = (path: string, value: unknown) => atomicWrite(path, (fh) => fh.writeFile(JSON.stringify(value, null, 1)));
 
-/** Points the model files at the top of the run folder at the live checkpoint's (hard links, swapped by rename). */
+/** Points the weight files at the top of the run folder at the live checkpoint's (hard links, swapped by rename). */
 async function linkTopLevel(outDir: string): Promise<void> {
-  for (const file of TOP_LEVEL_FILES) {
+  for (const file of weightFiles(join(outDir, CHECKPOINT))) {
     const tmp = join(outDir, `${file}.tmp-${process.pid}`);
     await rm(tmp, { force: true });
     await link(join(outDir, CHECKPOINT, file), tmp);
@@ -52,10 +61,18 @@ async function linkTopLevel(outDir: string): Promise<void> {
   }
 }
 
+export interface CheckpointOptions {
+  /** Point the top-level weight files at this checkpoint's (false: they hold the best weights, written apart). Default true. */
+  linkModel?: boolean;
+  /** For a model with adapters: its base as a --model spec, which adapter_config.json names (the base itself is not written). */
+  adapterBase?: string;
+}
+
 /**
- * Writes a checkpoint of the model, the optimizer and the records so far, replacing the previous one
- * only once it is complete. Throws NonFiniteState, writing nothing, if a weight or moment is not finite.
- * The caller holds the run folder's lock, so leftover staging folders are no other process's.
+ * Writes a checkpoint of the model (or of its adapters alone, when it has some), the optimizer and
+ * the records so far, replacing the previous one only once it is complete. Throws NonFiniteState,
+ * writing nothing, if a weight or moment is not finite. The caller holds the run folder's lock, so
+ * leftover staging folders are no other process's.
  */
 export async function saveCheckpoint(
   outDir: string,
@@ -64,9 +81,11 @@ export async function saveCheckpoint(
   optimizer: AdamW,
   state: TrainingState,
   records: readonly StepRecord[] = [],
-  { linkModel = true }: { linkModel?: boolean } = {},
+  { linkModel = true, adapterBase }: CheckpointOptions = {},
 ): Promise<void> {
-  const weights = await hostWeights(model);
+  const lora = loraSettings(model);
+  if (lora !== null && adapterBase === undefined) throw new Error('saveCheckpoint: a model with adapters needs adapterBase');
+  const weights = lora === null ? await hostWeights(model) : await adapterWeights(model);
   const moments: StateDict = new Map();
   for (const [name, { m, v }] of optimizer.moments) {
     moments.set(`m.${name}`, { shape: [...m.shape], data: await m.toFloat32() });
@@ -80,7 +99,8 @@ export async function saveCheckpoint(
   const staging = join(outDir, `${STAGING_PREFIX}${process.pid}`);
   try {
     await mkdir(staging, { recursive: true });
-    await saveGpt2Weights(staging, config, weights);
+    if (lora === null) await saveGpt2Weights(staging, config, weights);
+    else await saveAdapterFiles(staging, config, lora, adapterBase!, weights);
     await writeSafetensors(join(staging, 'optimizer.safetensors'), moments);
     await writeJson(join(staging, RECORDS_FILE), records);
     await writeJson(join(staging, STATE_FILE), { ...state, optimizerStep: optimizer.step });
@@ -111,7 +131,7 @@ async function readCandidate(folder: string): Promise<LoadedCheckpoint> {
   const stateFile = join(folder, STATE_FILE);
   if (!existsSync(stateFile)) throw new Error(`${folder}: incomplete (no ${STATE_FILE})`);
   const state = parseTrainingState(await readFile(stateFile, 'utf8'), stateFile);
-  for (const file of [...TOP_LEVEL_FILES, 'optimizer.safetensors']) {
+  for (const file of [...weightFiles(folder), 'optimizer.safetensors']) {
     if (!existsSync(join(folder, file))) throw new Error(`${folder}: lacks ${file}`);
   }
   const moments = await readSafetensors(join(folder, 'optimizer.safetensors'));

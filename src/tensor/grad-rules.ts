@@ -3,7 +3,7 @@
  * A rule gets the output's gradient and the node, and returns one gradient per input (null where an
  * input needs none). Gradients may come back in the broadcast shape; autograd.ts reduces them.
  */
-import type { Storage } from './backend.js';
+import type { MatmulShape, Storage } from './backend.js';
 import { fromStorage, zeros } from './create.js';
 import type { GraphNode, OpName } from './graph.js';
 import {
@@ -78,6 +78,7 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
   embedding: (dy, { saved: [ids], attrs: { n, V, C } }) => [wrap(dy, dy.backend.embeddingBackward(ids.storage, dy.storage, n, V, C), [V, C])],
   // The forward already computed dLoss/dLogits; the chain rule only scales it by the loss's gradient.
   crossEntropy: (dy, { saved: [dLogits] }) => [mul(dLogits, dy)],
+  recompute: (dy, { saved: [x], attrs }) => attrs.backward(dy, x),
 };
 
 /** Expands a gradient whose reduced axes were kept with size 1 to `shape`. */
@@ -85,35 +86,42 @@ function broadcastTo(dy: Tensor, shape: readonly number[]): Tensor {
   return add(dy, zeros(shape, { backend: dy.backend }));
 }
 
+/**
+ * dA and dB, each only for an input that requires a gradient: a frozen weight (LoRA's base) costs no
+ * weight-gradient product, and a layer whose input needs no gradient (the first) no input-gradient one.
+ */
 function matmulGrads(dy: Tensor, { saved: [a, b], inputs, attrs: s }: GraphNode<'matmul'>): (Tensor | null)[] {
   const { batch, m, k, n, transA, transB, broadcastB } = s;
   // Work in the 3-D shapes the backend saw: [batch, rows, cols].
   const a3 = reshape(a, transA ? [batch, k, m] : [batch, m, k]);
   const b3 = broadcastB ? reshape(b, transB ? [n, k] : [k, n]) : reshape(b, transB ? [batch, n, k] : [batch, k, n]);
   const dy3 = reshape(dy, [batch, m, n]);
+  const grads: (Tensor | null)[] = [
+    inputs[0].requiresGrad ? reshape(matmulGradA(dy3, b3, s), a.shape) : null,
+    inputs[1].requiresGrad ? reshape(matmulGradB(dy3, a3, s), b.shape) : null,
+  ];
+  if (inputs.length === 3) grads.push(inputs[2].requiresGrad ? sum(reshape(dy, [batch * m, n]), 0) : null);
+  return grads;
+}
 
-  const dA = !transA
-    ? matmul(dy3, b3, { transB: !transB }) // [m, k] = dy · op(B)ᵀ
-    : broadcastB
-      ? permute(matmul(dy3, b3, { transB: !transB }), [0, 2, 1]) // [k, m] = (dy · op(B)ᵀ)ᵀ: a shared B cannot lead a batched product
-      : matmul(b3, dy3, { transA: transB, transB: true }); // [k, m] = op(B) · dyᵀ
+function matmulGradA(dy3: Tensor, b3: Tensor, { transA, transB, broadcastB }: MatmulShape): Tensor {
+  if (!transA) return matmul(dy3, b3, { transB: !transB }); // [m, k] = dy · op(B)ᵀ
+  return broadcastB
+    ? permute(matmul(dy3, b3, { transB: !transB }), [0, 2, 1]) // [k, m] = (dy · op(B)ᵀ)ᵀ: a shared B cannot lead a batched product
+    : matmul(b3, dy3, { transA: transB, transB: true }); // [k, m] = op(B) · dyᵀ
+}
 
-  let dB: Tensor;
+function matmulGradB(dy3: Tensor, a3: Tensor, { batch, m, n, transA, transB, broadcastB }: MatmulShape): Tensor {
   if (broadcastB && batch > 1) {
     // Each batch contributes to the one shared B: sum their products.
     const perBatch = transB
       ? matmul(dy3, a3, { transA: true, transB: transA })
       : matmul(a3, dy3, { transA: !transA });
-    dB = sum(perBatch, 0);
-  } else {
-    const a2 = broadcastB ? reshape(a3, a3.shape.slice(1)) : a3;
-    const dy2 = broadcastB ? reshape(dy3, [m, n]) : dy3;
-    dB = transB
-      ? matmul(dy2, a2, { transA: true, transB: transA }) // [n, k] = dyᵀ · op(A)
-      : matmul(a2, dy2, { transA: !transA }); // [k, n] = op(A)ᵀ · dy
+    return sum(perBatch, 0);
   }
-  const grads: (Tensor | null)[] = [reshape(dA, a.shape), reshape(dB, b.shape)];
-  if (inputs.length === 3) grads.push(sum(reshape(dy, [batch * m, n]), 0));
-  return grads;
+  const a2 = broadcastB ? reshape(a3, a3.shape.slice(1)) : a3;
+  const dy2 = broadcastB ? reshape(dy3, [m, n]) : dy3;
+  return transB
+    ? matmul(dy2, a2, { transA: true, transB: transA }) // [n, k] = dyᵀ · op(A)
+    : matmul(a2, dy2, { transA: !transA }); // [k, n] = op(A)ᵀ · dy
 }
-

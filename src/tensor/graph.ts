@@ -35,6 +35,8 @@ export interface OpAttrs {
   attention: AttentionShape;
   embedding: { n: number; V: number; C: number };
   crossEntropy: NoAttrs;
+  /** Its rule runs the recorded function again and differentiates it (see recompute.ts). */
+  recompute: { backward: (dy: Tensor, x: Tensor) => (Tensor | null)[] };
 }
 
 export type OpName = keyof OpAttrs;
@@ -57,6 +59,17 @@ export function isGradEnabled(): boolean {
 export function noGrad<T>(fn: () => T): T {
   const previous = gradEnabled;
   gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Runs fn recording a graph again, inside a noGrad (a backward rule that differentiates a recomputation). */
+export function withGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = true;
   try {
     return fn();
   } finally {

@@ -2,7 +2,8 @@
  * llm.c's layout: a module's trainable tensors moved into one allocation and their gradients into
  * another, each tensor a view of its slot, so that AdamW updates and the clip measures all of them
  * with one dispatch per binding window instead of a few per tensor. Any set of trainable tensors fits:
- * whatever `namedParameters()` yields (all of GPT-2, or only an adapter's few matrices).
+ * whatever `namedTrainableParameters()` yields (all of GPT-2, or only an adapter's few matrices);
+ * frozen ones stay where they are and get no slot, so no gradient or moment memory.
  *
  * Slots start at the backend's view alignment (kernels bind a view where it begins). A layout larger
  * than one device buffer (maxStorageSize) is cut into blocks, one buffer each, at slot boundaries:
@@ -83,12 +84,12 @@ export class FlatParameters {
   private buffersMade = 0;
 
   constructor(model: Module) {
-    const named = model.namedParameters();
-    if (named.length === 0) throw new Error('the model has no trainable parameter');
+    const named = model.namedTrainableParameters();
+    if (named.length === 0) throw new Error('the model has no trainable parameter (all are frozen)');
     const backend = named[0][1].backend;
     for (const [name, p] of named) {
       if (p.backend !== backend) throw new Error(`${name} lives on ${p.backend.name}, ${named[0][0]} on ${backend.name}: one flat buffer needs one backend`);
-      if (p.dtype === 'f16') throw new Error(`${name} is stored in f16: full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32'`);
+      if (p.dtype === 'f16') throw new Error(`${name} is stored in f16: full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32', or train an adapter (addLoRA) over the frozen f16 base`);
       if (p.dtype !== 'f32') throw new Error(`${name} is ${p.dtype}: trainable parameters are f32`);
     }
     const align = backend.viewAlignment;
