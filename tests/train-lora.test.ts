@@ -81,10 +81,27 @@ describe('LoRA flags', () => {
 });
 
 describe('a LoRA run', () => {
+  it('with dropout, 6 steps in one run equal 3, a stop and a resume for 3 more (the masks are keyed by micro-batch, not by calls in this process)', async () => {
+    const dir = await freshDir();
+    const { data, base } = await fixtures(dir);
+    const flags = [
+      '--model', base, '--data', data, '--epochs', '10', '--max-steps', '6', '--batch-size', '2', '--gradient-accumulation-steps', '2',
+      '--val-fraction', '0.25', '--eval-every', '0', '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-targets', 'c_attn',
+    ];
+    const withDropout = [...flags, '--lora-dropout', '0.2', '--dropout', '0.1'];
+    const whole = await runTraining(options([...withDropout, '--out', join(dir, 'whole')]), { shouldStop: () => false });
+    const plain = await runTraining(options([...flags, '--out', join(dir, 'plain')]), { shouldStop: () => false });
+    expect(whole.records.map((r) => r.loss), 'dropout changes the losses').not.toEqual(plain.records.map((r) => r.loss));
+    let polls = 0;
+    const first = await runTraining(options([...withDropout, '--out', join(dir, 'split')]), { shouldStop: () => ++polls >= 3 });
+    expect(first.stopped).toBe(true);
+    const second = await runTraining(options(['--resume', first.out]), { shouldStop: () => false });
+    expect(second.records).toEqual(whole.records);
+  });
+
   it('10 steps in one run equal 5, a stop and a resume for 5 more, and a run with --gradient-checkpointing; the folder holds the adapter', async () => {
     const dir = await freshDir();
     const { data, base } = await fixtures(dir);
-    // No --lora-dropout: a Dropout's masks follow its count of calls in this process, which a resume starts again.
     const flags = [
       '--model', base, '--data', data, '--epochs', '10', '--max-steps', '10', '--batch-size', '2', '--val-fraction', '0.25', '--eval-every', '4',
       '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-alpha', '8', '--lora-targets', 'c_attn,mlp.c_proj',

@@ -157,8 +157,13 @@ export class LayerNorm extends Module {
   }
 }
 
-/** Inverted dropout with a seeded mask; the identity in eval mode and at rate 0. */
+/**
+ * Inverted dropout with a seeded mask; the identity in eval mode and at rate 0. Masks are drawn from
+ * (seed, key, call number within the key): a trainer keys each micro-batch by its number, so a run
+ * resumed from a checkpoint draws the masks the uninterrupted run drew.
+ */
 export class Dropout extends Module {
+  private key = 0;
   private calls = 0;
 
   constructor(readonly rate: number, readonly seed = 0) {
@@ -171,10 +176,16 @@ export class Dropout extends Module {
     return this.training && this.rate > 0;
   }
 
+  /** Masks from here on are drawn for `key` (a non-negative integer), from its first call. */
+  startKey(key: number): void {
+    this.key = key;
+    this.calls = 0;
+  }
+
   forward(x: Tensor): Tensor {
     if (!this.active) return x;
-    // A fresh mask per call, reproducible from (seed, call number).
-    const u = random(x.shape, (this.seed * 1_000_003 + this.calls++) >>> 0, { backend: x.backend, distribution: 'uniform' });
+    const maskSeed = (Math.imul(this.seed, 1_000_003) ^ Math.imul(this.key, 0x9e3779b1) ^ Math.imul(this.calls++, 40_503)) >>> 0;
+    const u = random(x.shape, maskSeed, { backend: x.backend, distribution: 'uniform' });
     return div(mul(x, greater(u, this.rate)), 1 - this.rate);
   }
 }

@@ -129,6 +129,13 @@ export abstract class Module {
     for (const p of this.parameters()) p.dispose();
   }
 
+  /** This module and every module inside it, depth first. */
+  modules(): Module[] {
+    const found: Module[] = [];
+    this.walk((m) => found.push(m));
+    return found;
+  }
+
   private walk(fn: (m: Module) => void): void {
     fn(this);
     for (const value of Object.values(this)) {

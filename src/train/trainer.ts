@@ -4,6 +4,7 @@
  * its loss is read back while the next step is being recorded, so the device never waits on us.
  */
 import type { GPT2 } from '../gpt/model.js';
+import { Dropout } from '../nn/layers.js';
 import { tensor } from '../tensor/create.js';
 import { backward } from '../tensor/autograd.js';
 import { crossEntropy, embedding } from '../tensor/fused.js';
@@ -190,6 +191,8 @@ export class Trainer {
       let total: Tensor | null = null;
       micro.forEach((batch, i) => {
         const weight = counts[i] / counted;
+        // Keyed by the micro-batch's number, dropout draws the same masks whether or not the run was resumed.
+        for (const m of this.model.modules()) if (m instanceof Dropout) m.startKey(this.position.step * this.config.gradAccum + i);
         const loss = this.batchLoss(batch);
         backward(weight === 1 ? loss : mul(loss, weight));
         const share = noGrad(() => mul(loss, weight));
