@@ -132,7 +132,14 @@ async function main(): Promise<void> {
   const trainer = new Trainer(model, optimizer, examples, [], {
     epochs: 1, batchSize: flags.batch, lr: 1e-4, lrSchedule: 'constant', warmupSteps: 0, maxSteps: total, gradAccum: 1,
     clip: 1, seed: 0, shuffle: false, evalEvery: 0, maskPrompt: false, contextLength: flags.seq,
-  }, { onStep: () => void done.push(performance.now()) });
+  }, {
+    onStep: (record) => {
+      done.push(performance.now());
+      // Long runs (minutes a step) show their progress and the pool's high-water mark so far.
+      const peakSoFar = gpu ? `, peak GPU ${(gpu.memoryStats().peakBytes / 1e6).toFixed(0)} MB` : '';
+      console.log(`step ${record.step}/${total}: loss ${record.loss.toFixed(3)}${peakSoFar}`);
+    },
+  });
   await trainer.run();
   const intervals = done.slice(flags.warmup).map((t, i) => t - done[flags.warmup - 1 + i]);
   intervals.sort((a, b) => a - b);

@@ -179,8 +179,8 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
       expect(loraSettings(model)).toBeNull();
       expect(loraParameters(model)).toEqual([]);
       expect(model.h[1].mlp.c_fc.weight.dtype).toBe(dtype);
-      // f16 rounds each merged weight once (half an ulp: 2^-11 relative).
-      expectClose(await model.h[0].attn.c_attn.weight.toFloat32(), expected, { tolerance: dtype === 'f32' ? 1e-5 : 2 ** -11, seed });
+      // f32: a kernel's rounding (the kernel tests' 1e-4); f16 rounds each merged weight once more (half an ulp: 2^-11 relative).
+      expectClose(await model.h[0].attn.c_attn.weight.toFloat32(), expected, { tolerance: dtype === 'f32' ? 1e-4 : 2 ** -11, seed });
       const merged = await logits(model, ids);
       if (dtype === 'f32') {
         // Other products in another order (the merged layers also fuse GELU and the residual into

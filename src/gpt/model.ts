@@ -12,6 +12,7 @@ import { tensor } from '../tensor/create.js';
 import { attention, cachedAttention, slotAttention } from '../tensor/fused.js';
 import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
 import { recomputed } from '../tensor/recompute.js';
+import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2Config } from './config.js';
 import type { KVCache } from './kv-cache.js';
@@ -193,9 +194,11 @@ export class GPT2 extends Module {
     if (this.checkpointActivations && this.dropout.active) throw new Error('checkpointActivations needs dropout 0: the recomputation must draw the same masks');
     this.h.forEach((block, layer) => {
       const blockCache = layerCache(layer);
-      x = this.checkpointActivations && blockCache === undefined
+      // A block's intermediates are freed as it returns, not at the end of the caller's scope: while
+      // training, what backward needs stays alive through the graph's own handles (graph.ts).
+      x = tidy(() => this.checkpointActivations && blockCache === undefined
         ? recomputed((input) => block.forward(input), x, block.parameters())
-        : block.forward(x, blockCache);
+        : block.forward(x, blockCache));
     });
     cache?.advance(T);
     if (pooled) for (const slot of pooled.slots) pooled.pool.advance(slot, T);
