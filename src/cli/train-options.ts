@@ -109,7 +109,7 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'lora-dropout', value: '<p>', description: 'LoRA: dropout on the adapters\' input', default: '0' },
   { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated', default: LORA_TARGETS.join(',') },
   { name: 'dtype', value: '<f32|f16>', description: 'storage of the base\'s weight matrices; f16 halves their memory (LoRA only)', default: 'f32' },
-  { name: 'gradient-checkpointing', description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
+  { name: 'gradient-checkpointing', aliases: ['checkpoint-activations'], description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
   { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
   { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing may be given)' },
