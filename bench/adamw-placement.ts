@@ -10,12 +10,11 @@
  *   npx tsx bench/adamw-placement.ts [--mib 52,64,96] [--elements 12865792] [--rounds 5]
  */
 import { parseArgs } from 'node:util';
-import { printTable } from './harness.js';
+import { printTable, timed } from './harness.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
-import type { Backend } from '../src/tensor/backend.js';
 import { zeros } from '../src/tensor/create.js';
 import { adamwStep } from '../src/tensor/fused.js';
-import { keep, tidy } from '../src/tensor/scope.js';
+import { keep } from '../src/tensor/scope.js';
 
 const { values } = parseArgs({
   strict: true,
@@ -28,16 +27,6 @@ if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a
 const STAGGER = 256; // elements: 1 KiB
 for (const mib of sizes) {
   if (!(mib * 2 ** 18 >= elements + 3 * STAGGER)) throw new Error(`--mib ${mib} holds fewer than --elements ${elements} (+ 3 KiB)`);
-}
-
-async function timed(backend: Backend, fn: () => void): Promise<{ wall: number; cpu: number }> {
-  await backend.sync();
-  const start = performance.now();
-  const cpuStart = process.cpuUsage();
-  tidy(fn);
-  await backend.sync();
-  const cpu = process.cpuUsage(cpuStart);
-  return { wall: performance.now() - start, cpu: (cpu.user + cpu.system) / 1000 };
 }
 
 const backend = await createBackend('webgpu');

@@ -3,6 +3,7 @@
  * the median. Results print as a table and, last, one JSON line for machines.
  */
 import type { Backend } from '../src/tensor/backend.js';
+import { tidy } from '../src/tensor/scope.js';
 
 export interface TimingOptions {
   warmup?: number;
@@ -14,6 +15,17 @@ let runsOverride: number | null = null;
 /** Makes every medianMs take this many timed runs, whatever its caller asked (bench/kernels.ts --runs); null restores. */
 export function overrideRuns(runs: number | null): void {
   runsOverride = runs;
+}
+
+/** Wall and CPU milliseconds of fn, from an idle device to an idle device. */
+export async function timed(backend: Backend, fn: () => void): Promise<{ wall: number; cpu: number }> {
+  await backend.sync();
+  const start = performance.now();
+  const cpuStart = process.cpuUsage();
+  tidy(fn);
+  await backend.sync();
+  const cpu = process.cpuUsage(cpuStart);
+  return { wall: performance.now() - start, cpu: (cpu.user + cpu.system) / 1000 };
 }
 
 /** Median milliseconds of `fn` (which records work on `backend`), waiting for the device each run. */

@@ -14,17 +14,16 @@
  *   npx tsx bench/optimizer-step.ts [--shapes default|gpt2|gpt2-medium] [--rounds 5]
  */
 import { parseArgs } from 'node:util';
-import { printTable } from './harness.js';
+import { printTable, timed } from './harness.js';
 import { benchShapes } from './shapes.js';
 import { initializeWeights } from '../src/gpt/init.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
-import type { Backend } from '../src/tensor/backend.js';
 import { random, zeros } from '../src/tensor/create.js';
 import { adamwStep } from '../src/tensor/fused.js';
 import { noGrad } from '../src/tensor/graph.js';
 import { add, assign, div, maximum, mul, sqrt, sum } from '../src/tensor/ops.js';
-import { keep, tidy } from '../src/tensor/scope.js';
+import { keep } from '../src/tensor/scope.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { AdamW } from '../src/train/adamw.js';
 import { clipGradNorm } from '../src/train/clip.js';
@@ -34,17 +33,6 @@ const config = benchShapes(values.shapes);
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
 const hyper = (step: number) => ({ lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step });
-
-/** Wall and CPU milliseconds of fn, from an idle device to an idle device. */
-async function timed(backend: Backend, fn: () => void): Promise<{ wall: number; cpu: number }> {
-  await backend.sync();
-  const start = performance.now();
-  const cpuStart = process.cpuUsage();
-  tidy(fn);
-  await backend.sync();
-  const cpu = process.cpuUsage(cpuStart);
-  return { wall: performance.now() - start, cpu: (cpu.user + cpu.system) / 1000 };
-}
 
 const backend = await createBackend('webgpu');
 console.log(`device: ${backend.description}`);

@@ -57,19 +57,17 @@ export function isGradEnabled(): boolean {
 
 /** Runs fn without recording a graph: for inference and optimizer updates. */
 export function noGrad<T>(fn: () => T): T {
-  const previous = gradEnabled;
-  gradEnabled = false;
-  try {
-    return fn();
-  } finally {
-    gradEnabled = previous;
-  }
+  return withGradMode(false, fn);
 }
 
 /** Runs fn recording a graph again, inside a noGrad (a backward rule that differentiates a recomputation). */
 export function withGrad<T>(fn: () => T): T {
+  return withGradMode(true, fn);
+}
+
+function withGradMode<T>(enabled: boolean, fn: () => T): T {
   const previous = gradEnabled;
-  gradEnabled = true;
+  gradEnabled = enabled;
   try {
     return fn();
   } finally {
