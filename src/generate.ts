@@ -24,6 +24,7 @@ import { ModelLoadError } from './gpt/load-model.js';
 import type { GPT2 } from './gpt/model.js';
 import { Tokenizer } from './gpt/tokenizer.js';
 import { createBackend, releaseBackend } from './node/backend.js';
+import { showDriverMessages } from './node/driver-messages.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
 import { ALPACA_SECTION_STOPS, alpacaPrompt } from './train/instruction-data.js';
 
@@ -155,6 +156,7 @@ async function main(argv: string[]): Promise<number> {
     // Read (and refuse an empty prompt) before the model costs seconds or minutes to load.
     const piped = fromStdin ? (await readStdin()).replace(/\r?\n$/, '') : null; // the newline echo and editors end a file with
     if (piped === '') throw new UsageError('no prompt: give --prompt, --instruction, or text on stdin (stdin was empty)');
+    if (flags.verbose) showDriverMessages();
     const backend = await createBackend(flags.device);
     const { model, source, nonFinite } = await loadModel(flags.model, { backend, dtype: flags.dtype, adapter: flags.adapter, merge: flags.merge });
     if (nonFinite.length > 0) {

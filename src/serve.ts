@@ -16,12 +16,13 @@ import { ContinuousBatcher } from './gpt/continuous-batch.js';
 import { ModelLoadError } from './gpt/load-model.js';
 import { isAdapterFolder } from './node/adapter-folder.js';
 import { createBackend, releaseBackend } from './node/backend.js';
+import { showDriverMessages } from './node/driver-messages.js';
 import { checkModelSpec, loadModel } from './node/load-model.js';
 import { cacheSlotsProblem } from './serve/capacity.js';
 import { buildServer, DEFAULT_BODY_LIMIT } from './serve/server.js';
 
 const USAGE = `usage: tsx src/serve.ts --model <preset|folder|owner/name> [--adapter <folder> [--merge]] [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-  [--slots 8] [--queue 64] [--body-limit ${DEFAULT_BODY_LIMIT}] [--drain-timeout 30] [--device auto|webgpu|cpu] [--seed 0]`;
+  [--slots 8] [--queue 64] [--body-limit ${DEFAULT_BODY_LIMIT}] [--drain-timeout 30] [--device auto|webgpu|cpu] [--seed 0] [--verbose]`;
 
 interface Flags {
   model: string;
@@ -37,6 +38,8 @@ interface Flags {
   drainSeconds: number;
   device: 'auto' | 'webgpu' | 'cpu';
   seed: number;
+  /** Let the GPU driver's own messages through. */
+  verbose: boolean;
 }
 
 function integerFlag(raw: string, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -59,6 +62,7 @@ function parseServeFlags(argv: string[]): Flags {
     'drain-timeout': { type: 'string', default: '30' },
     device: { type: 'string', default: 'auto' },
     seed: { type: 'string', default: '0' },
+    verbose: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
@@ -85,6 +89,7 @@ function parseServeFlags(argv: string[]): Flags {
     drainSeconds,
     device,
     seed: integerFlag(values.seed, 'seed', 0),
+    verbose: values.verbose,
   };
 }
 
@@ -101,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     checkModelSpec(flags.model, flags.adapter);
+    if (flags.verbose) showDriverMessages();
     const backend = await createBackend(flags.device);
     const { model, source } = await loadModel(flags.model, { backend, seed: flags.seed, adapter: flags.adapter, merge: flags.merge });
     const slotsProblem = cacheSlotsProblem(model.config, flags.slots, backend);

@@ -20,7 +20,7 @@ describe('parseTrainOptions', () => {
     model: 'runs/a', data: 'd.json', out: 'runs/b', epochs: 4, batchSize: 16, lr: 2e-4, weightDecay: 0.1, lrSchedule: 'constant',
     warmupSteps: 0, warmupRatio: null, minLr: null, maxSteps: 100, gradAccum: 4, clip: 0, seed: 42, shuffle: false, valFraction: 0, evalEvery: 25,
     saveSteps: 0, saveLast: false, earlyStoppingPatience: 0, loggingSteps: 10, maskPrompt: true, dropout: 0, maxLength: 512, device: 'cpu',
-    loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', gradientCheckpointing: false,
+    loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', gradientCheckpointing: false, verbose: false,
     resume: null, mergeTo: null, extend: { epochs: 4, maxSteps: 100 },
   };
 
@@ -88,7 +88,7 @@ describe('parseTrainOptions', () => {
     expect(parseTrainOptions(['--help'])).toBe('help');
     expect(parseTrainOptions(['-h'])).toBe('help');
     for (const flag of TRAIN_FLAGS) {
-      const line = HELP.split('\n').find((l) => l.includes(`--${flag.name}`) && (flag.value === undefined || l.includes(flag.value)));
+      const line = HELP.split('\n').find((l) => new RegExp(`^ +(-\\w, )?--${flag.name}\\b`).test(l) && (flag.value === undefined || l.includes(flag.value)));
       expect(line, flag.name).toBeDefined();
       expect(line!).toContain(flag.description);
       for (const alias of flag.aliases ?? []) expect(line!).toContain(`--${alias}`);

@@ -13,6 +13,7 @@ import { ModelLoadError } from '../gpt/load-model.js';
 import { Tokenizer } from '../gpt/tokenizer.js';
 import { atomicWrite } from '../node/atomic-write.js';
 import { createBackend, releaseBackend } from '../node/backend.js';
+import { showDriverMessages } from '../node/driver-messages.js';
 import { loadInstructionFile } from '../node/instruction-file.js';
 import { checkModelSpec, loadModel } from '../node/load-model.js';
 import { responseLoss } from '../eval/response-loss.js';
@@ -65,6 +66,7 @@ async function main(argv: string[]): Promise<number> {
   const limit = flags.number('limit', positiveInt, 'a positive integer');
   const judgeUrl = flags.string('judge-url');
   const device = flags.choice('device', ['auto', 'webgpu', 'cpu'] as const) ?? 'auto';
+  if (flags.switch('verbose')) showDriverMessages();
   checkModelSpec(modelSpec);
   const { entries: all, source } = heldOut(modelSpec, flags.string('data'));
   const entries = limit === undefined ? all : all.slice(0, limit);

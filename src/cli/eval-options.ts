@@ -1,5 +1,5 @@
 /** The evaluation command's flags: one table for parsing and `--help`. */
-import { flagHelp, type FlagTable } from './flags.js';
+import { flagHelp, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
 export const EVAL_FLAGS: FlagTable = [
   { name: 'model', short: 'm', value: '<folder|preset|owner/name>', description: 'the model to evaluate: a training run\'s folder, or any model' },
@@ -10,6 +10,7 @@ export const EVAL_FLAGS: FlagTable = [
   { name: 'judge-model', value: '<name>', description: 'the judge\'s model name', default: 'the server\'s default' },
   { name: 'judge-api-key', value: '<key>', description: 'bearer token for the judge\'s API' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to run', default: 'auto' },
+  VERBOSE_FLAG,
   { name: 'help', short: 'h', description: 'this text' },
 ];
 

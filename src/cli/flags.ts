@@ -32,6 +32,9 @@ export interface FlagSpec {
 
 export type FlagTable = readonly FlagSpec[];
 
+/** Every command's: Dawn's own stderr messages are hidden unless asked for (src/node/driver-messages.ts). */
+export const VERBOSE_FLAG: FlagSpec = { name: 'verbose', description: 'show the GPU driver\'s own messages on stderr (hidden otherwise)' };
+
 /** Values by primary name: a string (or strings, for `multiple`) for a flag with a value, true for a switch. */
 export type FlagValues = Record<string, string | string[] | true | undefined>;
 

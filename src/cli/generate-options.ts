@@ -3,7 +3,7 @@
  * them, older names as aliases) that drives both parsing and `--help`.
  */
 import type { GenerateOptions } from '../gpt/generate.js';
-import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, type FlagTable } from './flags.js';
+import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
 /** Past the context, generation re-prefills and goes on: a bound keeps a typo from running for days. */
 const MAX_NEW_TOKENS = 1 << 20;
@@ -30,6 +30,8 @@ export interface GenerateFlags {
   /** Storage of the weight matrices (f16: half the memory and the bytes a token reads). */
   dtype: 'f32' | 'f16';
   json: boolean;
+  /** Let the GPU driver's own messages through. */
+  verbose: boolean;
   /** Warnings about the flags (sampling flags that greedy decoding ignores). */
   warnings: string[];
 }
@@ -56,6 +58,7 @@ export const GENERATE_FLAGS: FlagTable = [
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to run', default: 'auto' },
   { name: 'dtype', value: '<f32|f16>', description: 'how the weight matrices are stored: f16 halves their memory and the bytes a token reads (arithmetic stays f32)', default: 'f32' },
   { name: 'json', description: 'print one JSON object per sample: {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}' },
+  VERBOSE_FLAG,
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -115,6 +118,7 @@ export function parseGenerateFlags(argv: string[]): GenerateFlags | 'help' {
     device: flags.choice('device', ['auto', 'webgpu', 'cpu'] as const) ?? 'auto',
     dtype: flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32',
     json: flags.switch('json'),
+    verbose: flags.switch('verbose'),
     warnings,
   };
 }

@@ -13,6 +13,7 @@ import { ModelLoadError } from '../gpt/load-model.js';
 import { ADAPTER_CONFIG_FILE } from '../gpt/lora-adapter.js';
 import { WeightsError } from '../gpt/safetensors.js';
 import { releaseBackend } from '../node/backend.js';
+import { showDriverMessages } from '../node/driver-messages.js';
 import { DataError } from '../train/instruction-data.js';
 import { TrainingDiverged } from '../train/trainer.js';
 import { HELP, parseTrainOptions, UsageError } from './train-options.js';
@@ -31,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  if (options.verbose) showDriverMessages();
   let interrupted = false;
   const stop = (exitCode: number) => () => {
     if (interrupted) process.exit(exitCode);

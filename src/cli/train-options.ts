@@ -7,7 +7,7 @@ import { isRandomPreset } from '../gpt/config.js';
 import { isLoRATarget } from '../gpt/lora-adapter.js';
 import { LORA_TARGETS, type LoRATarget } from '../gpt/lora.js';
 import { FINE_TUNE_DEFAULTS as D, type FineTuneSettings } from '../train/defaults.js';
-import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, type FlagTable } from './flags.js';
+import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
 export { UsageError };
 
@@ -42,6 +42,8 @@ export interface TrainOptions extends FineTuneSettings {
   /** Recompute each block's activations during backward instead of keeping them (needs no dropout; the run is the same). */
   gradientCheckpointing: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
+  /** Let the GPU driver's own messages through. */
+  verbose: boolean;
   resume: string | null;
   /** After training, the base with the adapter merged in, as a model folder here. */
   mergeTo: string | null;
@@ -51,7 +53,7 @@ export interface TrainOptions extends FineTuneSettings {
 export type ResumeExtension = Partial<Pick<TrainOptions, 'epochs' | 'maxSteps'>>;
 
 /** The flags that do not belong to a run (and so are not kept in its checkpoint). */
-export const SESSION_FLAGS = ['resume', 'out', 'device', 'mergeTo', 'gradientCheckpointing'] as const;
+export const SESSION_FLAGS = ['resume', 'out', 'device', 'mergeTo', 'gradientCheckpointing', 'verbose'] as const;
 
 /**
  * The demo: a small GPT-2-shaped model from scratch on the project's own data set, with the loss on
@@ -112,7 +114,8 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'gradient-checkpointing', aliases: ['checkpoint-activations'], description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
   { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
-  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device, --merge-to and --gradient-checkpointing may be given)' },
+  { name: 'resume', aliases: ['resume-from-checkpoint'], value: '<folder>', description: 'continue a run with its own flags (only --epochs, --max-steps, --device, --merge-to, --gradient-checkpointing and --verbose may be given)' },
+  VERBOSE_FLAG,
   { name: 'help', short: 'h', description: 'this text' },
 ];
 
@@ -123,7 +126,7 @@ on the project's own data set (data/instructions.json).
 
 ${flagHelp(TRAIN_FLAGS)}`;
 
-const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps', 'merge-to', 'gradient-checkpointing'];
+const RESUME_MAY_CHANGE = ['resume', 'device', 'epochs', 'max-steps', 'merge-to', 'gradient-checkpointing', 'verbose'];
 
 /** --lora-targets: known layer names, each once. */
 function loraTargets(raw: string, written: string): LoRATarget[] {
@@ -197,6 +200,7 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     dtype,
     gradientCheckpointing: flags.switch('gradient-checkpointing'),
     device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',
+    verbose: flags.switch('verbose'),
     resume: flags.string('resume') ?? null,
     mergeTo: flags.string('merge-to') ?? null,
     extend: { ...(epochs === undefined ? {} : { epochs }), ...(maxSteps === undefined ? {} : { maxSteps }) },

@@ -199,7 +199,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   const resumed = options.resume === null ? null : await resumeState(options.resume);
   const flags: RunFlags = resumed
     ? { ...resumed.state.flags, ...options.extend }
-    : (({ resume: _r, out: _o, device: _d, mergeTo: _m, gradientCheckpointing: _g, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data), model: lasting(rest.model) }))(options);
+    : (({ resume: _r, out: _o, device: _d, mergeTo: _m, gradientCheckpointing: _g, verbose: _v, extend: _e, ...rest }) => ({ ...rest, data: resolve(rest.data), model: lasting(rest.model) }))(options);
   const lora = loraOf(flags);
   const progress = new Progress(stream, flags.loggingSteps);
   const log = (message: string) => progress.log(message);

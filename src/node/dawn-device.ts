@@ -1,6 +1,7 @@
 /** A WebGPU device in Node, through Dawn's bindings (the `webgpu` package). */
 import { create, globals } from 'webgpu';
 import { deviceFromAdapter, type AcquiredDevice } from '../kernels/device.js';
+import { hidingDriverMessages } from './driver-messages.js';
 
 let installedGlobals = false;
 
@@ -12,8 +13,11 @@ export async function acquireDawnDevice(): Promise<AcquiredDevice | null> {
     installedGlobals = true;
   }
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
-  let gpu: GPU | null = create([]);
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  let gpu: GPU | null = null;
+  const adapter = await hidingDriverMessages(() => {
+    gpu = create([]);
+    return gpu.requestAdapter({ powerPreference: 'high-performance' });
+  });
   if (adapter === null) return null;
   return deviceFromAdapter(adapter, () => {
     // Node does not exit while the instance is referenced.
