@@ -3,7 +3,8 @@
  * where the same ops run); the adapter's gradients against the CPU reference and float64
  * differences; a frozen base gets no gradient, no slot in the flat buffers and no weight-gradient
  * matmul; a LoRA fine-tune on the shipped data over an f32 and an f16 base lowers the loss, leaves
- * the base as it was, and merged into it gives the unmerged logits.
+ * the base as it was, and merged into it gives the unmerged logits; merged adapters give the
+ * unmerged logits to 1e-5 of their scale, and merges with a known mistake do not.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -117,7 +118,7 @@ describe('LoRA adapters on a GPT-2', () => {
 });
 
 describe.each(backends)('LoRA on %s', (_name, backend) => {
-  it.runIf(backend !== null)('with B = 0 gives the base model\'s logits exactly while training, and at inference where no epilogue is fused', async () => {
+  it.runIf(backend !== null)('with B = 0 gives the base model\'s logits exactly, while training and at inference', async () => {
     const seed = freshSeed();
     const ids = randomInts(B * T, seed, 3, V);
     const recorded = async (model: GPT2) => {
@@ -134,11 +135,11 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     // Training composes matmul, GELU and adds in both: x·W + b + 0 is x·W + b.
     expect(differing(await recorded(model), baseTraining)).toBe(0);
     // At inference the base fuses GELU and the residual into its matmul's store, which an adapted
-    // layer cannot (its update comes before the GELU): equal up to the rounding that fusion saves
-    // (measured up to 5e-5 on the CPU, whose fused store rounds once from float64).
-    expectClose(await logits(model, ids), base, { tolerance: 1e-4, seed });
+    // layer cannot (its update comes before the GELU): the fused store rounds where the separate
+    // ops do, so the logits are still exact.
+    expect(differing(await logits(model, ids), base)).toBe(0);
     model.dispose();
-    // c_attn has no epilogue: its update rides as the matmul's residual, and the logits are exact.
+    // c_attn has no epilogue: its update rides as the matmul's residual.
     const attentionOnly = randomModel('tiny', { seed, backend: backend! }).model;
     addLoRA(attentionOnly, { rank: 4, alpha: 16, seed, targets: ['c_attn'] });
     expect(differing(await logits(attentionOnly, ids), base)).toBe(0);
@@ -183,9 +184,8 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
       expectClose(await model.h[0].attn.c_attn.weight.toFloat32(), expected, { tolerance: dtype === 'f32' ? 1e-4 : 2 ** -11, seed });
       const merged = await logits(model, ids);
       if (dtype === 'f32') {
-        // Other products in another order (the merged layers also fuse GELU and the residual into
-        // the matmul, as adapted ones cannot): the model-level tolerance of tests/model.test.ts.
-        expectClose(merged, unmerged, { tolerance: 5e-4, seed });
+        // Against the largest logit, as in the test above (a wrong merge there is far off).
+        expectClose(merged, unmerged, { tolerance: 1e-5, floor: unmerged.reduce((m, x) => Math.max(m, Math.abs(x)), 0), seed });
       } else {
         // Rounding the merged weights to f16 moves the logits by a small part of what the adapters moved them.
         expect(distance(merged, unmerged)).toBeLessThan(0.05 * distance(unmerged, base));
@@ -193,6 +193,66 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
       model.dispose();
     },
   );
+
+  it.runIf(backend !== null)('merged gives the unmerged logits to 1e-5 of their scale; a wrong scale, an untransposed B·A or a layer left out do not', async () => {
+    const seed = freshSeed();
+    const [rank, alpha] = [4, 8];
+    const ids = randomInts(B * T, seed, 3, V);
+    // Adapters that move the logits far (B drawn instead of zero), so a wrong merge shows far above 1e-5.
+    const adapted = () => {
+      const { model } = randomModel('tiny', { seed, backend: backend! });
+      addLoRA(model, { rank, alpha, seed });
+      for (const [index, [name, p]] of loraParameters(model).entries()) {
+        if (name.endsWith('lora_B.weight')) model.replaceParameter(name, tensor(randomArray(p.size, seed, 10 + index, -0.05, 0.05), p.shape, { backend: backend! }));
+      }
+      return model;
+    };
+    const base = randomModel('tiny', { seed, backend: backend! }).model;
+    const baseLogits = await logits(base, ids);
+    const model = adapted();
+    const unmerged = await logits(model, ids);
+    const adapters = await values(loraParameters(model));
+    await mergeLoRA(model);
+    const merged = await logits(model, ids);
+    model.dispose();
+    // The error against the largest logit: f32 rounding measures ~1e-7 of it (CPU) and ~1e-6 (WebGPU).
+    // maxRelativeError's default floor (1e-3 of the largest) reads the same rounding on logits near
+    // zero as up to 1e-4, which is why a per-element relative check needed 5e-4.
+    const scale = unmerged.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const error = (actual: Float32Array) => maxRelativeError(actual, unmerged, scale);
+    expect(error(baseLogits), 'the adapters moved the logits').toBeGreaterThan(1e-2);
+    expect(error(merged), `replay with TEST_SEED=${seed}`).toBeLessThanOrEqual(1e-5);
+
+    // The same check on merges done here, right and wrong: W += s·(B·A)ᵀ, in float64 on the host.
+    type Merge = { scale: number; transposed: boolean; skip: string | null };
+    const mergedOnHost = async ({ scale: s, transposed, skip }: Merge) => {
+      const target = randomModel('tiny', { seed, backend: backend! }).model;
+      const weights = await values(target.namedParameters());
+      for (const [name, W] of weights) {
+        const prefix = name.slice(0, -'weight'.length);
+        const [A, Bm] = [adapters.get(`${prefix}lora_A.weight`), adapters.get(`${prefix}lora_B.weight`)];
+        if (A === undefined || Bm === undefined || name === skip) continue;
+        const [inF, outF] = [A.length / rank, Bm.length / rank];
+        const updated = Float32Array.from(W, (w, i) => {
+          // Element (row, col) of the [in, out] weight; untransposed, element i of B·A [out, in] instead.
+          const [row, col] = transposed ? [i % inF, Math.floor(i / inF)] : [Math.floor(i / outF), i % outF];
+          let delta = 0;
+          for (let k = 0; k < rank; k++) delta += Bm[col * rank + k] * A[k * inF + row];
+          return w + s * delta;
+        });
+        target.replaceParameter(name, tensor(updated, [inF, outF], { backend: backend! }));
+      }
+      const out = await logits(target, ids);
+      target.dispose();
+      return out;
+    };
+    const right: Merge = { scale: alpha / rank, transposed: false, skip: null };
+    expect(error(await mergedOnHost(right))).toBeLessThanOrEqual(1e-5);
+    for (const wrong of [{ scale: alpha }, { scale: 1 }, { transposed: true }, { skip: 'h.1.mlp.c_proj.weight' }, { skip: 'h.0.attn.c_proj.weight' }]) {
+      expect(error(await mergedOnHost({ ...right, ...wrong })), JSON.stringify(wrong)).toBeGreaterThan(1e-3);
+    }
+    base.dispose();
+  });
 
   it.runIf(backend !== null)('leaves the base frozen: no gradient, no flat slot or moments, no weight-gradient matmul', () => {
     const seed = freshSeed();

@@ -273,9 +273,9 @@ const EPILOGUES: { gelu: boolean; residual: boolean }[] = [
 ];
 const epilogueLabel = (e: { gelu: boolean; residual: boolean }) => [e.gelu && 'gelu', e.residual && '+ residual'].filter(Boolean).join(' ');
 
-/** The epilogue applied on the host to a plain product (the CPU reference's output). */
+/** The epilogue applied on the host to a plain product (the CPU reference's output), rounding as separate ops would. */
 function applyEpilogue(plain: Float32Array, e: { gelu: boolean }, residual: Float32Array | null): Float32Array {
-  return plain.map((z, i) => (e.gelu ? geluAt(z) : z) + (residual ? residual[i] : 0));
+  return plain.map((z, i) => (e.gelu ? Math.fround(geluAt(z)) : z) + (residual ? residual[i] : 0));
 }
 
 describe('the matmul epilogue', () => {
@@ -287,9 +287,8 @@ describe('the matmul epilogue', () => {
     for (const e of EPILOGUES) {
       const r = cpu.upload(residual);
       const got = (await cpu.read(cpu.matmul(cpu.upload(pr.a), cpu.upload(pr.b), cpu.upload(pr.bias!), pr.shape, { gelu: e.gelu, residual: e.residual ? r : undefined }))) as Float32Array;
-      // The reference rounds once, from float64; the host rounds the product first: a few ulps, which
-      // the default floor (1e-3 of the largest |C|) turns into up to ~2e-5 where the sum cancels.
-      expectClose(got, applyEpilogue(plain, e, e.residual ? residual : null), { seed });
+      // The reference rounds the product, GELU and the sum to f32 as the separate ops do: bitwise.
+      expect(got).toEqual(applyEpilogue(plain, e, e.residual ? residual : null));
     }
   });
 
@@ -309,9 +308,8 @@ describe('the matmul epilogue', () => {
     const r = tensor(randomArray(2 * 5 * 6, seed, 4), [2, 5, 6], { backend: cpu, requiresGrad: true });
     const fused = noGrad(() => linear(x, w, b, { gelu: true, residual: r }));
     const composed = linear(x, w, b, { gelu: true, residual: r });
-    // Composed, each op rounds to f32 (product, GELU, sum); fused, the reference rounds once: a few
-    // ulps, up to 1.7e-5 relative (default floor) over 400 seeds, where the residual cancels the rest.
-    expectClose(await composed.toFloat32(), await fused.toFloat32(), { seed });
+    // The fused store rounds where each composed op does (product, GELU, sum): bitwise equal.
+    expect(await composed.toFloat32()).toEqual(await fused.toFloat32());
     backward(sum(composed));
     // d/dr of sum(… + r) is 1 everywhere; x, W and b get GELU's gradient through the matmul.
     expect(Array.from(await r.grad!.toFloat32())).toEqual(new Array(60).fill(1));

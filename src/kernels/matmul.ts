@@ -30,7 +30,8 @@
  *
  * B may be f16 (a weight stored in 16 bits, two to a u32 word): loadB / loadB4 widen it with
  * unpack2x16float (core WGSL, so every adapter runs it), a vec4 being one vec2u; the arithmetic stays
- * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there.
+ * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there. Not
+ * `shader-f16` arrays where granted: on lavapipe their loads made decoding slower (docs/kernels.md).
  *
  * Decoding's x·W (M = the rows of a step) runs these kernels with tm shrunk to M (matmulVariant), which
  * makes them matrix-vector products that stream B once. Its output head x·wteᵀ, where B is the

@@ -28,8 +28,10 @@ export function matmul(a: Storage, b: Storage, bias: Storage | null, s: MatmulSh
       }
       const o = (p * m + i) * n;
       for (let j = 0; j < n; j++) {
-        const z = row[j] + (biasv ? biasv[j] : 0);
-        out[o + j] = (epilogue.gelu ? geluAt(z) : z) + (residual ? residual[o + j] : 0);
+        // Rounded to f32 where the composed ops (matmul, gelu, add) round, as WebGPU's store does:
+        // a fused layer computes bitwise what the same layer recorded for training computes.
+        const z = Math.fround(row[j] + (biasv ? biasv[j] : 0));
+        out[o + j] = (epilogue.gelu ? Math.fround(geluAt(z)) : z) + (residual ? residual[o + j] : 0);
       }
     }
   }
