@@ -8,6 +8,7 @@ export const BENCH_SHAPES: Record<string, GPT2Config> = {
   default: { n_embd: 256, n_layer: 4, n_head: 4, n_positions: 1024, vocab_size: 50257, layer_norm_epsilon: 1e-5 },
   gpt2: PRESETS.gpt2,
   'gpt2-medium': PRESETS['gpt2-medium'],
+  'gpt2-large': PRESETS['gpt2-large'],
   'gpt2-xl': PRESETS['gpt2-xl'],
 };
 

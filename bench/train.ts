@@ -5,11 +5,11 @@
  * {"bench":"train","device":…,"config":{n_embd,n_layer,n_head,vocab_size},"batch":B,"seq":T,"step_ms":…,
  *  "tokens_per_s":…,"effective_gflops":…,"fraction_of_matmul_peak":…,"peak_gpu_bytes":…,…}
  *
- *   npx tsx bench/train.ts [--shapes default|gpt2|gpt2-medium|gpt2-xl] [--batch 8] [--seq 128] [--steps 5] [--warmup 2]
+ *   npx tsx bench/train.ts [--shapes default|gpt2|gpt2-medium|gpt2-large|gpt2-xl] [--batch 8] [--seq 128] [--steps 5] [--warmup 2]
  *                          [--lora-rank r [--dtype f32|f16]] [--checkpoint-activations]
  *
  * Shapes (random weights, GPT-2's init, vocabulary 50257): `default` d 256, 4 layers, 4 heads (about
- * 2 minutes on lavapipe); `gpt2`, `gpt2-medium` and `gpt2-xl` the presets (minutes a step on
+ * 2 minutes on lavapipe); `gpt2`, `gpt2-medium`, `gpt2-large` and `gpt2-xl` the presets (minutes a step on
  * lavapipe: use --steps 1 --warmup 1). `--lora-rank r` trains LoRA adapters of rank r (alpha = r) on
  * all four linears of every block over the frozen base, stored in f32 or, with `--dtype f16`, in f16.
  * `--checkpoint-activations` recomputes each block's activations during backward (GPT2.checkpointActivations).
