@@ -214,6 +214,22 @@ export function split(x: Tensor, sizes: readonly number[], axis = 0): Tensor[] {
   });
 }
 
+/** Joins tensors along `axis` (split's inverse): each is padded to the whole, and the pads are summed. */
+export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  if (xs.length === 0) throw new Error('concat needs at least one tensor');
+  const a = normalizeAxis(axis, xs[0].rank);
+  const outShape = xs[0].shape.map((d, i) => (i === a ? xs.reduce((n, x) => n + x.shape[a], 0) : d));
+  const misfit = xs.find((x) => x.rank !== outShape.length || x.shape.some((d, i) => i !== a && d !== outShape[i]));
+  if (misfit) throw new Error(`concat along axis ${axis}: [${misfit.shape}] does not match [${xs[0].shape}]`);
+  let start = 0;
+  const padded = xs.map((x) => {
+    const begin = x.shape.map((_, i) => (i === a ? start : 0));
+    start += x.shape[a];
+    return pad(x, begin, outShape);
+  });
+  return padded.reduce((sum, x) => add(sum, x));
+}
+
 // --- matmul ---
 
 export interface MatmulOptions {
