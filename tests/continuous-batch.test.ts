@@ -2,7 +2,8 @@
  * Continuous batching on both backends: requests of different prompt lengths, lengths and sampling
  * settings, arriving while others decode, with fewer slots than requests (so slots are reused),
  * each equal to `generate` alone; the pooled decode step (rows in slots of one KVCachePool, each at
- * its own position) and the prefill into a slot against rows decoded alone, bit for bit; the pool's
+ * its own position), the prefill into a slot and a step where prompts join decoding rows against
+ * rows prefilled and decoded alone, bit for bit; the pool's
  * slot bookkeeping; an aborted request frees its slot; the queue bound; requests that do not fit in
  * the context.
  */
@@ -58,6 +59,33 @@ describe.each(backends)('%s', (_name, backend) => {
     pool.dispose();
   });
 
+  it.runIf(backend !== null)('a step where prompts join decoding rows equals each prefilled and decoded alone', async () => {
+    const seed = freshSeed();
+    const model = sharpTinyModel(backend!, seed % 1000);
+    const pool = new KVCachePool(model.config, 4, backend!);
+    const slots = [0, 1, 2, 3].map(() => pool.acquire());
+    const alone = slots.map(() => new KVCache(model.config, 1, backend!));
+    const ids = (values: readonly number[]) => tensor(Int32Array.from(values), [1, values.length], { backend: backend! });
+    // Slots 0 and 1 hold 7 and 30 tokens and decode one each; a prompt of 5 and one of 1 join slots 2 and 3.
+    for (const [i, length] of [7, 30].entries()) {
+      const p = prompt(length, seed, i);
+      noGrad(() => model.forward(ids(p), { pooled: { pool, slots: [slots[i]] }, lastOnly: true })).dispose();
+      noGrad(() => model.forward(ids(p), { cache: alone[i], lastOnly: true })).dispose();
+    }
+    const fed = [prompt(1, seed, 10), prompt(1, seed, 11), prompt(5, seed, 12), prompt(1, seed, 13)];
+    const expected: Float32Array[] = [];
+    for (const [i, tokens] of fed.entries()) expected.push(await noGrad(() => model.forward(ids(tokens), { cache: alone[i], lastOnly: true })).toFloat32());
+    // Joining and decoding sequences interleaved: rows come back in the order given.
+    const order = [2, 0, 3, 1];
+    const rows = await noGrad(() => model.head(model.stepHidden(pool, order.map((i) => ({ slot: slots[i], ids: fed[i] }))))).toFloat32();
+    const V = model.config.vocab_size;
+    for (const [r, i] of order.entries()) expect(Array.from(rows.subarray(r * V, (r + 1) * V)), `seed ${seed}, sequence ${i}`).toEqual(Array.from(expected[i]));
+    expect(slots.map((slot) => pool.length(slot))).toEqual([8, 31, 5, 1]);
+    expect(() => model.stepHidden(pool, [{ slot: 0, ids: [1] }, { slot: 0, ids: [2] }])).toThrow(/a slot of its own/);
+    expect(() => model.stepHidden(pool, [{ slot: 0, ids: [] }])).toThrow(/a slot of its own/);
+    pool.dispose();
+  });
+
   it.runIf(backend !== null)('requests that join and leave a running batch each equal generate alone, slots reused', async () => {
     const seed = freshSeed();
     const model = sharpTinyModel(backend!, seed % 1000);
@@ -92,7 +120,7 @@ describe.each(backends)('%s', (_name, backend) => {
     });
     // Batched: fewer steps than the requests' tokens one by one, and more than one row per step on average.
     const tokens = expected.reduce((n, r) => n + r.newTokens, 0);
-    expect(batcher.rowsServed).toBe(tokens - requests.length); // each request's first token comes from its prefill
+    expect(batcher.rowsServed).toBe(tokens); // every token, a request's first included, is a row of a step
     expect(batcher.steps).toBeLessThan(batcher.rowsServed);
     await batcher.close();
     expect(() => batcher.submit([1], {})).toThrow(ClosedError);

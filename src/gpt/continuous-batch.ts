@@ -1,20 +1,22 @@
 /**
  * Continuous batching: many independent requests decode through one model, one batched step at a
  * time. A request waits in a bounded queue until a slot of the cache pool (KVCachePool, allocated
- * up front) is free, is prefilled on its own ([1, L] into its slot), and from the next step on feeds
- * one token a step in the shared decode step ([B, 1], each row in its own slot at its own position:
- * `pooled` in GPT2.forward, one slotAttention per layer). A request that stops leaves the batch at
+ * up front) is free, then joins the next step with its whole prompt, and from the step after feeds
+ * one token a step, each sequence in its own slot at its own position (GPT2.stepHidden). A step's
+ * matmuls run once over all its tokens, prompts and decoding rows together: a prompt that joins
+ * costs the decoding rows little, where a prefill of its own stalled them for a whole forward pass
+ * and an output head. Prompts join a step while their tokens fit in the context (one at least), so
+ * a step's activations stay about those of one context-long prefill. A request that stops leaves the batch at
  * once and its slot serves the next one; a request whose signal aborts (a client gone) leaves before
  * the next step.
  *
- * Every row computes exactly what the request would compute alone (its prefill runs the same kernels
- * as `generate`'s, its decode rows attend to its own slot only), and it draws with Rng(seed, 0) as a
+ * Every row computes what the request would compute alone (its prompt attends in its own slot with
+ * the kernel of a prefill, its decode rows to its own slot only), and it draws with Rng(seed, 0) as a
  * single `generate` does: at temperature 0, and seeded, a request's output equals `generate` alone.
  *
  * Unlike `generate`, a request must fit in the context (prompt + maxNewTokens ≤ n_positions): no
  * window restarts, so no slot ever re-prefills and a step never waits on one sequence.
  */
-import { tensor } from '../tensor/create.js';
 import { noGrad } from '../tensor/graph.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -66,7 +68,7 @@ export class ContinuousBatcher {
   private readonly pool: KVCachePool;
   private loop: Promise<void> | null = null;
   private closed = false;
-  /** Decode steps run so far and the rows they served, for /health and the bench. */
+  /** Steps run so far and the sequences they served (decoding and joining), for /health and the bench. */
   steps = 0;
   rowsServed = 0;
 
@@ -135,7 +137,7 @@ export class ContinuousBatcher {
       await nextTurn();
       try {
         this.dropAborted();
-        while (this.waiting.length > 0 && this.active.length < this.slots) await this.prefill(this.waiting.shift()!);
+        this.admit();
         if (this.active.length > 0) await this.step();
       } catch (e) {
         for (const job of this.active.splice(0)) this.settle(job, e);
@@ -156,30 +158,35 @@ export class ContinuousBatcher {
     }
   }
 
-  /** Prefills a job's prompt into a free slot and draws its first token. */
-  private async prefill(job: Job): Promise<void> {
-    if (job.sequence.done !== null) return this.settle(job); // maxNewTokens 0
-    job.slot = this.pool.acquire();
-    this.active.push(job);
-    const { tokens } = job.sequence;
-    const pooled = { pool: this.pool, slots: [job.slot] };
-    const rows = await readAndDispose(tidy(() =>
-      noGrad(() => this.model.forward(tensor(Int32Array.from(tokens), [1, tokens.length], { backend: this.model.backend }), { pooled, lastOnly: true })),
-    ));
-    this.take(job, rows);
+  /** Moves waiting jobs into free slots while their prompts fit in this step's budget. */
+  private admit(): void {
+    const budget = this.model.config.n_positions;
+    let joiningTokens = 0;
+    while (this.waiting.length > 0 && this.active.length < this.slots) {
+      const job = this.waiting[0];
+      const tokens = job.sequence.tokens.length;
+      if (joiningTokens > 0 && joiningTokens + tokens > budget) break;
+      this.waiting.shift();
+      if (job.sequence.done !== null) {
+        this.settle(job); // maxNewTokens 0
+        continue;
+      }
+      job.slot = this.pool.acquire();
+      this.active.push(job);
+      joiningTokens += tokens;
+    }
   }
 
-  /** One decode step: every active sequence feeds its last token at its own position. */
+  /** One step: a joining job feeds its prompt into its empty slot, every other one its last token. */
   private async step(): Promise<void> {
     const jobs = [...this.active];
-    const B = jobs.length;
-    const ids = Int32Array.from(jobs, (job) => job.sequence.tokens[job.sequence.tokens.length - 1]);
-    const pooled = { pool: this.pool, slots: jobs.map((job) => job.slot!) };
-    const rows = await readAndDispose(tidy(() =>
-      noGrad(() => this.model.forward(tensor(ids, [B, 1], { backend: this.model.backend }), { pooled, lastOnly: true })),
-    ));
+    const sequences = jobs.map((job) => {
+      const { tokens } = job.sequence;
+      return { slot: job.slot!, ids: this.pool.length(job.slot!) === 0 ? tokens : tokens.slice(-1) };
+    });
+    const rows = await readAndDispose(tidy(() => noGrad(() => this.model.head(this.model.stepHidden(this.pool, sequences)))));
     this.steps++;
-    this.rowsServed += B;
+    this.rowsServed += jobs.length;
     const V = this.model.config.vocab_size;
     jobs.forEach((job, b) => this.take(job, rows.subarray(b * V, (b + 1) * V)));
   }

@@ -9,8 +9,8 @@ import { Dropout, Embedding, LayerNorm, Linear, Projection, type WeightDType } f
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
-import { attention, cachedAttention, slotAttention } from '../tensor/fused.js';
-import { add, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
+import { attention, cachedAttention, embedding, slotAttention } from '../tensor/fused.js';
+import { add, concat, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
 import { recomputed } from '../tensor/recompute.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -32,13 +32,45 @@ export interface ModelOptions {
   dtype?: WeightDType;
 }
 
+/** Rows decoding one token each, row b in slots[b] at positions[b] (all below `longest`). */
+interface DecodingRows {
+  slots: Tensor;
+  positions: Tensor;
+  longest: number;
+}
+
 /**
  * A layer's cache: the batch's sequences from `slot` on, all at one position; or one token per row,
- * each in its own slot at its own position (continuous batching's decode step).
+ * each in its own slot at its own position (continuous batching's decode step); or a step that also
+ * takes in whole prompts (`joining`: after the decoding rows, each prompt's tokens into its own slot).
  */
 type LayerCache =
   | { k: Tensor; v: Tensor; position: number; slot: number }
-  | { k: Tensor; v: Tensor; slots: Tensor; positions: Tensor; longest: number };
+  | ({ k: Tensor; v: Tensor } & DecodingRows)
+  | { k: Tensor; v: Tensor; decoding: DecodingRows | null; joining: readonly { slot: number; position: number; tokens: number }[] };
+
+/**
+ * Attention of a step that decodes some sequences and takes in others' prompts, qkv [1, N, 3C] with
+ * the decoding rows first: those attend together (slotAttention), each prompt alone in its slot
+ * (cachedAttention, as its prefill on its own would). Returns [1, N, C].
+ */
+function stepAttention(qkv: Tensor, { k, v, decoding, joining }: Extract<LayerCache, { joining: unknown }>): Tensor {
+  const [, N, C3] = qkv.shape;
+  const rows = (start: number, count: number) => (count === N ? qkv : slice(qkv, [0, start, 0], [1, count, C3]));
+  const parts: Tensor[] = [];
+  let start = 0;
+  if (decoding) {
+    const D = decoding.slots.size;
+    const attended = slotAttention(reshape(rows(0, D), [D, 1, C3]), k, v, decoding.slots, decoding.positions, decoding.longest); // [D, 1, C]
+    parts.push(reshape(attended, [1, D, C3 / 3]));
+    start = D;
+  }
+  for (const { slot, position, tokens } of joining) {
+    parts.push(cachedAttention(rows(start, tokens), k, v, position, slot)); // [1, tokens, C]
+    start += tokens;
+  }
+  return parts.length === 1 ? parts[0] : concat(parts, 1);
+}
 
 class CausalSelfAttention extends Module {
   c_attn: Linear;
@@ -58,6 +90,7 @@ class CausalSelfAttention extends Module {
     const qkv = this.c_attn.forward(x); // [B, T, 3C]: q, k, v, each [H, hs] per token
     // The cached kernels append k and v to the cache, read q, k, v in place and return [B, T, C]:
     // no copies while decoding.
+    if (cache && 'joining' in cache) return this.c_proj.forward(stepAttention(qkv, cache), { residual });
     if (cache && 'slots' in cache) {
       return this.c_proj.forward(slotAttention(qkv, cache.k, cache.v, cache.slots, cache.positions, cache.longest), { residual });
     }
@@ -170,6 +203,50 @@ export class GPT2 extends Module {
   head(x: Tensor): Tensor {
     if (this.lm_head !== null) return this.lm_head.forward(x);
     return matmul(x, this.wte.weight, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
+  }
+
+  /**
+   * Continuous batching's step: each sequence, in its own slot of `pool`, feeds `ids` from its slot's
+   * length on: a sequence that is decoding its last token, one that joins its whole prompt (into an
+   * empty slot). The matmuls, LayerNorms and embeddings run once over all of the step's tokens; a
+   * decoding sequence attends with the others in one slotAttention per layer, a joining one alone
+   * with cachedAttention, as its prefill on its own does. Returns, in the given order, the final
+   * hidden state (after ln_f) of each sequence's last token: [S, C], for head().
+   */
+  stepHidden(pool: KVCachePool, sequences: readonly { slot: number; ids: readonly number[] }[]): Tensor {
+    const C = this.config.n_embd;
+    if (sequences.length === 0 || sequences.some((q) => q.ids.length === 0) || new Set(sequences.map((q) => q.slot)).size !== sequences.length) {
+      throw new Error('stepHidden needs at least one sequence, each with tokens and a slot of its own');
+    }
+    const start = (q: { slot: number }) => pool.length(q.slot);
+    const decoding = sequences.filter((q) => start(q) > 0 && q.ids.length === 1);
+    const joining = sequences.filter((q) => !decoding.includes(q));
+    const order = [...decoding, ...joining];
+    const last = Math.max(...order.map((q) => start(q) + q.ids.length - 1));
+    if (last >= this.config.n_positions) throw new Error(`position ${last} exceeds the model's context of ${this.config.n_positions}`);
+    const ids = order.flatMap((q) => q.ids);
+    const positionIds = order.flatMap((q) => q.ids.map((_, i) => start(q) + i));
+    const i32 = (values: readonly number[], shape: number[]) => tensor(Int32Array.from(values), shape, { backend: this.backend });
+    let x = this.dropout.forward(add(this.wte.forward(i32(ids, [1, ids.length])), this.wpe.forward(i32(positionIds, [1, ids.length])))); // [1, N, C]
+    const decodingRows: DecodingRows | null = decoding.length === 0 ? null : {
+      slots: i32(decoding.map((q) => q.slot), [decoding.length]),
+      positions: i32(decoding.map(start), [decoding.length]),
+      longest: Math.max(...decoding.map(start)) + 1,
+    };
+    const joined = joining.map((q) => ({ slot: q.slot, position: start(q), tokens: q.ids.length }));
+    this.h.forEach((block, layer) => {
+      const { k, v } = pool.layer(layer);
+      x = tidy(() => block.forward(x, { k, v, decoding: decodingRows, joining: joined }));
+    });
+    const lastRows = new Map<object, number>();
+    let end = 0;
+    for (const q of order) lastRows.set(q, (end += q.ids.length) - 1);
+    for (const q of order) pool.advance(q.slot, q.ids.length);
+    // Each sequence's last row, gathered as an embedding lookup in the step's rows.
+    const wanted = sequences.map((q) => lastRows.get(q)!);
+    const flat = reshape(x, [ids.length, C]); // [1, N, C] → [N, C]
+    const picked = wanted.every((row, i) => row === i) && wanted.length === ids.length ? flat : embedding(i32(wanted, [wanted.length]), flat); // [S, C]
+    return this.ln_f.forward(picked);
   }
 
   /** ids: i32 [B, T] → final hidden states, after ln_f: [B, T, C] (or [B, 1, C] with lastOnly). */
