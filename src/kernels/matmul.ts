@@ -411,8 +411,10 @@ ${storeWgsl(p, row, col)}
  * depths 4i..4i+3 of every 4·wgx, for all tm rows of A, in registers for the whole dispatch (a
  * longer K is split over dispatches: ROWS_HELD). Each
  * column is then one read of B's row (contiguous along K, so a lane's four depths are one vec4)
- * and, per row, a dot product of the lane's slice and a subgroupAdd. Lane r keeps row r's sum and
- * the lanes store their rows together. Depths past K read as zero.
+ * and, per row, a dot product of the lane's slice; one reduce-scatter over the lanes per wgx rows
+ * (reduceScatterWgsl) leaves row r's sum in lane r % wgx, and the lanes store their rows together.
+ * A subgroupAdd per row instead made the 16-row head ~20% slower on llvmpipe (docs/kernels.md).
+ * Depths past K read as zero.
  */
 function rowsWgsl(p: MatmulParams): string {
   const { tm, tn, wgx: lanes } = p;
@@ -441,8 +443,7 @@ function rowsWgsl(p: MatmulParams): string {
     `  for (var col = wid.y * ${tn}u; col < colEnd; col++) {`,
     '    let rb = baseB + col * p.ldb;',
     ...I.map((i) => `    let b${i} = ${slice(p.vecB, 'loadB', 'rb', i)};`),
-    ...storeGroups.map((g) => `    var own${g} = 0.0;`),
-    ...R.map((r) => `    { let s = subgroupAdd(${dots(r)}); if (lane == ${r % lanes}u) { own${Math.floor(r / lanes)} = s; } }`),
+    ...storeGroups.flatMap((g) => reduceScatterWgsl(`own${g}`, range(lanes).map((j) => (g * lanes + j < tm ? dots(g * lanes + j) : '0.0')))),
     `    let biasValue = ${p.bias ? 'bias[p.offBias + col]' : '0.0'};`,
     ...storeGroups.flatMap((g) => [
       `    let rowC${g} = row0 + lane + ${g * lanes}u;`,
@@ -454,6 +455,31 @@ function rowsWgsl(p: MatmulParams): string {
     '  }',
     '}',
   ].join('\n');
+}
+
+/**
+ * WGSL leaving in lane i of a subgroup the sum over its lanes of values[i] (one value per lane:
+ * values.length = lanes, a power of two), as `let <name>`. Halving rounds: the lanes exchange the
+ * half of their values the other side keeps (subgroupShuffleXor) and add, so lanes·(1 - 1/lanes)
+ * shuffles serve all the values, where a subgroupAdd each takes log2(lanes) rounds.
+ */
+function reduceScatterWgsl(name: string, values: readonly string[]): string[] {
+  const lines: string[] = [];
+  let current = values.map((v, j) => {
+    lines.push(`    let ${name}_v${j} = ${v};`);
+    return `${name}_v${j}`;
+  });
+  for (let half = values.length / 2; half >= 1; half /= 2) {
+    lines.push(`    let ${name}_hi${half} = (lane & ${half}u) != 0u;`);
+    current = range(half).map((j) => {
+      const next = `${name}_h${half}_${j}`;
+      const [low, high] = [current[j], current[j + half]];
+      lines.push(`    let ${next} = select(${low}, ${high}, ${name}_hi${half}) + subgroupShuffleXor(select(${high}, ${low}, ${name}_hi${half}), ${half}u);`);
+      return next;
+    });
+  }
+  lines.push(`    let ${name} = ${current[0]};`);
+  return lines;
 }
 
 const GENERATORS: Record<MatmulVariant['kind'], (p: MatmulParams) => string> = { block: blockWgsl, tiled: tiledWgsl, rows: rowsWgsl };
