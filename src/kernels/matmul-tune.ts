@@ -240,13 +240,16 @@ const ROWS_PER_GROUP = 16;
 const ROWS_COLUMNS_PER_GROUP = 64;
 /** Up to this many rows `rows` was measured to win (docs/kernels.md); longer prompts' prefill keeps the tuned variant. */
 const ROWS_MAX_M = 64;
+/** By an untransposed B (x·W), below this many rows the fitted register blocks were as fast (docs/kernels.md). */
+const ROWS_UNTRANSPOSED_MIN_M = 9;
 
 /**
- * The `rows` variant for x·Wᵀ with few rows, where the adapter has subgroups (see rowsWgsl), or
- * null. Its workgroup is the smallest subgroup the adapter may run, so it is always one subgroup.
+ * The `rows` variant for x·Wᵀ, or x·W from ROWS_UNTRANSPOSED_MIN_M rows, with few rows, where the
+ * adapter has subgroups (see rowsWgsl), or null. Its workgroup is the smallest subgroup the adapter
+ * may run, so it is always one subgroup.
  */
 export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
-  if (s.transA || !s.transB || s.m > ROWS_MAX_M) return null;
+  if (s.transA || s.m > ROWS_MAX_M || (!s.transB && s.m < ROWS_UNTRANSPOSED_MIN_M)) return null;
   const traits = adapterTraits(gpu);
   const lanes = traits.subgroupMinSize;
   if (!traits.subgroups || lanes < 4) return null;
@@ -254,7 +257,7 @@ export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
   return { kind: 'rows', tm, tn: ROWS_COLUMNS_PER_GROUP, wgx: lanes, wgy: 1, bk: 0, share: 0 };
 }
 
-/** The Backend's matmul: `rows` for a few rows by a transposed B, else the variant this adapter was tuned to. */
+/** The Backend's matmul: `rows` for a few rows (rowsVariant), else the variant this adapter was tuned to. */
 export function matmul(gpu: Gpu, a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, epilogue: GpuEpilogue = {}): GpuStorage {
   return matmulWith(gpu, rowsVariant(gpu, s) ?? matmulVariant(gpu, s.m, s.n), a, b, bias, s, {}, epilogue);
 }

@@ -11,7 +11,7 @@
  *  - `block` with `share`: the same, but the lanes of a subgroup load A together (lane i the
  *    element k + i of each row) and pass it round with subgroupBroadcast (needs `subgroups`);
  *  - `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory (the usual GPU kernel);
- *  - `rows`: A·Bᵀ for up to 64 rows, a subgroup's lanes splitting K (not tuned: chosen by shape).
+ *  - `rows`: A·Bᵀ or A·B for up to 64 rows, a subgroup's lanes splitting K (not tuned: chosen by shape).
  * The store adds the bias and applies the epilogue (MatmulEpilogue: GELU, then a residual add; the
  * chunk that completes a split K applies it), which spares decoding a dispatch per fused op.
  * Ragged M, N, K are handled by clamped loads and guarded stores, never by padding. Each slab's
@@ -34,10 +34,11 @@
  * `shader-f16` arrays where granted: on lavapipe their loads made decoding slower (docs/kernels.md).
  *
  * Decoding's x·W (M = the rows of a step) runs these kernels with tm shrunk to M (matmulVariant), which
- * makes them matrix-vector products that stream B once. Its output head x·wteᵀ, where B is the
- * whole vocabulary table, runs `rows` (rowsWgsl) where the adapter has subgroups: every row of A is
- * loaded once per workgroup instead of once per thread, so 16 rows cost little more than one. The
- * measurements and the variants tried and dropped are in docs/kernels.md.
+ * makes them matrix-vector products that stream B once; from 9 rows on, where the adapter has
+ * subgroups, it runs `rows` (rowsUntransposedBWgsl) instead. Its output head x·wteᵀ, where B is the
+ * whole vocabulary table, runs `rows` (rowsWgsl): every row of A is loaded once per workgroup
+ * instead of once per thread, so 16 rows cost little more than one. The measurements and the
+ * variants tried and dropped are in docs/kernels.md.
  */
 import type { DType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
 import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
@@ -49,9 +50,9 @@ export interface MatmulVariant {
   /** `block`: each thread computes a tm × tn block of C from global memory, no workgroup memory.
    *  `tiled`: a workgroup stages bk-deep slabs of A and B in workgroup memory, then each thread
    *  computes tm × tn from there.
-   *  `rows`: A·Bᵀ for a few rows (decoding's output head): a workgroup of one subgroup (wgx lanes)
-   *  holds tm rows of A and walks tn columns, its lanes splitting K (see rowsWgsl). Not tuned:
-   *  matmul-tune.ts picks it by shape. */
+   *  `rows`: A·Bᵀ or A·B for a few rows (decoding's output head and x·W): a workgroup of one
+   *  subgroup (wgx lanes) holds tm rows of A and walks tn columns, its lanes splitting K (see
+   *  rowsWgsl, rowsUntransposedBWgsl). Not tuned: matmul-tune.ts picks it by shape. */
   kind: 'block' | 'tiled' | 'rows';
   /** Rows and columns of C per thread (`rows`: per workgroup). */
   tm: number;
@@ -482,7 +483,82 @@ function reduceScatterWgsl(name: string, values: readonly string[]): string[] {
   return lines;
 }
 
-const GENERATORS: Record<MatmulVariant['kind'], (p: MatmulParams) => string> = { block: blockWgsl, tiled: tiledWgsl, rows: rowsWgsl };
+/**
+ * `rows` for A·B with B untransposed ([K, N], a weight in GPT-2's Conv1D layout: decoding's x·W).
+ * As in rowsWgsl a workgroup is one subgroup holding tm rows of A, its lanes splitting K, but B's
+ * rows run along N: a step walks four columns, reading per held depth one vec4 of B (four columns)
+ * for all tm rows, then a reduce-scatter of vec4s over the lanes. K is walked inside the kernel, 4·wgx·slices
+ * depths at a time (the held slices of A reloaded each time), with the running sum kept in C: each
+ * lane stores and later re-reads only its own rows' elements, so no other invocation is involved
+ * and a long K costs no extra dispatch. The bias joins at the first depths, the epilogue at the last.
+ */
+function rowsUntransposedBWgsl(p: MatmulParams): string {
+  const { tm, wgx: lanes } = p;
+  const R = range(tm);
+  const I = range(p.slices);
+  const depthsPerPass = 4 * lanes * p.slices;
+  const aSlice = (i: number, r: number) => (p.vecA
+    ? `select(vec4f(0.0), loadA4(ra${r} + min(d${i}, p.k - 4u)), d${i} < p.k)`
+    : `vec4f(${K4.map((kk) => `select(0.0, loadA(ra${r} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`);
+  // Depths past K read B's last row: A's zeros there cancel it.
+  const bRow = (i: number, kk: number) => `    let rb${i}_${kk} = baseB + min(d${i} + ${kk}u, p.k - 1u) * p.ldb;`;
+  const bLoad = (i: number, kk: number) => (p.vecB
+    ? `loadB4(rb${i}_${kk} + col)`
+    : `vec4f(${K4.map((c) => `loadB(rb${i}_${kk} + min(col + ${c}u, p.n - 1u))`).join(', ')})`);
+  const storeGroups = range(Math.ceil(tm / lanes));
+  let finish = 'v';
+  if (p.gelu) finish = `gelu(${finish})`;
+  if (p.residual) finish = `${finish} + residual[at]`;
+  return [
+    'enable subgroups;',
+    DECLARATIONS(p),
+    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
+    '',
+    `@compute @workgroup_size(${lanes}, 1, 1)`,
+    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
+    `  let row0 = wid.x * ${tm}u;`,
+    '  let baseA = p.offA + wid.z * p.strideA;',
+    '  let baseB = p.offB + wid.z * p.strideB;',
+    '  let baseC = p.offC + wid.z * p.strideC;',
+    ...R.map((r) => `  let ra${r} = baseA + min(row0 + ${r}u, p.m - 1u) * p.lda;`),
+    `  let colEnd = min(p.n, (wid.y + 1u) * ${p.tn}u);`,
+    // K = 0 still passes once: C = bias.
+    `  for (var k0 = 0u; k0 < p.k || k0 == 0u; k0 += ${depthsPerPass}u) {`,
+    '    let first = k0 == 0u;',
+    `    let last = k0 + ${depthsPerPass}u >= p.k;`,
+    ...I.map((i) => `    let d${i} = k0 + (lane + ${lanes * i}u) * 4u;`),
+    ...R.flatMap((r) => I.map((i) => `    let a${r}_${i} = ${aSlice(i, r)};`)),
+    ...I.flatMap((i) => K4.map((kk) => bRow(i, kk))),
+    `    for (var col = wid.y * ${p.tn}u; col < colEnd; col += 4u) {`,
+    ...I.flatMap((i) => K4.map((kk) => `      let b${i}_${kk} = ${bLoad(i, kk)};`)),
+    ...storeGroups.flatMap((g) => reduceScatterWgsl(`own${g}`, range(lanes).map((j) => {
+      const r = g * lanes + j;
+      return r < tm ? I.flatMap((i) => K4.map((kk) => `a${r}_${i}.${XYZW[kk]} * b${i}_${kk}`)).join(' + ') : 'vec4f(0.0)';
+    }))),
+    ...storeGroups.flatMap((g) => [
+      `      let rowC${g} = row0 + lane + ${g * lanes}u;`,
+      `      if (${tm - g * lanes < lanes ? `lane < ${tm - g * lanes}u && ` : ''}rowC${g} < p.m) {`,
+      `        let sums = select(vec4f(0.0), own${g}, p.k > 0u);`,
+      ...K4.flatMap((c) => [
+        `        if (col + ${c}u < colEnd) {`,
+        `          let at = baseC + rowC${g} * p.ldc + col + ${c}u;`,
+        `          var v = sums.${XYZW[c]};`,
+        p.accumulate ? '          v += C[at];' : `          if (first) { v += ${p.bias ? `bias[p.offBias + col + ${c}u]` : '0.0'}; } else { v += C[at]; }`,
+        ...(finish === 'v' ? [] : [`          if (last) { v = ${finish}; }`]),
+        '          C[at] = v;',
+        '        }',
+      ]),
+      '      }',
+    ]),
+    '    }',
+    '  }',
+    '}',
+  ].join('\n');
+}
+
+const GENERATORS: Record<MatmulVariant['kind'], (p: MatmulParams) => string> = {
+  block: blockWgsl, tiled: tiledWgsl, rows: (p) => (p.transB ? rowsWgsl(p) : rowsUntransposedBWgsl(p)),
+};
 
 const matmulKernel: Kernel<MatmulParams> = {
   name: 'matmul',
@@ -506,8 +582,22 @@ function tileOf(v: MatmulVariant): { rows: number; cols: number } {
  * grows much faster than linearly with them (llvmpipe took minutes to compile 16 rows × 24 slices, and ~25 s of a loaded host for 16 × 4).
  */
 const ROWS_HELD = 64;
+/**
+ * K slices a lane of `rows` by an untransposed B holds per pass (its kernel walks K in passes): at
+ * 16 rows two ran as fast as four or eight, and compiled in 5 s against 11 and 37 (docs/kernels.md).
+ */
+const ROWS_UNTRANSPOSED_SLICES = 2;
 
-function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLimits {
+/**
+ * K slices of 4·wgx depths a `rows` lane holds per row: by a transposed B the whole chunk of K (at
+ * most ROWS_HELD / tm slices: the plan splits a longer K), by an untransposed B one pass's.
+ */
+function rowsSlices(v: MatmulVariant, transB: boolean, k: number): number {
+  const all = Math.ceil(k / (4 * v.wgx));
+  return transB ? all : Math.max(1, Math.min(all, ROWS_UNTRANSPOSED_SLICES));
+}
+
+function limitsFor(gpu: Gpu, v: MatmulVariant, transB: boolean, options: MatmulOptions): MatmulLimits {
   const tile = tileOf(v);
   return {
     maxBindingBytes: Math.min(gpu.maxBindingBytes, options.maxBindingBytes ?? Infinity),
@@ -515,13 +605,13 @@ function limitsFor(gpu: Gpu, v: MatmulVariant, options: MatmulOptions): MatmulLi
     maxWorkgroups: gpu.maxWorkgroupsPerDimension,
     rowsPerGroup: tile.rows,
     colsPerGroup: tile.cols,
-    maxK: v.kind === 'rows' ? 4 * v.wgx * Math.max(1, Math.floor(ROWS_HELD / v.tm)) : undefined,
+    maxK: v.kind === 'rows' && transB ? 4 * v.wgx * Math.max(1, Math.floor(ROWS_HELD / v.tm)) : undefined,
   };
 }
 
 /** The chunks `matmulWith` would dispatch (for tests and for reading). */
 export function matmulPlan(gpu: Gpu, variant: MatmulVariant, shape: MatmulShape, options: MatmulOptions = {}, bDType: DType = 'f32'): MatmulPlan {
-  return planMatmul(shape, limitsFor(gpu, variant, options), elementBytes(bDType));
+  return planMatmul(shape, limitsFor(gpu, variant, shape.transB, options), elementBytes(bDType));
 }
 
 function checkSizes(a: GpuStorage, b: GpuStorage, bias: GpuStorage | null, s: MatmulShape, residual: GpuStorage | undefined): void {
@@ -558,7 +648,7 @@ interface Operands {
 }
 
 function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulPlan, ch: MatmulChunk, { a, b, bias, epilogue, out }: Operands): void {
-  if (v.kind === 'rows' && (s.transA || !s.transB)) throw new Error('matmul: the rows variant multiplies A by a transposed B only');
+  if (v.kind === 'rows' && s.transA) throw new Error('matmul: the rows variant multiplies an untransposed A only');
   const ownLoads = v.kind !== 'tiled';
   // K = 0 reads nothing (C = bias): its 4-byte placeholder bindings cannot hold a vec4.
   const vecA = ownLoads && ch.k > 0 && v.share === 0 && vec4Ok(plan.lda, plan.strideA, ch.a, !s.transA, ch.m, v.tm);
@@ -570,7 +660,7 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   const params: MatmulParams = {
     ...v, transA: s.transA, transB: s.transB, vecA, vecB, halfB: b.dtype === 'f16', bias: withBias, accumulate: ch.accumulate,
     gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
-    slices: v.kind === 'rows' ? Math.ceil(ch.k / (4 * v.wgx)) : 0,
+    slices: v.kind === 'rows' ? rowsSlices(v, s.transB, ch.k) : 0,
   };
   const aView = bind(gpu, a, ch.a, vecA);
   const buffers = [
