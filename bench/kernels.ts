@@ -6,7 +6,8 @@
  *   npx tsx bench/kernels.ts [--device webgpu|cpu] [--only matmul,copy,layernorm,…] [--runs N] [--variants]
  *
  * --only picks families (the copy is measured whenever a memory-bound family needs its bandwidth;
- * `head` is decoding's output head at 1 to 64 rows; `half` matmul with an f16 B beside an f32 one);
+ * `head` is decoding's output head at 1 to 64 rows, `layers` a decode step's x·W at 1 to 64 rows;
+ * `half` matmul with an f16 B beside an f32 one);
  * --runs sets the timed runs of every row (after warm-up; the median is reported); --variants adds
  * every matmul variant this adapter supports at [1024, 768]·[768, 3072]. On WebGPU the matmul variant
  * is chosen by measuring once per adapter (remembered under ~/.cache/gpt2-webgpu), before any row.
@@ -21,7 +22,7 @@ import { embeddingRows } from './kernel-rows/embedding.js';
 import { geluRows } from './kernel-rows/gelu.js';
 import { halfRows } from './kernel-rows/half.js';
 import { layerNormRows } from './kernel-rows/layernorm.js';
-import { headRows, matmulRows } from './kernel-rows/matmul.js';
+import { headRows, layerRows, matmulRows } from './kernel-rows/matmul.js';
 import { softmaxRows } from './kernel-rows/softmax.js';
 import type { BenchRow } from './kernel-rows/types.js';
 import { autotuneMatmul } from '../src/kernels/matmul-tune.js';
@@ -34,6 +35,7 @@ type Producer = (backend: Backend, copyGbps: number) => Promise<BenchRow[]>;
 /** Families in the order they print; each takes the copy bandwidth as its denominator. */
 const FAMILIES: Record<string, Producer> = {
   head: headRows,
+  layers: layerRows,
   half: halfRows,
   layernorm: layerNormRows,
   gelu: geluRows,

@@ -12,9 +12,10 @@
 import { medianMs } from '../harness.js';
 import type { GpuStorage } from '../../src/kernels/gpu.js';
 import { adapterTraits, matmulWith, variantSupported } from '../../src/kernels/matmul.js';
-import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS } from '../../src/kernels/matmul-tune.js';
+import { MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, matmulVariant } from '../../src/kernels/matmul-tune.js';
 import type { WebGpuBackend } from '../../src/kernels/webgpu-backend.js';
 import type { Backend, MatmulShape, Storage } from '../../src/tensor/backend.js';
+import { BENCH_SHAPES } from '../shapes.js';
 import type { BenchRow } from './types.js';
 
 const SHAPES: [number, number, number][] = [[1024, 768, 2304], [1024, 768, 3072], [1024, 3072, 768], [1024, 768, 50257]];
@@ -69,6 +70,38 @@ export async function headRows(backend: Backend): Promise<BenchRow[]> {
       backend.release(a);
       if (m === 1) oneRowMs = ms;
       rows.push({ op: 'matmul_head', shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6, of_one_row: ms / oneRowMs });
+    }
+    backend.release(b);
+  }
+  return rows;
+}
+
+/**
+ * A decode step's layer products x·W at the bench shapes (`matmul_layer`: d 256, W [in, out] as
+ * GPT-2's Conv1D: c_attn [256, 768], attn.c_proj [256, 256], mlp.c_fc [256, 1024], mlp.c_proj
+ * [1024, 256]) for m ∈ {1, 4, 13, 16, 64} rows (one client's step has m = 1, sixteen clients' about
+ * 13 to 16), through the backend's matmul; on WebGPU, in turns with it, the tuned register-blocked
+ * variant fitted to the shape (`matmul_layer_block`, what runs below 9 rows). GFLOP/s, and how many
+ * times one row's time the product of m rows takes (`of_one_row`).
+ */
+export async function layerRows(backend: Backend): Promise<BenchRow[]> {
+  const C = BENCH_SHAPES.default.n_embd;
+  const gpu = backend.name === 'webgpu' ? (backend as WebGpuBackend).gpu : null;
+  const rows: BenchRow[] = [];
+  for (const [k, n] of [[C, 3 * C], [C, C], [C, 4 * C], [4 * C, C]]) {
+    const b = backend.random(k * n, 2, 'normal');
+    const oneRowMs: Record<string, number> = {};
+    for (const m of [1, 4, 13, 16, 64]) {
+      const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: false, broadcastB: true };
+      const a = backend.random(m * k, 1, 'normal');
+      const runs: [string, () => void][] = [['matmul_layer', () => backend.release(backend.matmul(a, b, null, s))]];
+      if (gpu) runs.push(['matmul_layer_block', () => gpu.release(matmulWith(gpu, matmulVariant(gpu, m, n), a as GpuStorage, b as GpuStorage, null, s))]);
+      for (const [op, run] of runs) {
+        const ms = await medianMs(backend, run, { warmup: 1, runs: 7 });
+        if (m === 1) oneRowMs[op] = ms;
+        rows.push({ op, shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6, of_one_row: ms / oneRowMs[op] });
+      }
+      backend.release(a);
     }
     backend.release(b);
   }
