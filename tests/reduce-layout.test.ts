@@ -1,9 +1,9 @@
 /**
- * Reductions (sum, max over one axis) and layout ops (permute, transpose, slice, pad, split, reshape).
+ * Reductions (sum, max over one axis) and layout ops (permute, transpose, slice, pad, split, concat, reshape).
  * The CPU reference against independent float64 loops written here; WebGPU against the CPU on
  * fresh random inputs of ragged shapes (1×1, 7×13, 127×129×3, [2,3,4,5] over every axis, an axis of
  * 100000, more outputs than one grid dimension holds), every permutation of a rank-3 and a rank-4
- * tensor, slice/pad/split round trips, i32 data through the layout kernels; reshape shares storage.
+ * tensor, slice/pad/split/concat round trips, i32 data through the layout kernels; reshape shares storage.
  *
  * Tolerances: max, permute, slice and pad move values and must be exact. Sums: the CPU accumulates
  * in float64, the GPU in f32 (64 strided partial sums, then a tree). Each sum is held to
@@ -13,7 +13,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Backend, ReduceOp } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
-import { max, mean, pad, permute, reshape, slice, split, sum, transpose } from '../src/tensor/ops.js';
+import { concat, max, mean, pad, permute, reshape, slice, split, sum, transpose } from '../src/tensor/ops.js';
 import { sizeOf, stridesOf } from '../src/tensor/shape.js';
 import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
 import { expectClose } from './helpers/close.js';
@@ -168,6 +168,9 @@ describe('layout ops', () => {
     expect(Array.from(await transpose(x).data())).toEqual([1, 4, 2, 5, 3, 6]);
     expect(Array.from(await slice(x, [0, 1], [2, 2]).data())).toEqual([2, 3, 5, 6]);
     expect(Array.from(await pad(tensor([7, 8], [1, 2], { backend: cpu }), [1, 1], [2, 3]).data())).toEqual([0, 0, 0, 0, 7, 8]);
+    expect(Array.from(await concat([x, tensor([7, 8, 9], [1, 3], { backend: cpu })], 0).data())).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(Array.from(await concat([x, tensor([7, 8], [2, 1], { backend: cpu })], 1).data())).toEqual([1, 2, 3, 7, 4, 5, 6, 8]);
+    expect(() => concat([x, tensor([7, 8], [1, 2], { backend: cpu })], 0)).toThrow('concat along axis 0: [1,2] does not match [2,3]');
     // Rank 11 (past the GPU kernels' 8): the permutation check compares numbers, not strings ("10" < "2").
     const shape = [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3];
     const perm = [10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0];
@@ -237,6 +240,7 @@ describe('layout ops', () => {
             start += piece.shape[a];
           }
           expect(rebuilt, `split axis ${axis} into [${sizes}], seed ${seed}`).toEqual(xh);
+          expect(await concat(pieces, axis).toFloat32(), `concat of split axis ${axis}, seed ${seed}`).toEqual(xh);
         }
       });
 
