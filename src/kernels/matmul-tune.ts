@@ -274,8 +274,11 @@ function fitVariant(v: MatmulVariant, m: number, n: number): MatmulVariant {
 const ROWS_PER_GROUP = 16;
 /** Columns a `rows` workgroup walks: enough to repay loading its rows of A. */
 const ROWS_COLUMNS_PER_GROUP = 64;
-/** Up to this many rows `rows` was measured to win (docs/kernels.md); longer prompts' prefill keeps the tuned variant. */
-const ROWS_MAX_M = 64;
+/**
+ * Up to this many rows `rows` was measured to win (docs/kernels.md: a training step's head over its
+ * counted positions too); at 256 rows it ties, and longer prompts' prefill keeps the tuned variant.
+ */
+const ROWS_MAX_M = 128;
 
 /**
  * The `rows` variant for x·Wᵀ with few rows, where the adapter has subgroups (see rowsWgsl), or
