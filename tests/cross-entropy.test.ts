@@ -9,6 +9,7 @@ import { backward } from '../src/tensor/autograd.js';
 import { tensor } from '../src/tensor/create.js';
 import { crossEntropyRows } from '../src/tensor/cpu/cross-entropy.js';
 import { crossEntropy } from '../src/tensor/fused.js';
+import { mul } from '../src/tensor/ops.js';
 import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
 import { expectClose, maxRelativeError } from './helpers/close.js';
 import { freshSeed, randomArray, randomInts } from './helpers/random-data.js';
@@ -197,6 +198,21 @@ describe('crossEntropy at the Tensor level', () => {
       const expected = crossEntropyRows(logitsData, targetsData, Array.from(mask, (m) => m / 4), rows, vocab, grad);
       expectClose([await loss.item()], [expected], { seed });
       expectClose(await logits.grad!.toFloat32(), grad, { seed });
+    });
+
+    it.runIf(backend !== null)(`${name}: a loss scaled before backward scales its gradient (the rule passes dLogits on unscaled only for backward's seed)`, async () => {
+      const b = backend!;
+      const seed = freshSeed();
+      const rows = 5;
+      const vocab = 13;
+      const logitsData = randomArray(rows * vocab, seed, 1, -2, 2);
+      const targetsData = randomInts(rows, seed, 2, vocab);
+      const mask = Float32Array.of(1, 0, 1, 1, 1);
+      const logits = tensor(logitsData, [rows, vocab], { backend: b, requiresGrad: true });
+      backward(mul(crossEntropy(logits, tensor(targetsData, [rows], { backend: b }), mask), 2.5));
+      const grad = new Float64Array(rows * vocab);
+      crossEntropyRows(logitsData, targetsData, Array.from(mask, (m) => m / 4), rows, vocab, grad);
+      expectClose(await logits.grad!.toFloat32(), grad.map((g) => 2.5 * g), { seed });
     });
 
     it.runIf(backend !== null)(`${name}: a mask that selects nothing and f32 targets are clear errors`, () => {

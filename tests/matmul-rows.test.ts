@@ -119,13 +119,14 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
     });
   }
 
-  it('the backend sends x·Wᵀ with up to 64 rows and x·W with 9 to 64 to it, and the rest to the tuned variant', ({ skip }) => {
+  it('the backend sends x·Wᵀ with up to 128 rows and x·W with 9 to 64 to it, and the rest to the tuned variant', ({ skip }) => {
     if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
     const shape = (m: number, k: number, transB: boolean): MatmulShape => ({ batch: 1, m, k, n: 50257, transA: false, transB, broadcastB: true });
     expect(rowsVariant(g, shape(1, 256, true))).toMatchObject({ kind: 'rows', tm: 1, wgx: lanes });
     expect(rowsVariant(g, shape(16, 768, true))).toMatchObject({ kind: 'rows', tm: 16 });
     expect(rowsVariant(g, shape(64, 256, true))).toMatchObject({ kind: 'rows', tm: 16 });
-    expect(rowsVariant(g, shape(65, 256, true))).toBeNull();
+    expect(rowsVariant(g, shape(128, 64, true))).toMatchObject({ kind: 'rows', tm: 16 });
+    expect(rowsVariant(g, shape(129, 256, true))).toBeNull();
     expect(rowsVariant(g, shape(8, 256, false))).toBeNull();
     expect(rowsVariant(g, shape(9, 256, false))).toMatchObject({ kind: 'rows', tm: 16 });
     expect(rowsVariant(g, shape(64, 1024, false))).toMatchObject({ kind: 'rows', tm: 16 });
@@ -135,7 +136,7 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
   it('the backend\'s matmul of a few rows by a transposed B equals the CPU reference', async ({ skip }) => {
     if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
     // K = 768 with 16 rows is longer than a lane holds: several dispatches, all but the first accumulating.
-    for (const [m, k, n] of [[1, 256, 1001], [16, 768, 301], [7, 96, 513]]) {
+    for (const [m, k, n] of [[1, 256, 1001], [16, 768, 301], [7, 96, 513], [69, 64, 1037], [128, 40, 257]]) {
       const seed = freshSeed();
       const pr = problem(1, m, k, n, seed);
       const chunks = matmulPlan(g, rowsVariant(g, pr.shape)!, pr.shape).chunks;

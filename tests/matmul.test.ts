@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { adapterTraits, matmulPlan, matmulWith, variantSupported } from '../src/kernels/matmul.js';
 import {
-  autotuneMatmul, currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, matmulVariant, type MatmulVariantName,
+  autotuneMatmul, currentVariant, forgetVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS, matmulVariant, slowdowns, type MatmulVariantName, type TuneProduct,
 } from '../src/kernels/matmul-tune.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits } from '../src/kernels/matmul-plan.js';
 import { backward } from '../src/tensor/autograd.js';
@@ -566,6 +566,21 @@ describe('the matmul backward rule', () => {
 
 // --- the tuner ---
 
+describe("the tuner's choice", () => {
+  it('weighs each product by its fastest time: a little faster on the wide one loses to 2× slower on a narrow one', () => {
+    // The times the tuner took on the wide projection and a head's two narrow products (ms).
+    const times = [
+      new Map([['wide-winner', 90], ['narrow-winner', 100], ['dropped', 50]]),
+      new Map([['wide-winner', 40], ['narrow-winner', 20], ['dropped', 10]]),
+      new Map([['wide-winner', 100], ['narrow-winner', 45]]),
+    ];
+    const factors = slowdowns(times);
+    expect([...factors.keys()]).toEqual(['wide-winner', 'narrow-winner']);
+    expect(factors.get('wide-winner')).toBeCloseTo(Math.cbrt(1 * 2 * (100 / 45)), 12);
+    expect(factors.get('narrow-winner')).toBeCloseTo(Math.cbrt((100 / 90) * 1 * 1), 12);
+  });
+});
+
 describe.runIf(gpu !== null)('the matmul tuner', () => {
   const backend = gpu!;
   const saved = { file: process.env.GPT2_MATMUL_TUNE_FILE, variant: process.env.GPT2_MATMUL_VARIANT };
@@ -584,10 +599,12 @@ describe.runIf(gpu !== null)('the matmul tuner', () => {
       process.env.GPT2_MATMUL_TUNE_FILE = file;
       const traits = adapterTraits(backend.gpu);
       const candidates = MATMUL_VARIANT_NAMES.filter((name) => MATMUL_VARIANTS[name].kind === 'block' && variantSupported(MATMUL_VARIANTS[name], traits)).slice(0, 2);
-      const result = await autotuneMatmul(backend.gpu, { force: true, candidates, shape: [64, 96, 128], rounds: 1 });
+      const products = [{ shape: [64, 96, 128], transA: false }, { shape: [128, 32, 64], transA: true }] satisfies TuneProduct[];
+      const result = await autotuneMatmul(backend.gpu, { force: true, candidates, products, rounds: 1 });
       expect(result.measured).toBe(true);
       expect(candidates).toContain(result.variant);
       expect(Object.keys(result.gflops).sort()).toEqual([...candidates].sort());
+      for (const rates of Object.values(result.gflops)) expect(rates.map((r) => r > 0)).toEqual([true, true]);
       expect(currentVariant(traits)).toBe(result.variant);
       const record = (JSON.parse(readFileSync(file, 'utf8')) as Record<string, { variant: string }>)[backend.gpu.description];
       expect(record.variant).toBe(result.variant);

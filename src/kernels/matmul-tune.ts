@@ -31,8 +31,8 @@ export const MATMUL_VARIANT_NAMES = Object.keys(MATMUL_VARIANTS) as MatmulVarian
 
 export const isVariantName = (name: string): name is MatmulVariantName => Object.hasOwn(MATMUL_VARIANTS, name);
 
-/** Bump when a kernel changes enough that old measurements no longer hold. */
-export const MATMUL_KERNEL_VERSION = 1;
+/** Bump when a kernel, or what the tuner measures, changes enough that old records no longer hold. */
+export const MATMUL_KERNEL_VERSION = 2;
 
 /** The choice before any measuring: register blocks for a CPU-backed driver, workgroup tiles for a GPU. */
 export function defaultVariant(t: AdapterTraits): MatmulVariantName {
@@ -44,11 +44,17 @@ export function defaultVariant(t: AdapterTraits): MatmulVariantName {
 const chosen = new Map<string, MatmulVariantName>();
 const storeRead = new Set<string>();
 
+/** A product the tuner times: [m, k, n] of op(A)·B, A transposed or not. */
+export interface TuneProduct {
+  shape: [number, number, number];
+  transA: boolean;
+}
+
 export interface TuneRecord {
   variant: MatmulVariantName;
-  /** GFLOP/s of every candidate on `shape`. */
-  gflops: Record<string, number>;
-  shape: [number, number, number];
+  /** GFLOP/s of every candidate on each of `products`, in their order. */
+  gflops: Record<string, number[]>;
+  products: TuneProduct[];
   version: number;
   measuredAt: string;
 }
@@ -131,8 +137,8 @@ export function forgetVariant(description: string): void {
 
 export interface TuneResult {
   variant: MatmulVariantName;
-  /** Best GFLOP/s per candidate on the tuning shape (empty when the choice was already settled). */
-  gflops: Partial<Record<MatmulVariantName, number>>;
+  /** Best GFLOP/s per candidate on each tuning product (empty when the choice was already settled). */
+  gflops: Partial<Record<MatmulVariantName, number[]>>;
   measured: boolean;
 }
 
@@ -141,66 +147,92 @@ export interface TuneOptions {
   force?: boolean;
   /** Defaults to every variant this adapter supports. */
   candidates?: readonly MatmulVariantName[];
-  /** [m, k, n]; GPT-2's MLP input projection at 256 tokens by default. */
-  shape?: [number, number, number];
+  /** What is timed; TUNING_PRODUCTS by default. */
+  products?: readonly TuneProduct[];
   /** Timed runs per candidate, taken in turns so that a busy machine slows all of them alike. */
   rounds?: number;
   log?: (line: string) => void;
 }
 
 /**
- * Measures the candidates on a representative shape and remembers the fastest (in memory and in
- * the cache file), so later processes skip this. A candidate whose result disagrees with the first
- * one's is dropped (a guard on the subgroup assumptions of the sharing variants). A no-op when the
- * choice is already settled, unless `force`.
+ * GPT-2's MLP input projection at 256 tokens, and the two narrow products of a training step's
+ * output head, [rows, V]·[V, C] and [V, rows]ᵀ·[rows, C]: a variant that wins the wide product by a
+ * little can lose these by 2–3× (docs/kernels.md), and on a small model they are most of a step.
+ */
+const TUNING_PRODUCTS: readonly TuneProduct[] = [
+  { shape: [256, 768, 3072], transA: false },
+  { shape: [64, 8192, 64], transA: false },
+  { shape: [8192, 64, 64], transA: true },
+];
+
+/**
+ * Measures the candidates, each fitted to the product as matmulVariant fits it, on representative products and remembers the one whose times, each
+ * against the fastest candidate's on the same product, have the smallest geometric mean (so that
+ * no product's size drowns the others'), in memory and in the store, so later processes skip this.
+ * A candidate whose result disagrees with the first one's is dropped (a guard on the subgroup
+ * assumptions of the sharing variants). A no-op when the choice is already settled, unless `force`.
  */
 export async function autotuneMatmul(gpu: Gpu, options: TuneOptions = {}): Promise<TuneResult> {
   const traits = adapterTraits(gpu);
   if (!options.force && isTuned(traits)) return { variant: currentVariant(traits), gflops: {}, measured: false };
-  const { shape = [256, 768, 3072], rounds = 3, log } = options;
+  const { products = TUNING_PRODUCTS, rounds = 3, log } = options;
   const candidates = (options.candidates ?? MATMUL_VARIANT_NAMES).filter((name) => variantSupported(MATMUL_VARIANTS[name], traits));
   if (candidates.length === 0) throw new Error('autotuneMatmul: no candidate runs on this adapter');
-  const [m, k, n] = shape;
-  const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB: false, broadcastB: true };
   // Deterministic data: the tuner gives the same answer for the same timings.
   const data = (size: number, salt: number) => Float32Array.from({ length: size }, (_, i) => (((i + salt) * 7919) % 1009) / 1009 - 0.5);
-  const a = gpu.upload(data(m * k, 1));
-  const b = gpu.upload(data(k * n, 2));
-  const best = new Map<MatmulVariantName, number>();
-  try {
-    let reference: Float32Array | null = null;
-    const valid: MatmulVariantName[] = [];
-    for (const name of candidates) {
-      const c = matmulWith(gpu, MATMUL_VARIANTS[name], a, b, null, s); // compiles, warms up
-      const out = (await gpu.read(c)) as Float32Array;
-      gpu.release(c);
-      reference ??= out;
-      if (maxRelativeDifference(out, reference) > 1e-3) log?.(`matmul tune: ${name} disagrees with ${candidates[0]}, dropped`);
-      else valid.push(name);
-    }
-    for (let round = 0; round < rounds; round++) {
+  let valid = candidates;
+  const best = products.map(() => new Map<MatmulVariantName, number>());
+  for (const [p, { shape: [m, k, n], transA }] of products.entries()) {
+    const s: MatmulShape = { batch: 1, m, k, n, transA, transB: false, broadcastB: true };
+    const a = gpu.upload(data(m * k, 1));
+    const b = gpu.upload(data(k * n, 2));
+    try {
+      let reference: Float32Array | null = null;
+      const agreeing: MatmulVariantName[] = [];
       for (const name of valid) {
-        const start = performance.now();
-        gpu.release(matmulWith(gpu, MATMUL_VARIANTS[name], a, b, null, s));
-        await gpu.sync();
-        const ms = performance.now() - start;
-        best.set(name, Math.min(best.get(name) ?? Infinity, ms));
+        const c = matmulWith(gpu, fitVariant(MATMUL_VARIANTS[name], m, n), a, b, null, s); // compiles, warms up
+        const out = (await gpu.read(c)) as Float32Array;
+        gpu.release(c);
+        reference ??= out;
+        if (maxRelativeDifference(out, reference) > 1e-3) log?.(`matmul tune: ${name} disagrees with ${valid[0]}, dropped`);
+        else agreeing.push(name);
       }
+      valid = agreeing;
+      for (let round = 0; round < rounds; round++) {
+        for (const name of valid) {
+          const start = performance.now();
+          gpu.release(matmulWith(gpu, fitVariant(MATMUL_VARIANTS[name], m, n), a, b, null, s));
+          await gpu.sync();
+          const ms = performance.now() - start;
+          best[p].set(name, Math.min(best[p].get(name) ?? Infinity, ms));
+        }
+      }
+    } finally {
+      gpu.release(a);
+      gpu.release(b);
     }
-  } finally {
-    gpu.release(a);
-    gpu.release(b);
   }
-  const gflops: Partial<Record<MatmulVariantName, number>> = {};
-  for (const [name, ms] of best) {
-    gflops[name] = (2 * m * k * n) / (ms * 1e6);
-    log?.(`matmul tune: ${name} ${gflops[name].toFixed(2)} GFLOP/s`);
+  const slowdown = slowdowns(best);
+  const gflops: Partial<Record<MatmulVariantName, number[]>> = {};
+  for (const [name, factor] of slowdown) {
+    gflops[name] = products.map(({ shape: [m, k, n] }, p) => (2 * m * k * n) / (best[p].get(name)! * 1e6));
+    log?.(`matmul tune: ${name} ${gflops[name].map((g) => g.toFixed(2)).join(' / ')} GFLOP/s, ${factor.toFixed(2)}× the fastest`);
   }
-  const [variant] = [...best].reduce((x, y) => (y[1] < x[1] ? y : x));
+  const [variant] = [...slowdown].reduce((x, y) => (y[1] < x[1] ? y : x));
   rememberTune(gpu.description, {
-    variant, gflops, shape, version: MATMUL_KERNEL_VERSION, measuredAt: new Date().toISOString(),
+    variant, gflops, products: [...products], version: MATMUL_KERNEL_VERSION, measuredAt: new Date().toISOString(),
   });
   return { variant, gflops, measured: true };
+}
+
+/**
+ * Each candidate's times (one map per product) against the fastest candidate's on the same product,
+ * as a geometric mean over the products; a candidate missing from a product (dropped there) is left out.
+ */
+export function slowdowns<Name>(times: readonly ReadonlyMap<Name, number>[]): Map<Name, number> {
+  const names = [...(times[0]?.keys() ?? [])].filter((name) => times.every((t) => t.has(name)));
+  const fastest = times.map((t) => Math.min(...names.map((name) => t.get(name)!)));
+  return new Map(names.map((name) => [name, Math.exp(times.reduce((sum, t, p) => sum + Math.log(t.get(name)! / fastest[p]), 0) / times.length)]));
 }
 
 function maxRelativeDifference(x: Float32Array, y: Float32Array): number {
@@ -223,7 +255,11 @@ const MIN_WORKGROUPS = 32;
  * every core busy. A subgroup that shares A keeps its full width.
  */
 export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVariant {
-  const v = MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))];
+  return fitVariant(MATMUL_VARIANTS[currentVariant(adapterTraits(gpu))], m, n);
+}
+
+/** `v` fitted to a product of m rows and n columns, as matmulVariant fits the chosen one. */
+function fitVariant(v: MatmulVariant, m: number, n: number): MatmulVariant {
   if (v.kind !== 'block') return v;
   const tm = m < v.tm ? Math.max(1, 2 ** Math.ceil(Math.log2(m))) : v.tm;
   const minLanes = Math.max(v.share, 8);
@@ -238,10 +274,15 @@ export function matmulVariant(gpu: Gpu, m = Infinity, n = Infinity): MatmulVaria
 const ROWS_PER_GROUP = 16;
 /** Columns a `rows` workgroup walks: enough to repay loading its rows of A. */
 const ROWS_COLUMNS_PER_GROUP = 64;
-/** Up to this many rows `rows` was measured to win (docs/kernels.md); longer prompts' prefill keeps the tuned variant. */
-const ROWS_MAX_M = 64;
-/** By an untransposed B (x·W), below this many rows the fitted register blocks were as fast (docs/kernels.md). */
+/**
+ * Up to this many rows `rows` was measured to win on x·Wᵀ (docs/kernels.md: a training step's head
+ * over its counted positions too); at 256 rows it ties, and longer prompts' prefill keeps the tuned variant.
+ */
+const ROWS_MAX_M = 128;
+/** By an untransposed B (x·W), `rows` was measured from this many rows (below, the fitted register blocks were as fast) … */
 const ROWS_UNTRANSPOSED_MIN_M = 9;
+/** … up to this many (docs/kernels.md). */
+const ROWS_UNTRANSPOSED_MAX_M = 64;
 
 /**
  * The `rows` variant for x·Wᵀ, or x·W from ROWS_UNTRANSPOSED_MIN_M rows, with few rows, where the
@@ -249,7 +290,7 @@ const ROWS_UNTRANSPOSED_MIN_M = 9;
  * may run, so it is always one subgroup.
  */
 export function rowsVariant(gpu: Gpu, s: MatmulShape): MatmulVariant | null {
-  if (s.transA || s.m > ROWS_MAX_M || (!s.transB && s.m < ROWS_UNTRANSPOSED_MIN_M)) return null;
+  if (s.transA || s.m > (s.transB ? ROWS_MAX_M : ROWS_UNTRANSPOSED_MAX_M) || (!s.transB && s.m < ROWS_UNTRANSPOSED_MIN_M)) return null;
   const traits = adapterTraits(gpu);
   const lanes = traits.subgroupMinSize;
   if (!traits.subgroups || lanes < 4) return null;

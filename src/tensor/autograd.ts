@@ -4,7 +4,7 @@
  * addition, and release what each node saved as soon as its rule has run.
  */
 import { ones } from './create.js';
-import { noGrad } from './graph.js';
+import { markUnitGradient, noGrad } from './graph.js';
 import { gradRules } from './grad-rules.js';
 import { add, assign, sumToShape } from './ops.js';
 import { keep, tidy } from './scope.js';
@@ -49,7 +49,7 @@ export function backward(root: Tensor): void {
   const order = topologicalOrder(root);
   tidy(() =>
     noGrad(() => {
-      const grads = new Map<Tensor, Tensor>([[root, ones(root.shape, { backend: root.backend })]]);
+      const grads = new Map<Tensor, Tensor>([[root, markUnitGradient(ones(root.shape, { backend: root.backend }))]]);
       for (let i = order.length - 1; i >= 0; i--) {
         const t = order[i];
         const dy = grads.get(t);

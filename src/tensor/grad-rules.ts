@@ -5,7 +5,7 @@
  */
 import type { MatmulShape, Storage } from './backend.js';
 import { fromStorage, zeros } from './create.js';
-import type { GraphNode, OpName } from './graph.js';
+import { isUnitGradient, type GraphNode, type OpName } from './graph.js';
 import {
   add, div, equal, greater, log, matmul, mul, neg, pad, permute, pow, reshape, slice, sub, sum, where,
 } from './ops.js';
@@ -77,7 +77,8 @@ export const gradRules: { [K in OpName]: Rule<K> } = {
   },
   embedding: (dy, { saved: [ids], attrs: { n, V, C } }) => [wrap(dy, dy.backend.embeddingBackward(ids.storage, dy.storage, n, V, C), [V, C])],
   // The forward already computed dLoss/dLogits; the chain rule only scales it by the loss's gradient.
-  crossEntropy: (dy, { saved: [dLogits] }) => [mul(dLogits, dy)],
+  // dLogits is [rows, V]: scaling it by a seed of one would write all of it again for nothing.
+  crossEntropy: (dy, { saved: [dLogits] }) => [isUnitGradient(dy) ? dLogits.share() : mul(dLogits, dy)],
   recompute: (dy, { saved: [x], attrs }) => attrs.backward(dy, x),
 };
 

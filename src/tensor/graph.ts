@@ -5,6 +5,18 @@ import type { Tensor } from './tensor.js';
 
 type NoAttrs = Record<string, never>;
 
+/** Gradients known to be exactly one everywhere: backward's seed (see isUnitGradient). */
+const unitGradients = new WeakSet<Tensor>();
+
+/** Marks `t` as a gradient of ones; returns it. */
+export function markUnitGradient(t: Tensor): Tensor {
+  unitGradients.add(t);
+  return t;
+}
+
+/** Whether `dy` is backward's seed: a rule that would only multiply by it may pass its result on unscaled. */
+export const isUnitGradient = (dy: Tensor): boolean => unitGradients.has(dy);
+
 /** Every differentiable op and what its node remembers besides inputs and saved tensors. */
 export interface OpAttrs {
   neg: NoAttrs;

@@ -238,6 +238,13 @@ export class Trainer {
     this.model.eval();
     let weighted = 0;
     let count = 0;
+    // Each batch's loss is read while the next one is recorded, as in training, so the device never waits on us.
+    let pending: { loss: Tensor; value: Promise<number>; counted: number } | null = null;
+    const add = async ({ loss, value, counted }: NonNullable<typeof pending>) => {
+      weighted += (await value) * counted;
+      loss.dispose();
+      count += counted;
+    };
     const batches = batchesOf(this.val.map((_, i) => i), this.config.batchSize);
     for (const [done, indices] of batches.entries()) {
       this.hooks.onValidationProgress?.(done, batches.length);
@@ -245,10 +252,13 @@ export class Trainer {
       const counted = batch.mask.reduce((n, m) => n + m, 0);
       if (counted === 0) continue;
       const loss = tidy(() => noGrad(() => keep(this.batchLoss(batch))));
-      weighted += (await loss.item()) * counted;
-      loss.dispose();
-      count += counted;
+      const value = loss.item();
+      // Nobody awaits it if the previous read fails (the device lost): that must not surface as unhandled.
+      value.catch(() => {});
+      if (pending) await add(pending);
+      pending = { loss, value, counted };
     }
+    if (pending) await add(pending);
     this.model.train();
     const valLoss = weighted / count;
     // These weights give NaN on held-out data: they must not become a checkpoint.
