@@ -166,9 +166,10 @@ const TUNING_PRODUCTS: readonly TuneProduct[] = [
 ];
 
 /**
- * Measures the candidates, each fitted to the product as matmulVariant fits it, on representative products and remembers the one whose times, each
- * against the fastest candidate's on the same product, have the smallest geometric mean (so that
- * no product's size drowns the others'), in memory and in the store, so later processes skip this.
+ * Measures the candidates, each fitted to the product as matmulVariant fits it, on representative
+ * products and remembers the one whose times, each against the fastest candidate's on the same
+ * product, have the smallest geometric mean (so that no product's size drowns the others'), in
+ * memory and in the store, so later processes skip this.
  * A candidate whose result disagrees with the first one's is dropped (a guard on the subgroup
  * assumptions of the sharing variants). A no-op when the choice is already settled, unless `force`.
  */
