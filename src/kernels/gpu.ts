@@ -102,6 +102,11 @@ export class Gpu {
   private pendingChecks: Promise<Error | null>[] = [];
   private failure: Error | null = null;
 
+  private readonly onUncapturedError = (event: GPUUncapturedErrorEvent): void => {
+    const kernels = this.batchKernels.slice(-8).join(', ') || 'none';
+    this.failure ??= new Error(`WebGPU error (kernels in the failing batch, latest last: ${kernels}): ${event.error.message}`);
+  };
+
   /** The device this Gpu records on; another Gpu with other options may share it (tests). */
   constructor(readonly acquired: AcquiredDevice, options: GpuOptions = {}) {
     const { device, limits } = acquired;
@@ -123,10 +128,7 @@ export class Gpu {
     this.arena = device.createBuffer({ size: ARENA_BYTES, usage: usage.UNIFORM | usage.COPY_DST, label: 'uniform arena' });
     this.uniformAlignment = limits.minUniformBufferOffsetAlignment;
     this.stagingPool = new BufferPool(device, usage.MAP_READ | usage.COPY_DST, 'staging');
-    device.addEventListener('uncapturederror', (event) => {
-      const kernels = this.batchKernels.slice(-8).join(', ') || 'none';
-      this.failure ??= new Error(`WebGPU error (kernels in the failing batch, latest last: ${kernels}): ${event.error.message}`);
-    });
+    device.addEventListener('uncapturederror', this.onUncapturedError);
     void device.lost.then((info) => {
       if (info.reason !== 'destroyed') this.failure ??= new Error(`WebGPU device lost: ${info.message}`);
     });
@@ -291,7 +293,9 @@ export class Gpu {
     }
   }
 
+  /** Stops listening to the device, and releases it unless it was lent (a Gpu sharing another's device). */
   destroy(): void {
+    this.device.removeEventListener('uncapturederror', this.onUncapturedError);
     this.acquired.release();
   }
 

@@ -37,6 +37,7 @@ export async function withBindingLimits<T>(
     return await fn(createWebGpuBackend(limited));
   } finally {
     limited.trimPool(); // the buffers fn released; those it kept stay with the device until teardown
+    limited.destroy();
   }
 }
 
