@@ -405,6 +405,29 @@ ${storeWgsl(p, row, col)}
 }`;
 }
 
+/** The opening of both `rows` kernels: a workgroup of one subgroup, its first row, its bases. */
+function rowsPrelude(p: MatmulParams): string[] {
+  return [
+    'enable subgroups;',
+    DECLARATIONS(p),
+    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
+    '',
+    `@compute @workgroup_size(${p.wgx}, 1, 1)`,
+    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
+    `  let row0 = wid.x * ${p.tm}u;`,
+    '  let baseA = p.offA + wid.z * p.strideA;',
+    '  let baseB = p.offB + wid.z * p.strideB;',
+    '  let baseC = p.offC + wid.z * p.strideC;',
+  ];
+}
+
+/** A lane's held slice i of a row from `base` along K: depths d_i..d_i+3, zero past K. */
+function heldSlice(vec: boolean, load: string, base: string, i: number): string {
+  return vec
+    ? `select(vec4f(0.0), ${load}4(${base} + min(d${i}, p.k - 4u)), d${i} < p.k)`
+    : `vec4f(${K4.map((kk) => `select(0.0, ${load}(${base} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`;
+}
+
 /**
  * `rows`: C = A·Bᵀ for a few rows, B read once for all of them (decoding's output head x·wteᵀ,
  * where B is the whole [V, C] table and A a handful of rows). A workgroup is one subgroup of wgx
@@ -421,29 +444,17 @@ function rowsWgsl(p: MatmulParams): string {
   const { tm, tn, wgx: lanes } = p;
   const R = range(tm);
   const I = range(p.slices);
-  const slice = (vec: boolean, load: string, base: string, i: number) => (vec
-    ? `select(vec4f(0.0), ${load}4(${base} + min(d${i}, p.k - 4u)), d${i} < p.k)`
-    : `vec4f(${K4.map((kk) => `select(0.0, ${load}(${base} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`);
   const dots = (r: number) => (p.slices === 0 ? '0.0' : I.map((i) => `dot(a${r}_${i}, b${i})`).join(' + '));
   const storeGroups = range(Math.ceil(tm / lanes));
   return [
-    'enable subgroups;',
-    DECLARATIONS(p),
-    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
-    '',
-    `@compute @workgroup_size(${lanes}, 1, 1)`,
-    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
-    `  let row0 = wid.x * ${tm}u;`,
-    '  let baseA = p.offA + wid.z * p.strideA;',
-    '  let baseB = p.offB + wid.z * p.strideB;',
-    '  let baseC = p.offC + wid.z * p.strideC;',
+    ...rowsPrelude(p),
     ...I.map((i) => `  let d${i} = (lane + ${lanes * i}u) * 4u;`),
     ...R.map((r) => `  let ra${r} = baseA + min(row0 + ${r}u, p.m - 1u) * p.lda;`),
-    ...R.flatMap((r) => I.map((i) => `  let a${r}_${i} = ${slice(p.vecA, 'loadA', `ra${r}`, i)};`)),
+    ...R.flatMap((r) => I.map((i) => `  let a${r}_${i} = ${heldSlice(p.vecA, 'loadA', `ra${r}`, i)};`)),
     `  let colEnd = min(p.n, (wid.y + 1u) * ${tn}u);`,
     `  for (var col = wid.y * ${tn}u; col < colEnd; col++) {`,
     '    let rb = baseB + col * p.ldb;',
-    ...I.map((i) => `    let b${i} = ${slice(p.vecB, 'loadB', 'rb', i)};`),
+    ...I.map((i) => `    let b${i} = ${heldSlice(p.vecB, 'loadB', 'rb', i)};`),
     ...storeGroups.flatMap((g) => reduceScatterWgsl(`own${g}`, range(lanes).map((j) => (g * lanes + j < tm ? dots(g * lanes + j) : '0.0')))),
     `    let biasValue = ${p.bias ? 'bias[p.offBias + col]' : '0.0'};`,
     ...storeGroups.flatMap((g) => [
@@ -497,9 +508,6 @@ function rowsUntransposedBWgsl(p: MatmulParams): string {
   const R = range(tm);
   const I = range(p.slices);
   const depthsPerPass = 4 * lanes * p.slices;
-  const aSlice = (i: number, r: number) => (p.vecA
-    ? `select(vec4f(0.0), loadA4(ra${r} + min(d${i}, p.k - 4u)), d${i} < p.k)`
-    : `vec4f(${K4.map((kk) => `select(0.0, loadA(ra${r} + min(d${i} + ${kk}u, p.k - 1u)), d${i} + ${kk}u < p.k)`).join(', ')})`);
   // Depths past K read B's last row: A's zeros there cancel it.
   const bRow = (i: number, kk: number) => `    let rb${i}_${kk} = baseB + min(d${i} + ${kk}u, p.k - 1u) * p.ldb;`;
   const bLoad = (i: number, kk: number) => (p.vecB
@@ -510,16 +518,7 @@ function rowsUntransposedBWgsl(p: MatmulParams): string {
   if (p.gelu) finish = `gelu(${finish})`;
   if (p.residual) finish = `${finish} + residual[at]`;
   return [
-    'enable subgroups;',
-    DECLARATIONS(p),
-    p.vecA ? 'fn loadA4(i: u32) -> vec4f { return A[i >> 2u]; }' : '',
-    '',
-    `@compute @workgroup_size(${lanes}, 1, 1)`,
-    'fn main(@builtin(workgroup_id) wid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {',
-    `  let row0 = wid.x * ${tm}u;`,
-    '  let baseA = p.offA + wid.z * p.strideA;',
-    '  let baseB = p.offB + wid.z * p.strideB;',
-    '  let baseC = p.offC + wid.z * p.strideC;',
+    ...rowsPrelude(p),
     ...R.map((r) => `  let ra${r} = baseA + min(row0 + ${r}u, p.m - 1u) * p.lda;`),
     `  let colEnd = min(p.n, (wid.y + 1u) * ${p.tn}u);`,
     // K = 0 still passes once: C = bias.
@@ -527,7 +526,7 @@ function rowsUntransposedBWgsl(p: MatmulParams): string {
     '    let first = k0 == 0u;',
     `    let last = k0 + ${depthsPerPass}u >= p.k;`,
     ...I.map((i) => `    let d${i} = k0 + (lane + ${lanes * i}u) * 4u;`),
-    ...R.flatMap((r) => I.map((i) => `    let a${r}_${i} = ${aSlice(i, r)};`)),
+    ...R.flatMap((r) => I.map((i) => `    let a${r}_${i} = ${heldSlice(p.vecA, 'loadA', `ra${r}`, i)};`)),
     ...I.flatMap((i) => K4.map((kk) => bRow(i, kk))),
     `    for (var col = wid.y * ${p.tn}u; col < colEnd; col += 4u) {`,
     ...I.flatMap((i) => K4.map((kk) => `      let b${i}_${kk} = ${bLoad(i, kk)};`)),
