@@ -1,6 +1,7 @@
 /**
  * A WGSL compile error surfaces at the next sync point as an exception that names the kernel and
- * gives each compiler message with its line number and the offending source line.
+ * gives each compiler message with its line number and the offending source line; a Gpu stops
+ * listening for its device's errors when destroyed.
  */
 import { expect, test } from 'vitest';
 import { Gpu } from '../src/kernels/gpu.js';
@@ -31,4 +32,20 @@ test('a shader that does not compile: the error names the kernel, the line and i
   expect(error!.message).toMatch(/^kernel broken_on_purpose failed to compile:\nerror at line 6:\d+: [^\n]*undefinedName[^\n]*\n {2} {2}out\[0\] = undefinedName \+ 1\.0;/);
   // Later work on that Gpu reports the same error rather than running on a broken pipeline.
   expect(() => gpu.alloc(1)).toThrow(error!.message);
+});
+
+test('a Gpu that shared a device stops listening for its errors when destroyed: no listeners pile up', async () => {
+  const backend = await webgpuOrSkip();
+  if (!backend) return;
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning.name);
+  process.on('warning', onWarning);
+  try {
+    // Node warns of a leak past 10 listeners of one event on one target.
+    for (let i = 0; i < 12; i++) new Gpu({ ...backend.gpu.acquired, release: () => {} }).destroy();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  } finally {
+    process.off('warning', onWarning);
+  }
+  expect(warnings).not.toContain('MaxListenersExceededWarning');
 });
