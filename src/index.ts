@@ -40,4 +40,4 @@ export {
 export { fineTune, type FineTuneOptions, type FineTuneResult } from './train/fine-tune.js';
 export { TrainingDiverged, type StepRecord } from './train/trainer.js';
 export { lossCurveSvg, type LossRecord } from './train/loss-plot.js';
-export { addLoRA, LORA_TARGETS, loraParameters, loraSettings, mergeLoRA, type LoRAOptions, type LoRASettings, type LoRATarget } from './gpt/lora.js';
+export { addLoRA, BLOCK_LORA_TARGETS, LORA_TARGETS, loraParameters, loraSettings, mergeLoRA, type BlockLoRATarget, type LoRAOptions, type LoRASettings, type LoRATarget } from './gpt/lora.js';

@@ -4,16 +4,21 @@
  * differences; a frozen base gets no gradient, no slot in the flat buffers and no weight-gradient
  * matmul; a LoRA fine-tune on the shipped data over an f32 and an f16 base lowers the loss, leaves
  * the base as it was, and merged into it gives the unmerged logits; merged adapters give the
- * unmerged logits to 1e-5 of their scale, and merges with a known mistake do not.
+ * unmerged logits to 1e-5 of their scale, and merges with a known mistake do not. An adapter on the
+ * head (lm_head): PEFT's names and shapes, B = 0 exact, the logits moved by exactly (alpha/r)·x·Aᵀ·Bᵀ
+ * on the hidden states it leaves alone, its gradients, the same logits through the KV cache and the
+ * serving step as through the full forward, and no merge.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../src/gpt/config.js';
 import { modelFromStateDict, randomModel } from '../src/gpt/load-model.js';
-import { addLoRA, loraParameters, loraSettings, mergeLoRA } from '../src/gpt/lora.js';
+import { KVCachePool } from '../src/gpt/kv-cache-pool.js';
+import { KVCache } from '../src/gpt/kv-cache.js';
+import { addLoRA, LORA_TARGETS, loraParameters, loraSettings, mergeLoRA, type LoRATarget } from '../src/gpt/lora.js';
 import { hostWeights } from '../src/gpt/model-bytes.js';
 import type { GPT2 } from '../src/gpt/model.js';
-import { Linear } from '../src/nn/layers.js';
+import { Linear, OutputHead } from '../src/nn/layers.js';
 import { backward } from '../src/tensor/autograd.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
@@ -33,6 +38,18 @@ const backends: [string, Backend | null][] = [['CPU', cpu], ['WebGPU', gpu]];
 const DATA = parseInstructionData(readFileSync('data/instructions.json', 'utf8'), 'data/instructions.json');
 const [B, T] = [2, 9];
 const V = PRESETS.tiny.vocab_size;
+
+/** A tiny model with adapters on `targets`, B drawn in ±0.5 instead of zero so that they move the logits. */
+function withDrawnAdapters(backend: Backend, seed: number, targets: readonly LoRATarget[]): GPT2 {
+  const { model } = randomModel('tiny', { seed, backend });
+  addLoRA(model, { rank: 4, alpha: 8, seed, targets });
+  for (const [index, [name, p]] of loraParameters(model).entries()) {
+    if (name.endsWith('lora_B.weight')) model.replaceParameter(name, tensor(randomArray(p.size, seed, 10 + index, -0.5, 0.5), p.shape, { backend }));
+  }
+  return model;
+}
+
+const largest = (values: Float32Array) => values.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 
 async function logits(model: GPT2, ids: Int32Array): Promise<Float32Array> {
   return noGrad(async () => {
@@ -95,8 +112,42 @@ describe('LoRA adapters on a GPT-2', () => {
     const { model } = randomModel('tiny', { backend: cpu });
     expect(() => addLoRA(model, { rank: 0 })).toThrow('addLoRA: rank must be a positive integer, got 0');
     expect(() => addLoRA(model, { rank: 2, dropout: 1 })).toThrow('addLoRA: dropout must be in [0, 1), got 1');
-    expect(() => addLoRA(model, { rank: 2, targets: ['c_attn', 'lm_head' as 'c_fc'] })).toThrow(/addLoRA: targets must be distinct names among/);
+    expect(() => addLoRA(model, { rank: 2, targets: ['c_attn', 'wte' as 'c_fc'] })).toThrow(/addLoRA: targets must be distinct names among c_attn, attn\.c_proj, c_fc, mlp\.c_proj, lm_head/);
+    expect(() => addLoRA(model, { rank: 2, targets: ['lm_head', 'lm_head'] })).toThrow(/addLoRA: targets must be distinct names/);
     expect(loraSettings(model)).toBeNull();
+  });
+
+  it('on the head: lm_head.lora_A [r, n_embd] and lora_B [vocab, r] after the blocks\', A drawn with a seed of its own, B zero', async () => {
+    const { model } = randomModel('tiny', { seed: 1, backend: cpu });
+    const C = model.config.n_embd;
+    addLoRA(model, { rank: 4, seed: 9, targets: ['lm_head', 'c_fc'] });
+    expect(loraSettings(model)).toEqual({ rank: 4, alpha: 4, dropout: 0, targets: ['c_fc', 'lm_head'] });
+    expect(loraParameters(model).map(([name, p]) => [name, p.shape])).toEqual([
+      ['h.0.mlp.c_fc.lora_A.weight', [4, C]], ['h.0.mlp.c_fc.lora_B.weight', [4 * C, 4]],
+      ['h.1.mlp.c_fc.lora_A.weight', [4, C]], ['h.1.mlp.c_fc.lora_B.weight', [4 * C, 4]],
+      ['lm_head.lora_A.weight', [4, C]], ['lm_head.lora_B.weight', [V, 4]],
+    ]);
+    expect(model.namedTrainableParameters().map(([name]) => name)).toEqual(loraParameters(model).map(([name]) => name));
+    const v = await values(loraParameters(model));
+    const A = v.get('lm_head.lora_A.weight')!;
+    const bound = 1 / Math.sqrt(C);
+    expect(Math.max(...A.map(Math.abs))).toBeLessThanOrEqual(bound);
+    expect(Math.max(...A.map(Math.abs))).toBeGreaterThan(0.9 * bound);
+    for (const block of ['h.0.mlp.c_fc', 'h.1.mlp.c_fc']) expect(differing(v.get(`${block}.lora_A.weight`), A), block).toBeGreaterThan(A.length / 2);
+    expect(v.get('lm_head.lora_B.weight')!.every((x) => x === 0)).toBe(true);
+    // The head alone: the same draw, whichever other targets are chosen.
+    const headOnly = randomModel('tiny', { seed: 1, backend: cpu }).model;
+    addLoRA(headOnly, { rank: 4, seed: 9, targets: ['lm_head'] });
+    expect(loraSettings(headOnly)).toEqual({ rank: 4, alpha: 4, dropout: 0, targets: ['lm_head'] });
+    expect(differing(await headOnly.lm_head.lora_A!.weight.toFloat32(), A)).toBe(0);
+  });
+
+  it('mergeLoRA refuses an adapter on the head, naming why, and merges nothing', async () => {
+    const model = withDrawnAdapters(cpu, 4, ['c_attn', 'lm_head']);
+    const before = await model.h[0].attn.c_attn.weight.toFloat32();
+    await expect(mergeLoRA(model)).rejects.toThrow(/mergeLoRA: an adapter on lm_head cannot be merged: GPT-2's output head is its token embedding \(wte\), which also embeds the input tokens.*run the adapter unmerged/);
+    expect(loraSettings(model)?.targets).toEqual(['c_attn', 'lm_head']);
+    expect(differing(await model.h[0].attn.c_attn.weight.toFloat32(), before)).toBe(0);
   });
 
   it('draws A as PEFT does (uniform in ±1/sqrt(in)), seeded, and starts B at zero', async () => {
@@ -144,6 +195,73 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     addLoRA(attentionOnly, { rank: 4, alpha: 16, seed, targets: ['c_attn'] });
     expect(differing(await logits(attentionOnly, ids), base)).toBe(0);
     attentionOnly.dispose();
+    // Every target, the head's too: logits + 0.
+    const everywhere = randomModel('tiny', { seed, backend: backend! }).model;
+    addLoRA(everywhere, { rank: 4, alpha: 16, seed, targets: LORA_TARGETS });
+    expect(differing(await recorded(everywhere), baseTraining)).toBe(0);
+    expect(differing(await logits(everywhere, ids), base)).toBe(0);
+    everywhere.dispose();
+  });
+
+  it.runIf(backend !== null)('on the head moves the logits by (alpha/r)·(x·Aᵀ)·Bᵀ (on the host, float64) and leaves the hidden states as they were', async () => {
+    const seed = freshSeed();
+    const ids = randomInts(B * T, seed, 3, V);
+    const hidden = (model: GPT2) => noGrad(() => model.hidden(tensor(ids, [B, T], { backend: backend! })).toFloat32());
+    const base = randomModel('tiny', { seed, backend: backend! }).model;
+    const [baseLogits, baseHidden] = [await logits(base, ids), await hidden(base)];
+    base.dispose();
+    const model = withDrawnAdapters(backend!, seed, ['lm_head']);
+    const x = await hidden(model);
+    expect(differing(x, baseHidden), 'the head\'s adapter leaves wte, and so the hidden states, alone').toBe(0);
+    const adapters = await values(loraParameters(model));
+    const [A, Bm] = [adapters.get('lm_head.lora_A.weight')!, adapters.get('lm_head.lora_B.weight')!];
+    const [C, r, scale] = [PRESETS.tiny.n_embd, 4, 8 / 4];
+    const expected = new Float32Array(baseLogits.length);
+    for (let row = 0; row < B * T; row++) {
+      const low = Array.from({ length: r }, (_, k) => {
+        let dot = 0;
+        for (let c = 0; c < C; c++) dot += x[row * C + c] * A[k * C + c];
+        return dot;
+      });
+      for (let v = 0; v < V; v++) {
+        let update = 0;
+        for (let k = 0; k < r; k++) update += low[k] * Bm[v * r + k];
+        expected[row * V + v] = baseLogits[row * V + v] + scale * update;
+      }
+    }
+    const actual = await logits(model, ids);
+    model.dispose();
+    expect(maxRelativeError(baseLogits, actual, largest(actual)), 'the adapter moved the logits').toBeGreaterThan(1e-2);
+    expectClose(actual, expected, { tolerance: 1e-5, floor: largest(expected), seed });
+  });
+
+  it.runIf(backend !== null)('on the head gives the full forward\'s logits through the KV cache and the serving step', async () => {
+    const seed = freshSeed();
+    const model = withDrawnAdapters(backend!, seed, ['c_attn', 'lm_head']);
+    const sequence = randomInts(9, seed, 4, V);
+    const ids = (values: ArrayLike<number>) => tensor(Int32Array.from(values), [1, values.length], { backend: backend! });
+    const full = await noGrad(() => model.forward(ids(sequence))).toFloat32(); // [1, 9, V]
+    const row = (t: number) => full.subarray(t * V, (t + 1) * V);
+    const close = (actual: Float32Array, expected: Float32Array, what: string) => expect(maxRelativeError(actual, expected, largest(expected)), what).toBeLessThanOrEqual(1e-5);
+
+    // A prefill of 5 tokens, then one token a step.
+    const cache = new KVCache(model.config, 1, backend!);
+    close(await noGrad(() => model.forward(ids(sequence.subarray(0, 5)), { cache })).toFloat32(), full.subarray(0, 5 * V), 'prefill');
+    for (let t = 5; t < 9; t++) close(await noGrad(() => model.forward(ids([sequence[t]]), { cache, lastOnly: true })).toFloat32(), row(t), `cached step ${t}`);
+    cache.dispose();
+
+    // Continuous batching's step: the prompt joins, then decodes a token.
+    const pool = new KVCachePool(model.config, 2, backend!);
+    const slot = pool.acquire();
+    const step = (fed: ArrayLike<number>) => noGrad(() => model.head(model.stepHidden(pool, [{ slot, ids: Array.from(fed) }]))).toFloat32();
+    close(await step(sequence.subarray(0, 8)), row(7), 'joining step');
+    close(await step([sequence[8]]), row(8), 'decoding step');
+    pool.dispose();
+    // Without the head's adapter these logits are far from the ones every path above gave.
+    model.lm_head.removeAdapter();
+    const withoutHead = await noGrad(() => model.forward(ids(sequence))).toFloat32();
+    expect(maxRelativeError(withoutHead, full, largest(full)), 'the head\'s adapter moves these logits').toBeGreaterThan(1e-2);
+    model.dispose();
   });
 
   it.runIf(backend !== null).each(['f32', 'f16'] as const)(
@@ -327,6 +445,32 @@ describe.each(backends)('LoRA on %s', (_name, backend) => {
     if (backend !== cpu) {
       const reference = await gradcheck(f, inputs, { backend: cpu, seed });
       for (const k of [0, 3, 4]) expectClose(result.analytic[k]!, reference.analytic[k]!, { tolerance: 1e-4, seed });
+    }
+  });
+
+  it.runIf(backend !== null)('gives the head adapter\'s gradients of float64 differences and the CPU reference (W, the tied embedding, frozen)', async () => {
+    const seed = freshSeed();
+    const [rows, C, vocab, rank, alpha] = [2 * 5, 7, 13, 3, 5];
+    const f = (x: Tensor, w: Tensor, a: Tensor, bm: Tensor) => {
+      const head = new OutputHead(C, vocab, x.backend);
+      head.addAdapter(rank, alpha, 0, 0);
+      head.dispose(); // its own zeros and draws: the inputs take their places
+      Object.assign(head.lora_A!, { weight: a });
+      Object.assign(head.lora_B!, { weight: bm });
+      return head.forward(x, w);
+    };
+    const inputs = [
+      { data: randomArray(rows * C, seed, 1), shape: [2, 5, C] },
+      { data: randomArray(vocab * C, seed, 2, -0.5, 0.5), shape: [vocab, C], requiresGrad: false },
+      { data: randomArray(rank * C, seed, 3, -0.4, 0.4), shape: [rank, C] },
+      { data: randomArray(vocab * rank, seed, 4, -0.4, 0.4), shape: [vocab, rank] },
+    ];
+    const result = await gradcheck(f, inputs, { backend: backend!, seed });
+    expect(result.maxError, `replay with TEST_SEED=${seed}`).toBeLessThan(1e-4);
+    expect(result.analytic[1], 'no gradient for the frozen embedding').toBeNull();
+    if (backend !== cpu) {
+      const reference = await gradcheck(f, inputs, { backend: cpu, seed });
+      for (const k of [0, 2, 3]) expectClose(result.analytic[k]!, reference.analytic[k]!, { tolerance: 1e-4, seed });
     }
   });
 });

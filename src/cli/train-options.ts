@@ -5,7 +5,7 @@
  */
 import { isRandomPreset } from '../gpt/config.js';
 import { isLoRATarget } from '../gpt/lora-adapter.js';
-import { LORA_TARGETS, type LoRATarget } from '../gpt/lora.js';
+import { BLOCK_LORA_TARGETS, HEAD_MERGE_REFUSAL, LORA_TARGETS, type LoRATarget } from '../gpt/lora.js';
 import { FINE_TUNE_DEFAULTS as D, type FineTuneSettings } from '../train/defaults.js';
 import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
@@ -109,7 +109,7 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'lora-rank', value: '<r>', description: 'LoRA: train rank-r adapters on a frozen base instead of every weight' },
   { name: 'lora-alpha', value: '<a>', description: 'LoRA: the adapters\' output is scaled by a/r', default: 'r' },
   { name: 'lora-dropout', value: '<p>', description: 'LoRA: dropout on the adapters\' input', default: '0' },
-  { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated', default: LORA_TARGETS.join(',') },
+  { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated; lm_head adds the output head (cannot be merged)', default: BLOCK_LORA_TARGETS.join(',') },
   { name: 'dtype', value: '<f32|f16>', description: 'storage of the base\'s weight matrices; f16 halves their memory (LoRA only)', default: 'f32' },
   { name: 'gradient-checkpointing', aliases: ['checkpoint-activations'], description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
   { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
@@ -163,6 +163,8 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
   if (loraRank !== null && isRandomPreset(model)) {
     throw new UsageError(`--lora-rank adapts a pretrained model, and --model ${model} is a random init: give gpt2…gpt2-xl, a hub repo or a model folder`);
   }
+  const targets = flags.given('lora-targets') ? loraTargets(flags.string('lora-targets')!, flags.written('lora-targets')) : [...BLOCK_LORA_TARGETS];
+  if (targets.includes('lm_head') && flags.given('merge-to')) throw new UsageError(`${flags.written('merge-to')} with ${flags.written('lora-targets')} lm_head: ${HEAD_MERGE_REFUSAL}`);
   const demo = model === DEMO_DEFAULTS.model;
   const defaults = demo ? DEMO_DEFAULTS : PRETRAINED;
   const epochs = flags.number('epochs', positiveInt, 'a positive integer');
@@ -196,7 +198,7 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     loraRank,
     loraAlpha: loraRank === null ? null : (flags.number('lora-alpha', (x) => x > 0, 'a positive number') ?? loraRank),
     loraDropout: flags.number('lora-dropout', (x) => x >= 0 && x < 1, 'in [0, 1)') ?? 0,
-    loraTargets: flags.given('lora-targets') ? loraTargets(flags.string('lora-targets')!, flags.written('lora-targets')) : [...LORA_TARGETS],
+    loraTargets: targets,
     dtype,
     gradientCheckpointing: flags.switch('gradient-checkpointing'),
     device: flags.choice('device', ['webgpu', 'cpu', 'auto'] as const) ?? 'auto',

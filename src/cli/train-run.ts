@@ -11,7 +11,7 @@ import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { generate } from '../gpt/generate.js';
 import { ModelLoadError } from '../gpt/load-model.js';
-import { addLoRA, LORA_TARGETS, mergeLoRA, type LoRASettings } from '../gpt/lora.js';
+import { addLoRA, BLOCK_LORA_TARGETS, HEAD_MERGE_REFUSAL, mergeLoRA, type LoRASettings } from '../gpt/lora.js';
 import type { GPT2 } from '../gpt/model.js';
 import { Tokenizer } from '../gpt/tokenizer.js';
 import { loadAdapter, saveAdapter } from '../node/adapter-folder.js';
@@ -41,7 +41,7 @@ type RunFlags = Omit<TrainOptions, (typeof SESSION_FLAGS)[number]>;
  */
 const FLAGS_BEFORE_THEY_EXISTED: Partial<RunFlags> = {
   warmupRatio: null, minLr: null, saveSteps: 0, saveLast: true, earlyStoppingPatience: 0, loggingSteps: 10, dropout: 0,
-  loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: [...LORA_TARGETS], dtype: 'f32',
+  loraRank: null, loraAlpha: null, loraDropout: 0, loraTargets: [...BLOCK_LORA_TARGETS], dtype: 'f32',
 };
 
 interface RunState extends TrainingState {
@@ -219,6 +219,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
   }
   if (options.mergeTo !== null) {
     if (lora === null) throw new UsageError(`--merge-to goes with a LoRA run; ${out} is a full run, whose model.safetensors is already a whole model`);
+    if (lora.targets.includes('lm_head')) throw new UsageError(`--merge-to: ${out} adapts lm_head: ${HEAD_MERGE_REFUSAL}`);
     const problem = mergeToProblem(options.mergeTo, out);
     if (problem !== null) throw new UsageError(problem);
   }

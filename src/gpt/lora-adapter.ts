@@ -1,7 +1,8 @@
 /**
  * LoRA adapters in Hugging Face PEFT's layout: `adapter_config.json` (the LoRA settings and the base
  * model's name) and `adapter_model.safetensors` (F32 tensors named
- * `base_model.model.transformer.h.N.attn.c_attn.lora_A.weight` [r, in] and `…lora_B.weight` [out, r]),
+ * `base_model.model.transformer.h.N.attn.c_attn.lora_A.weight` [r, in] and `…lora_B.weight` [out, r];
+ * the head's `base_model.model.lm_head.lora_A.weight` [r, n_embd] and `…lora_B.weight` [vocab, r]),
  * which PEFT's `PeftModel.from_pretrained` loads onto transformers' GPT-2 unchanged.
  *
  * This module works on host tensors and JSON text: the config written and checked, the tensors
@@ -10,7 +11,7 @@
  */
 import { tensor } from '../tensor/create.js';
 import type { GPT2Config } from './config.js';
-import { LORA_TARGETS, loraParameters, loraSettings, type LoRASettings, type LoRATarget } from './lora.js';
+import { LORA_TARGETS, loraParameters, loraSettings, type BlockLoRATarget, type LoRASettings, type LoRATarget } from './lora.js';
 import type { GPT2 } from './model.js';
 import { WeightsError, type HostTensor, type TensorHeader } from './safetensors.js';
 import type { TensorIn } from './state-dict.js';
@@ -21,15 +22,17 @@ export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 /** The largest adapter_config.json read (a real one is under a kilobyte). */
 export const MAX_ADAPTER_CONFIG_BYTES = 1 << 20;
 
-/** PEFT's names for GPT2LMHeadModel's modules: ours under this prefix. */
-const PEFT_PREFIX = 'base_model.model.transformer.';
+/** PEFT's names for GPT2LMHeadModel's modules: ours under `transformer.` (the blocks), the head's beside it. */
+const PEFT_MODEL = 'base_model.model.';
+const HEAD = 'lm_head.';
+const peftName = (name: string): string => `${PEFT_MODEL}${name.startsWith(HEAD) ? '' : 'transformer.'}${name}`;
 
 /**
  * The layers an adapter may sit on, in the order a block holds them, with where each lives in a
  * block and its [in, out] features as multiples of n_embd. PEFT matches a target_modules entry
  * against the end of a module's name, so `attn.c_proj` and `mlp.c_proj` tell GPT-2's two c_proj apart.
  */
-const TARGET_LAYERS: Record<LoRATarget, { module: string; in: number; out: number }> = {
+const TARGET_LAYERS: Record<BlockLoRATarget, { module: string; in: number; out: number }> = {
   c_attn: { module: 'attn.c_attn', in: 1, out: 3 },
   'attn.c_proj': { module: 'attn.c_proj', in: 1, out: 1 },
   c_fc: { module: 'mlp.c_fc', in: 1, out: 4 },
@@ -45,13 +48,16 @@ export interface AdapterConfig extends AdapterSettings {
 }
 
 export function isLoRATarget(name: string): name is LoRATarget {
-  return Object.hasOwn(TARGET_LAYERS, name);
+  return (LORA_TARGETS as readonly string[]).includes(name);
 }
 
-/** The targets in a block's order, each once: how they are written and compared. */
+/** The targets in a model's order (a block's, then the head), each once: how they are written and compared. */
 const ordered = (targets: readonly LoRATarget[]): LoRATarget[] => LORA_TARGETS.filter((t) => targets.includes(t));
 
-/** The adapter_config.json text PEFT writes for these settings (GPT-2's Conv1D layers: fan_in_fan_out). */
+/**
+ * The adapter_config.json text PEFT writes for these settings (GPT-2's Conv1D layers: fan_in_fan_out;
+ * for lm_head, an nn.Linear, PEFT warns and uses false there: the shapes are the same either way).
+ */
 export function adapterConfigText(settings: AdapterSettings, base: string): string {
   const config = {
     peft_type: 'LORA',
@@ -133,17 +139,22 @@ export function parseAdapterConfig(text: string, file: string): AdapterConfig {
   return { rank, alpha, dropout, targets: ordered([...targets]), base };
 }
 
-/** Every adapter tensor of a base with `config` under `settings`, our names (PEFT's less its prefix), in a block's order. */
+/** Every adapter tensor of a base with `config` under `settings`, our names (PEFT's less its prefix), in a model's order. */
 export function adapterShapes(config: GPT2Config, settings: Pick<AdapterSettings, 'rank' | 'targets'>): Map<string, number[]> {
   const C = config.n_embd;
   const r = settings.rank;
   const shapes = new Map<string, number[]>();
   for (let i = 0; i < config.n_layer; i++) {
     for (const target of ordered(settings.targets)) {
+      if (target === 'lm_head') continue;
       const { module, in: inC, out: outC } = TARGET_LAYERS[target];
       shapes.set(`h.${i}.${module}.lora_A.weight`, [r, inC * C]);
       shapes.set(`h.${i}.${module}.lora_B.weight`, [outC * C, r]);
     }
+  }
+  if (settings.targets.includes('lm_head')) {
+    shapes.set(`${HEAD}lora_A.weight`, [r, C]);
+    shapes.set(`${HEAD}lora_B.weight`, [config.vocab_size, r]);
   }
   return shapes;
 }
@@ -151,18 +162,28 @@ export function adapterShapes(config: GPT2Config, settings: Pick<AdapterSettings
 const show = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
 
 const ADAPTER_NAME = /^h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight$/;
-const targetOfModule = (module: string): LoRATarget => LORA_TARGETS.find((t) => TARGET_LAYERS[t].module === module)!;
+const HEAD_NAME = /^lm_head\.lora_([AB])\.weight$/;
+const targetOfModule = (module: string): BlockLoRATarget => (Object.keys(TARGET_LAYERS) as BlockLoRATarget[]).find((t) => TARGET_LAYERS[t].module === module)!;
 
 /**
  * What the tensors say about the base they were made for: n_embd (from a lora_A's in features),
- * the blocks they cover, the layers they adapt and their rank.
+ * the vocabulary (from the head's lora_B), the blocks they cover, the layers they adapt and their rank.
  */
-function describeTensors(tensors: readonly TensorHeader[]): { nEmbd: number | null; layers: number; targets: Set<LoRATarget>; ranks: Set<number> } {
+function describeTensors(tensors: readonly TensorHeader[]): { nEmbd: number | null; vocab: number | null; layers: number; targets: Set<LoRATarget>; ranks: Set<number> } {
   let nEmbd: number | null = null;
+  let vocab: number | null = null;
   let layers = 0;
   const targets = new Set<LoRATarget>();
   const ranks = new Set<number>();
   for (const { name, shape } of tensors) {
+    const head = HEAD_NAME.exec(name);
+    if (head !== null && shape.length === 2) {
+      targets.add('lm_head');
+      ranks.add(head[1] === 'A' ? shape[0] : shape[1]);
+      if (head[1] === 'A') nEmbd ??= shape[1];
+      else vocab = shape[0];
+      continue;
+    }
     const match = ADAPTER_NAME.exec(name);
     if (match === null || shape.length !== 2) continue;
     const [, layer, module, kind] = match;
@@ -172,7 +193,7 @@ function describeTensors(tensors: readonly TensorHeader[]): { nEmbd: number | nu
     ranks.add(kind === 'A' ? shape[0] : shape[1]);
     if (kind === 'A' && nEmbd === null && shape[1] % TARGET_LAYERS[target].in === 0) nEmbd = shape[1] / TARGET_LAYERS[target].in;
   }
-  return { nEmbd, layers, targets, ranks };
+  return { nEmbd, vocab, layers, targets, ranks };
 }
 
 /**
@@ -185,6 +206,7 @@ export function checkAdapterTensors(tensors: readonly TensorHeader[], config: GP
   const found = describeTensors(tensors);
   const differences: string[] = [];
   if (found.nEmbd !== null && found.nEmbd !== config.n_embd) differences.push(`it was made for a base with n_embd ${found.nEmbd}, this base has n_embd ${config.n_embd}`);
+  if (found.vocab !== null && found.vocab !== config.vocab_size) differences.push(`its lm_head adapter was made for a vocabulary of ${found.vocab}, this base has vocab_size ${config.vocab_size}`);
   if (found.layers !== config.n_layer && found.layers > 0) differences.push(`it adapts ${found.layers} blocks, this base has ${config.n_layer} (n_layer)`);
   const ranks = [...found.ranks].filter((r) => r !== settings.rank);
   if (ranks.length > 0) differences.push(`its tensors have rank ${ranks.join(', ')}, its config says r ${settings.rank}`);
@@ -196,12 +218,13 @@ export function checkAdapterTensors(tensors: readonly TensorHeader[], config: GP
   const names = new Set(tensors.map((t) => t.name));
   for (const { name, shape } of tensors) {
     const want = expected.get(name);
-    if (want === undefined) problems.push(`unexpected tensor ${PEFT_PREFIX}${name} ${show(shape)}`);
-    else if (show(shape) !== show(want)) problems.push(`${PEFT_PREFIX}${name} has shape ${show(shape)}, expected ${show(want)}`);
+    if (want === undefined) problems.push(`unexpected tensor ${peftName(name)} ${show(shape)}`);
+    else if (show(shape) !== show(want)) problems.push(`${peftName(name)} has shape ${show(shape)}, expected ${show(want)}`);
   }
-  for (const [name, shape] of expected) if (!names.has(name)) problems.push(`missing ${PEFT_PREFIX}${name} ${show(shape)}`);
+  for (const [name, shape] of expected) if (!names.has(name)) problems.push(`missing ${peftName(name)} ${show(shape)}`);
   if (differences.length === 0 && problems.length === 0) return;
-  const base = `n_embd ${config.n_embd}, n_layer ${config.n_layer}; r ${settings.rank}, targets ${ordered(settings.targets).join(', ')}`;
+  const vocab = settings.targets.includes('lm_head') ? `, vocab_size ${config.vocab_size}` : '';
+  const base = `n_embd ${config.n_embd}, n_layer ${config.n_layer}${vocab}; r ${settings.rank}, targets ${ordered(settings.targets).join(', ')}`;
   const listed = [...differences, ...problems.slice(0, 20), ...(problems.length > 20 ? [`… and ${problems.length - 20} more`] : [])];
   throw new WeightsError(`${file}: does not fit the base (${base}):\n  ${listed.join('\n  ')}`);
 }
@@ -210,16 +233,16 @@ export function checkAdapterTensors(tensors: readonly TensorHeader[], config: GP
 export function fromPeftNames<T extends TensorHeader | [string, HostTensor]>(items: readonly T[], file: string): T[] {
   return items.map((item) => {
     const name = Array.isArray(item) ? item[0] : item.name;
-    if (!name.startsWith(PEFT_PREFIX)) {
-      throw new WeightsError(`${file}: tensor "${name}" is not a PEFT adapter tensor of GPT-2 (names start with ${PEFT_PREFIX})`);
+    const ours = name.replace(/^base_model\.model\.(transformer\.)?/, '');
+    if (ours === name || peftName(ours) !== name) {
+      throw new WeightsError(`${file}: tensor "${name}" is not a PEFT adapter tensor of GPT-2 (names start with ${PEFT_MODEL}transformer. or ${PEFT_MODEL}${HEAD})`);
     }
-    const ours = name.slice(PEFT_PREFIX.length);
     return (Array.isArray(item) ? [ours, item[1]] : { ...item, name: ours }) as T;
   });
 }
 
 /**
- * The adapter's tensors to write, under PEFT's names in a block's order, F32 (an f16 value is
+ * The adapter's tensors to write, under PEFT's names in a model's order, F32 (an f16 value is
  * widened by the caller: PEFT keeps adapters in f32). Checked against the base config first.
  */
 export function adapterTensorsToSave(config: GPT2Config, settings: AdapterSettings, tensors: ReadonlyMap<string, TensorIn>, file: string): Map<string, TensorIn> {
@@ -228,7 +251,7 @@ export function adapterTensorsToSave(config: GPT2Config, settings: AdapterSettin
   for (const name of adapterShapes(config, settings).keys()) {
     const t = tensors.get(name)!;
     if (t.data instanceof Uint16Array) throw new WeightsError(`${file}: ${name} is f16; adapters are written in f32`);
-    out.set(PEFT_PREFIX + name, t);
+    out.set(peftName(name), t);
   }
   return out;
 }

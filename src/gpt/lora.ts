@@ -1,17 +1,29 @@
 /**
  * LoRA (Hu et al. 2021) on GPT-2: the base model frozen, a low-rank adapter trained beside chosen
- * linears of every block. Adapter weights are parameters of the model named as in Hugging Face
- * PEFT's files without their prefix (`h.0.attn.c_attn.lora_A.weight` [r, in], `…lora_B.weight`
- * [out, r]), so `fineTune` trains exactly them and weight files can carry them.
+ * linears of every block, and optionally the output head. Adapter weights are parameters of the
+ * model named as in Hugging Face PEFT's files without their prefix (`h.0.attn.c_attn.lora_A.weight`
+ * [r, in], `…lora_B.weight` [out, r], `lm_head.lora_A.weight`), so `fineTune` trains exactly them
+ * and weight files can carry them.
  */
-import type { Linear } from '../nn/layers.js';
+import type { AdaptableLayer } from '../nn/layers.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { GPT2 } from './model.js';
 
 /** The linears of a block an adapter can sit on, named by their path inside the block (as PEFT's target_modules). */
-export type LoRATarget = 'c_attn' | 'attn.c_proj' | 'c_fc' | 'mlp.c_proj';
+export type BlockLoRATarget = 'c_attn' | 'attn.c_proj' | 'c_fc' | 'mlp.c_proj';
 
-export const LORA_TARGETS: readonly LoRATarget[] = ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'];
+/** What an adapter can sit on: a linear of every block, or the output head (PEFT's name for GPT2LMHeadModel's). */
+export type LoRATarget = BlockLoRATarget | 'lm_head';
+
+/** Every block's four linears: the default targets. */
+export const BLOCK_LORA_TARGETS: readonly BlockLoRATarget[] = ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'];
+
+/** Every target, in the order a model holds them: the blocks' linears, then the head. */
+export const LORA_TARGETS: readonly LoRATarget[] = [...BLOCK_LORA_TARGETS, 'lm_head'];
+
+/** Why an adapter on the head is never merged, for every place that refuses it. */
+export const HEAD_MERGE_REFUSAL = 'an adapter on lm_head cannot be merged: GPT-2\'s output head is its token embedding (wte), '
+  + 'which also embeds the input tokens, so folding B·A into it would change those too; run the adapter unmerged';
 
 export interface LoRAOptions {
   /** The adapter's rank r. */
@@ -20,7 +32,7 @@ export interface LoRAOptions {
   alpha?: number;
   /** Dropout on the adapter's input while training. Default 0. */
   dropout?: number;
-  /** Which linears of each block get an adapter. Default: all four. */
+  /** Which linears of each block, and whether the head (`lm_head`), get an adapter. Default: the blocks' four linears. */
   targets?: readonly LoRATarget[];
   /** Seeds A's initialisation and the dropout masks. Default 0. */
   seed?: number;
@@ -28,12 +40,15 @@ export interface LoRAOptions {
 
 export type LoRASettings = Required<Omit<LoRAOptions, 'seed'>>;
 
-function targetLinear(block: GPT2['h'][number], target: LoRATarget): Linear {
+/** The layer `target` names: the head, or a linear of block `layer`. */
+function targetLayer(model: GPT2, layer: number, target: LoRATarget): AdaptableLayer {
+  const block = model.h[layer];
   switch (target) {
     case 'c_attn': return block.attn.c_attn;
     case 'attn.c_proj': return block.attn.c_proj;
     case 'c_fc': return block.mlp.c_fc;
     case 'mlp.c_proj': return block.mlp.c_proj;
+    case 'lm_head': return model.lm_head;
   }
 }
 
@@ -53,43 +68,45 @@ function checkOptions({ rank, alpha, dropout, targets, seed }: Required<LoRAOpti
 
 /**
  * Freezes every parameter of `model` and attaches a LoRA adapter to the target linears of every
- * block. The model computes exactly what it did until its adapters train (B starts at 0).
+ * block (and the head). The model computes exactly what it did until its adapters train (B starts at 0).
  */
 export function addLoRA(model: GPT2, options: LoRAOptions): void {
-  const o: Required<LoRAOptions> = { alpha: options.rank, dropout: 0, targets: LORA_TARGETS, seed: 0, ...definedOnly(options), rank: options.rank };
+  const o: Required<LoRAOptions> = { alpha: options.rank, dropout: 0, targets: BLOCK_LORA_TARGETS, seed: 0, ...definedOnly(options), rank: options.rank };
   checkOptions(o);
   if (loraSettings(model) !== null) throw new Error('addLoRA: the model already has adapters (merge or remove them first)');
   model.freeze();
-  model.h.forEach((block, layer) => {
+  // One seed per layer and target, the same whichever other targets are chosen; the head's is
+  // the first of a block past the last.
+  const seedOf = (layer: number, index: number) => (o.seed * 1_000_003 + layer * BLOCK_LORA_TARGETS.length + index) >>> 0;
+  for (let layer = 0; layer < model.h.length; layer++) {
     for (const target of o.targets) {
-      // One seed per layer and target, the same whichever other targets are chosen.
-      const seed = (o.seed * 1_000_003 + layer * LORA_TARGETS.length + LORA_TARGETS.indexOf(target)) >>> 0;
-      targetLinear(block, target).addAdapter(o.rank, o.alpha, o.dropout, seed);
+      if (target !== 'lm_head') targetLayer(model, layer, target).addAdapter(o.rank, o.alpha, o.dropout, seedOf(layer, BLOCK_LORA_TARGETS.indexOf(target)));
     }
-  });
+  }
+  if (o.targets.includes('lm_head')) model.lm_head.addAdapter(o.rank, o.alpha, o.dropout, seedOf(model.h.length, 0));
 }
 
 /**
  * Folds every adapter into its base weight (W += (alpha/r)·(B·A)ᵀ, f32 or f16) and removes it: the
- * model is a plain GPT-2 again, as fast as the base. Its parameters stay frozen.
+ * model is a plain GPT-2 again, as fast as the base. Its parameters stay frozen. An adapter on the
+ * head is refused (HEAD_MERGE_REFUSAL) before anything is merged.
  */
 export async function mergeLoRA(model: GPT2): Promise<void> {
   if (loraSettings(model) === null) throw new Error('mergeLoRA: the model has no adapter');
+  if (model.lm_head.lora_A !== null) throw new Error(`mergeLoRA: ${HEAD_MERGE_REFUSAL}`);
   for (const block of model.h) {
-    for (const target of LORA_TARGETS) {
-      const linear = targetLinear(block, target);
+    for (const linear of [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]) {
       if (linear.lora_A !== null) await linear.mergeAdapter();
     }
   }
 }
 
-/** What is attached to `model`: rank, alpha, dropout and targets (read from its first block), or null. */
+/** What is attached to `model`: rank, alpha, dropout and targets (read from its first block and its head), or null. */
 export function loraSettings(model: GPT2): LoRASettings | null {
-  const block = model.h[0];
-  const targets = LORA_TARGETS.filter((t) => targetLinear(block, t).lora_A !== null);
+  const targets = LORA_TARGETS.filter((t) => targetLayer(model, 0, t).lora_A !== null);
   if (targets.length === 0) return null;
-  const linear = targetLinear(block, targets[0]);
-  return { rank: linear.lora_A!.weight.shape[0], alpha: linear.loraAlpha, dropout: linear.lora_dropout!.rate, targets };
+  const layer = targetLayer(model, 0, targets[0]);
+  return { rank: layer.lora_A!.weight.shape[0], alpha: layer.loraAlpha, dropout: layer.lora_dropout!.rate, targets };
 }
 
 /** The adapters' tensors, named as in namedParameters() (`h.N.….lora_A.weight`, `….lora_B.weight`). */

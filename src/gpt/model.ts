@@ -5,12 +5,12 @@
  *
  * Sizes: B batch, T new tokens, C = n_embd, H = n_head, hs = C / H, V = vocab_size.
  */
-import { Dropout, Embedding, LayerNorm, Linear, Projection, type WeightDType } from '../nn/layers.js';
+import { Dropout, Embedding, LayerNorm, Linear, OutputHead, type WeightDType } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import type { Backend } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
 import { attention, cachedAttention, embedding, slotAttention } from '../tensor/fused.js';
-import { add, concat, matmul, permute, reshape, slice, split } from '../tensor/ops.js';
+import { add, concat, permute, reshape, slice, split } from '../tensor/ops.js';
 import { recomputed } from '../tensor/recompute.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -170,7 +170,8 @@ export class GPT2 extends Module {
   wpe: Embedding;
   h: Block[];
   ln_f: LayerNorm;
-  lm_head: Projection | null;
+  /** The output head: the token embedding's matrix unless untied; a LoRA adapter may sit on it. */
+  lm_head: OutputHead;
   /**
    * While training, keep only each block's input and recompute its activations during backward:
    * a step's activation memory becomes one block's, for one more forward pass. Needs dropout 0 (the
@@ -188,7 +189,7 @@ export class GPT2 extends Module {
     this.h = Array.from({ length: config.n_layer }, () => new Block(config, backend, this.dropout, dtype));
     this.ln_f = new LayerNorm(config.n_embd, backend, config.layer_norm_epsilon);
     // An untied head is stored [V, C] like wte (the checkpoint's layout) and has no bias.
-    this.lm_head = options.untiedHead ? new Projection(config.n_embd, config.vocab_size, backend, dtype) : null;
+    this.lm_head = new OutputHead(config.n_embd, config.vocab_size, backend, { untied: options.untiedHead, dtype });
   }
 
   /** ids: i32 [B, T] → logits [B, T, V] (or [B, 1, V] with lastOnly). */
@@ -201,8 +202,7 @@ export class GPT2 extends Module {
    * positions whose targets count alone, since at V = 50257 it is most of a small model's work.
    */
   head(x: Tensor): Tensor {
-    if (this.lm_head !== null) return this.lm_head.forward(x);
-    return matmul(x, this.wte.weight, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
+    return this.lm_head.forward(x, this.wte.weight);
   }
 
   /**

@@ -26,38 +26,18 @@ function weight(shape: readonly number[], backend: Backend, dtype: WeightDType):
 }
 
 /**
- * y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a
- * transpose. An optional LoRA adapter adds (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ with A [r, in] and B [out, r]
- * (Hugging Face PEFT's fields and layouts), never forming W + B·A: the base weight may stay frozen
- * and in f16 while only A and B train.
+ * A layer that may carry a LoRA adapter: (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ added to its output, with
+ * A [r, in] and B [out, r] (PEFT's fields, so its tensors are `….lora_A.weight` and `….lora_B.weight`).
  */
-export class Linear extends Module {
-  weight: Tensor;
-  bias: Tensor | null;
+export abstract class AdaptableLayer extends Module {
   lora_A: Projection | null = null;
   lora_B: Projection | null = null;
   lora_dropout: Dropout | null = null;
   /** The adapter's alpha: its update is scaled by alpha / r. */
   loraAlpha = 0;
 
-  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' }: { bias?: boolean; dtype?: WeightDType } = {}) {
-    super();
-    this.weight = weight([inFeatures, outFeatures], backend, dtype);
-    this.bias = bias ? parameter([outFeatures], 0, backend) : null;
-  }
-
-  /** Optionally gelu(x·W + b) and/or + residual, fused into the matmul at inference (see linear()). */
-  forward(x: Tensor, { gelu: withGelu = false, residual }: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
-    if (this.lora_A === null || this.lora_B === null || this.lora_dropout === null) {
-      return linear(x, this.weight, this.bias, { gelu: withGelu, residual });
-    }
-    const scale = this.loraAlpha / this.lora_A.weight.shape[0];
-    // The scale applied on the rank-wide side, where it costs r multiplications a row instead of out.
-    const low = mul(this.lora_A.forward(this.lora_dropout.forward(x)), scale); // [..., in] → [..., r]
-    const y = linear(x, this.weight, this.bias, { residual: this.lora_B.forward(low) }); // x·W + b + [..., r] → [..., out]
-    const activated = withGelu ? gelu(y) : y;
-    return residual ? add(activated, residual) : activated;
-  }
+  /** The features an adapter maps from and to, and where its weights live. */
+  protected abstract adapterShape(): { inFeatures: number; outFeatures: number; backend: Backend };
 
   /**
    * Attaches a LoRA adapter of rank r: B = 0 (the layer computes what it did), A uniform in
@@ -65,8 +45,7 @@ export class Linear extends Module {
    */
   addAdapter(rank: number, alpha: number, dropout: number, seed: number): void {
     if (this.lora_A !== null) throw new Error('this layer already has an adapter');
-    const [inFeatures, outFeatures] = this.weight.shape;
-    const { backend } = this.weight;
+    const { inFeatures, outFeatures, backend } = this.adapterShape();
     this.lora_A = new Projection(inFeatures, rank, backend);
     this.lora_B = new Projection(rank, outFeatures, backend);
     const bound = 1 / Math.sqrt(inFeatures);
@@ -77,6 +56,56 @@ export class Linear extends Module {
     this.lora_dropout = new Dropout(dropout, seed);
     this.lora_dropout.train(this.training);
     this.loraAlpha = alpha;
+  }
+
+  /** The adapter's update of x [..., in]: [..., out]; null without an adapter. */
+  protected adapterUpdate(x: Tensor): Tensor | null {
+    if (this.lora_A === null || this.lora_B === null || this.lora_dropout === null) return null;
+    const scale = this.loraAlpha / this.lora_A.weight.shape[0];
+    // The scale applied on the rank-wide side, where it costs r multiplications a row instead of out.
+    const low = mul(this.lora_A.forward(this.lora_dropout.forward(x)), scale); // [..., in] → [..., r]
+    return this.lora_B.forward(low); // [..., r] → [..., out]
+  }
+
+  /** Drops the adapter and frees its weights; the layer computes what it did without one. */
+  removeAdapter(): void {
+    this.lora_A?.dispose();
+    this.lora_B?.dispose();
+    this.lora_A = null;
+    this.lora_B = null;
+    this.lora_dropout = null;
+    this.loraAlpha = 0;
+  }
+}
+
+/**
+ * y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a
+ * transpose. An optional LoRA adapter adds (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ with A [r, in] and B [out, r]
+ * (Hugging Face PEFT's fields and layouts), never forming W + B·A: the base weight may stay frozen
+ * and in f16 while only A and B train.
+ */
+export class Linear extends AdaptableLayer {
+  weight: Tensor;
+  bias: Tensor | null;
+
+  constructor(inFeatures: number, outFeatures: number, backend: Backend, { bias = true, dtype = 'f32' }: { bias?: boolean; dtype?: WeightDType } = {}) {
+    super();
+    this.weight = weight([inFeatures, outFeatures], backend, dtype);
+    this.bias = bias ? parameter([outFeatures], 0, backend) : null;
+  }
+
+  protected adapterShape() {
+    const [inFeatures, outFeatures] = this.weight.shape;
+    return { inFeatures, outFeatures, backend: this.weight.backend };
+  }
+
+  /** Optionally gelu(x·W + b) and/or + residual, fused into the matmul at inference (see linear()). */
+  forward(x: Tensor, { gelu: withGelu = false, residual }: { gelu?: boolean; residual?: Tensor } = {}): Tensor {
+    const update = this.adapterUpdate(x);
+    if (update === null) return linear(x, this.weight, this.bias, { gelu: withGelu, residual });
+    const y = linear(x, this.weight, this.bias, { residual: update }); // x·W + b + update
+    const activated = withGelu ? gelu(y) : y;
+    return residual ? add(activated, residual) : activated;
   }
 
   /**
@@ -102,29 +131,46 @@ export class Linear extends Module {
     }
     this.removeAdapter();
   }
-
-  /** Drops the adapter and frees its weights; the layer computes x·W + b again. */
-  removeAdapter(): void {
-    this.lora_A?.dispose();
-    this.lora_B?.dispose();
-    this.lora_A = null;
-    this.lora_B = null;
-    this.lora_dropout = null;
-    this.loraAlpha = 0;
-  }
 }
 
-/** y = x·Wᵀ with W stored [out, in] (torch's nn.Linear layout, and the embedding's): an output head. */
+/** y = x·Wᵀ with W stored [out, in] (torch's nn.Linear layout): an adapter's A or B. */
 export class Projection extends Module {
   weight: Tensor;
 
-  constructor(inFeatures: number, outFeatures: number, backend: Backend, dtype: WeightDType = 'f32') {
+  constructor(inFeatures: number, outFeatures: number, backend: Backend) {
     super();
-    this.weight = weight([outFeatures, inFeatures], backend, dtype);
+    this.weight = weight([outFeatures, inFeatures], backend, 'f32');
   }
 
   forward(x: Tensor): Tensor {
     return matmul(x, this.weight, { transB: true }); // [..., in] · [out, in]ᵀ → [..., out]
+  }
+}
+
+/**
+ * GPT-2's output head, x [..., C] → logits x·Wᵀ [..., V] with W [V, C]: the token embedding's
+ * matrix (tied, GPT-2's own), or one of its own stored the same way (untied). An adapter on it
+ * (PEFT's `lm_head` target) adds its update to the logits and leaves W alone, which a tied head
+ * needs: W is also what embeds the input tokens.
+ */
+export class OutputHead extends AdaptableLayer {
+  /** An untied head's own [V, C] matrix; null when the head is the token embedding. */
+  weight: Tensor | null;
+
+  constructor(private readonly nEmbd: number, private readonly vocabSize: number, private readonly backend: Backend, { untied = false, dtype = 'f32' }: { untied?: boolean; dtype?: WeightDType } = {}) {
+    super();
+    this.weight = untied ? weight([vocabSize, nEmbd], backend, dtype) : null;
+  }
+
+  protected adapterShape() {
+    return { inFeatures: this.nEmbd, outFeatures: this.vocabSize, backend: this.backend };
+  }
+
+  /** x [..., C] → [..., V]; `tokenEmbedding` [V, C] is W when the head has none of its own. */
+  forward(x: Tensor, tokenEmbedding: Tensor): Tensor {
+    const logits = matmul(x, this.weight ?? tokenEmbedding, { transB: true }); // [..., C] · [V, C]ᵀ → [..., V]
+    const update = this.adapterUpdate(x);
+    return update === null ? logits : add(logits, update);
   }
 }
 

@@ -8,7 +8,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { ModelLoadError, modelFromStateDict, randomModel, type LoadedModel } from '../gpt/load-model.js';
-import { addLoRA, mergeLoRA } from '../gpt/lora.js';
+import { addLoRA, HEAD_MERGE_REFUSAL, mergeLoRA } from '../gpt/lora.js';
 import { loadAdapterWeights } from '../gpt/lora-adapter.js';
 import { withWeightDType } from '../gpt/model-bytes.js';
 import type { WeightDType } from '../nn/layers.js';
@@ -121,6 +121,7 @@ async function loadWithAdapter(folder: string, base: string | null, options: Loa
   } catch (e) {
     throw new ModelLoadError((e as Error).message);
   }
+  if (options.merge && settings.targets.includes('lm_head')) throw new ModelLoadError(`--merge: the adapter ${folder} adapts lm_head: ${HEAD_MERGE_REFUSAL}`);
   const baseSpec = base ?? settings.base;
   if (baseSpec === null) {
     throw new ModelLoadError(`${join(folder, 'adapter_config.json')} names no base_model_name_or_path: give the base with --model and this folder with --adapter`);
