@@ -2,7 +2,8 @@
  * LoRA adapter files in PEFT's layout (src/gpt/lora-adapter.ts, src/node/adapter-folder.ts): written
  * and read back identical; the header holds exactly the names, shapes and dtype PEFT gives GPT-2's
  * layers (a list written out by hand here, not produced by the writer); an adapter for another base,
- * rank or set of layers refused by what differs; broken adapter_config.json files refused by field.
+ * rank or set of layers refused by what differs; the head's adapter (lm_head) under PEFT's names beside
+ * the blocks', its vocabulary checked; broken adapter_config.json files refused by field.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -90,6 +91,48 @@ describe('adapter folders', () => {
   });
 });
 
+describe('an adapter on the head (lm_head)', () => {
+  const settings: AdapterSettings = { rank: 2, alpha: 4, dropout: 0, targets: ['lm_head', 'c_attn'] };
+
+  it('is written under PEFT\'s names for GPT2LMHeadModel\'s lm_head, after the blocks\', and read back identical', async () => {
+    const seed = freshSeed();
+    const dir = await freshDir();
+    const tensors = adapterTensors(CONFIG, settings, seed);
+    await saveAdapterFiles(dir, CONFIG, settings, 'gpt2', tensors);
+    const { __metadata__: _m, ...entries } = await rawHeader(join(dir, 'adapter_model.safetensors'));
+    // PEFT on an nn.Linear(n_embd, vocab): lora_A [r, n_embd], lora_B [vocab, r]; the head sits beside `transformer`.
+    const expected: [string, number[]][] = [
+      ['base_model.model.transformer.h.0.attn.c_attn.lora_A.weight', [2, 8]],
+      ['base_model.model.transformer.h.0.attn.c_attn.lora_B.weight', [24, 2]],
+      ['base_model.model.transformer.h.1.attn.c_attn.lora_A.weight', [2, 8]],
+      ['base_model.model.transformer.h.1.attn.c_attn.lora_B.weight', [24, 2]],
+      ['base_model.model.lm_head.lora_A.weight', [2, 8]],
+      ['base_model.model.lm_head.lora_B.weight', [50, 2]],
+    ];
+    expect(Object.entries(entries).map(([name, e]) => [name, e.shape])).toEqual(expected);
+    for (const [name] of expected) expect(entries[name].dtype, name).toBe('F32');
+    const config = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config.target_modules).toEqual(['c_attn', 'lm_head']);
+    const read = await readAdapterConfig(dir);
+    expect(read).toEqual({ rank: 2, alpha: 4, dropout: 0, targets: ['c_attn', 'lm_head'], base: 'gpt2' });
+    expectSameTensors(await readAdapterTensors(dir, CONFIG, read), tensors);
+  });
+
+  it('is refused for a base of another vocabulary, naming it, and under a name outside PEFT\'s', async () => {
+    const dir = await freshDir();
+    await saveAdapterFiles(dir, CONFIG, settings, 'gpt2', adapterTensors(CONFIG, settings, 1));
+    await expect(readAdapterTensors(dir, { ...CONFIG, vocab_size: 64 }, settings)).rejects.toThrow(
+      /does not fit the base \(n_embd 8, n_layer 2, vocab_size 64; r 2, targets c_attn, lm_head\):\n {2}its lm_head adapter was made for a vocabulary of 50, this base has vocab_size 64\n {2}base_model\.model\.lm_head\.lora_B\.weight has shape \[50, 2\], expected \[64, 2\]/,
+    );
+    await expect(readAdapterTensors(dir, CONFIG, { ...settings, targets: ['c_attn'] })).rejects.toThrow(/holds tensors for lm_head, which target_modules does not list/);
+    // The head under the blocks' prefix is not where PEFT puts it.
+    const tensors = adapterTensors(CONFIG, settings, 2);
+    const misplaced = new Map([...tensors].map(([n, t]) => [`base_model.model.transformer.${n}`, t]));
+    await writeSafetensors(join(dir, 'adapter_model.safetensors'), misplaced);
+    await expect(readAdapterTensors(dir, CONFIG, settings)).rejects.toThrow(/"base_model\.model\.transformer\.lm_head\.lora_A\.weight" is not a PEFT adapter tensor of GPT-2/);
+  });
+});
+
 describe('adapter_config.json', () => {
   const valid = { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 8, lora_alpha: 16, lora_dropout: 0.1, target_modules: ['c_attn', 'c_proj'], base_model_name_or_path: 'gpt2' };
   const parse = (value: unknown) => parseAdapterConfig(typeof value === 'string' ? value : JSON.stringify(value), 'a/adapter_config.json');
@@ -98,6 +141,7 @@ describe('adapter_config.json', () => {
     expect(parse(valid)).toEqual({ rank: 8, alpha: 16, dropout: 0.1, targets: ['c_attn', 'attn.c_proj', 'mlp.c_proj'], base: 'gpt2' });
     const { lora_dropout: _d, base_model_name_or_path: _b, ...bare } = valid;
     expect(parse(bare)).toEqual({ rank: 8, alpha: 16, dropout: 0, targets: ['c_attn', 'attn.c_proj', 'mlp.c_proj'], base: null });
+    expect(parse({ ...valid, target_modules: ['lm_head', 'c_fc'] }).targets).toEqual(['c_fc', 'lm_head']);
   });
 
   it.each([
