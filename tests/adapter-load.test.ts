@@ -3,7 +3,8 @@
  * adapter folder made here from the sharp tiny model with trained-looking (random, nonzero) adapters.
  * The adapter read back gives the greedy text of the model it was saved from, unmerged and merged,
  * given with --adapter or as --model <adapter folder> (its base from adapter_config.json); a base
- * of another size is refused naming n_embd; generate.ts and serve.ts do the same as the library.
+ * of another size is refused naming n_embd; generate.ts and serve.ts do the same as the library. An
+ * adapter on the head (lm_head) runs unmerged, and --merge with it is refused naming why (exit 2).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFile, readFile } from 'node:fs/promises';
@@ -13,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../src/gpt/config.js';
 import { generate } from '../src/gpt/generate.js';
 import { initializeWeights } from '../src/gpt/init.js';
-import { addLoRA, loraParameters, loraSettings } from '../src/gpt/lora.js';
+import { addLoRA, loraParameters, loraSettings, type LoRATarget } from '../src/gpt/lora.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { saveAdapter } from '../src/node/adapter-folder.js';
 import { loadModel } from '../src/node/load-model.js';
@@ -27,13 +28,13 @@ import { freshDir } from './helpers/weights-fixtures.js';
 const PROMPT = 'The quick brown fox';
 const greedy = async (model: GPT2) => (await generate(model, PROMPT, { temperature: 0, maxNewTokens: 12, eosId: null })).ids;
 
-/** A base folder, an adapter folder for it (r 4, alpha 8, three targets, nonzero A and B), and the model they were saved from. */
-async function baseAndAdapter(dir: string) {
+/** A base folder, an adapter folder for it (r 4, alpha 8, three targets by default, nonzero A and B), and the model they were saved from. */
+async function baseAndAdapter(dir: string, targets: LoRATarget[] = ['c_attn', 'c_fc', 'mlp.c_proj']) {
   const model = sharpTinyModel(cpu, 5);
   const base = join(dir, 'base');
   await saveModel(model, base);
   const baseIds = await greedy(model);
-  addLoRA(model, { rank: 4, alpha: 8, targets: ['c_attn', 'c_fc', 'mlp.c_proj'], seed: 3 });
+  addLoRA(model, { rank: 4, alpha: 8, targets, seed: 3 });
   loraParameters(model).forEach(([name, p], i) => {
     model.replaceParameter(name, tensor(randomArray(p.size, 11, i, -0.5, 0.5), p.shape, { backend: cpu }));
   });
@@ -77,6 +78,23 @@ describe('loading an adapter', () => {
     const config = JSON.parse(await readFile(join(adapter, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     await writeFile(join(adapter, 'adapter_config.json'), JSON.stringify({ ...config, base_model_name_or_path: null }));
     await expect(loadModel(adapter, { backend: cpu })).rejects.toThrow(/names no base_model_name_or_path: give the base with --model/);
+  });
+});
+
+describe('an adapter on the head', () => {
+  it('gives the saved model\'s text unmerged; --merge is refused naming why, by the library, generate.ts and serve.ts (exit 2)', async () => {
+    const { base, adapter, ids } = await baseAndAdapter(await freshDir(), ['lm_head']);
+    const loaded = await loadModel(base, { backend: cpu, adapter });
+    expect(loraSettings(loaded.model)?.targets).toEqual(['lm_head']);
+    expect(await greedy(loaded.model)).toEqual(ids);
+    loaded.model.dispose();
+    const why = /--merge: the adapter .*adapter adapts lm_head: an adapter on lm_head cannot be merged: GPT-2's output head is its token embedding \(wte\).*run the adapter unmerged/;
+    await expect(loadModel(adapter, { backend: cpu, merge: true })).rejects.toThrow(why);
+    for (const [script, args] of [['src/generate.ts', ['-m', adapter, '--merge', '-p', PROMPT, '--device', 'cpu']], ['src/serve.ts', ['--model', base, '--adapter', adapter, '--merge', '--port', '0', '--device', 'cpu']]] as const) {
+      const r = cli(script, [...args]);
+      expect(r.code, `${script}: ${r.stderr}`).toBe(2);
+      expect(r.stderr, script).toMatch(why);
+    }
   });
 });
 

@@ -5,18 +5,20 @@
  * checkpoint); the run folder holds PEFT's adapter files and no model; the base stays as it was;
  * --merge-to writes a whole model that answers as the base with the adapter does (at the end of the
  * run, or for a finished run resumed with it); an f16 base trains; killed checkpoint writes and
- * Ctrl-C leave a complete adapter checkpoint.
+ * Ctrl-C leave a complete adapter checkpoint. The resumed runs adapt the head (lm_head) too, whose
+ * run folder answers as the run did; --merge-to with lm_head is refused before anything is read.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generate } from '../src/gpt/generate.js';
 import { loraSettings } from '../src/gpt/lora.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { parseTrainOptions, type TrainOptions } from '../src/cli/train-options.js';
-import { runTraining } from '../src/cli/train-run.js';
+import { answer, runTraining } from '../src/cli/train-run.js';
 import { PRESETS } from '../src/gpt/config.js';
 import { readAdapterConfig, readAdapterTensors } from '../src/node/adapter-folder.js';
 import { loadCheckpoint } from '../src/node/checkpoint-folder.js';
@@ -57,7 +59,8 @@ describe('LoRA flags', () => {
     [['--model', 'gpt2', '--dtype', 'f16'], /--dtype f16 .* give --lora-rank too/],
     [['--model', 'gpt2', '--lora-rank', '0'], /--lora-rank must be a positive integer, got "0"/],
     [['--model', 'gpt2', '--lora-rank', '-2'], /--lora-rank must be a positive integer, got "-2"/],
-    [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_attn,q_proj'], /--lora-targets names "q_proj", which is not a layer LoRA adapts \(c_attn, attn\.c_proj, c_fc, mlp\.c_proj\)/],
+    [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_attn,q_proj'], /--lora-targets names "q_proj", which is not a layer LoRA adapts \(c_attn, attn\.c_proj, c_fc, mlp\.c_proj, lm_head\)/],
+    [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_attn,lm_head', '--merge-to', 'x'], /--merge-to with --lora-targets lm_head: an adapter on lm_head cannot be merged: GPT-2's output head is its token embedding/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_fc,c_fc'], /--lora-targets names c_fc twice/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-dropout', '1'], /--lora-dropout must be in \[0, 1\)/],
     [['--model', 'gpt2', '--lora-rank', '4', '--dtype', 'bf16'], /--dtype must be f32 or f16/],
@@ -77,6 +80,15 @@ describe('LoRA flags', () => {
     expect(options(['--model', 'gpt2', '--lora-rank', '8'])).toMatchObject({ loraRank: 8, loraAlpha: 8, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', mergeTo: null });
     expect(options(['--model', 'gpt2', '--lora-rank', '8', '--lora-alpha', '32', '--lora-targets', 'c_fc,c_attn', '--dtype', 'f16'])).toMatchObject({ loraAlpha: 32, loraTargets: ['c_fc', 'c_attn'], dtype: 'f16' });
     expect(options(['--resume', 'runs/x', '--merge-to', 'merged'])).toMatchObject({ resume: 'runs/x', mergeTo: 'merged' });
+    expect(options(['--model', 'gpt2', '--lora-rank', '8', '--lora-targets', 'lm_head,c_attn'])).toMatchObject({ loraTargets: ['lm_head', 'c_attn'] });
+  });
+
+  it('train.ts --merge-to with lm_head among the targets exits 2 before anything is read or written', () => {
+    const out = join(tmpdir(), `never-${process.pid}-${Date.now()}`);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/train.ts', '--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'lm_head', '--merge-to', join(out, 'merged'), '--out', out], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/--merge-to with --lora-targets lm_head: an adapter on lm_head cannot be merged.*run the adapter unmerged/);
+    expect(existsSync(out)).toBe(false);
   });
 });
 
@@ -86,7 +98,7 @@ describe('a LoRA run', () => {
     const { data, base } = await fixtures(dir);
     const flags = [
       '--model', base, '--data', data, '--epochs', '10', '--max-steps', '6', '--batch-size', '2', '--gradient-accumulation-steps', '2',
-      '--val-fraction', '0.25', '--eval-every', '0', '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-targets', 'c_attn',
+      '--val-fraction', '0.25', '--eval-every', '0', '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-targets', 'c_attn,lm_head',
     ];
     const withDropout = [...flags, '--lora-dropout', '0.2', '--dropout', '0.1'];
     const whole = await runTraining(options([...withDropout, '--out', join(dir, 'whole')]), { shouldStop: () => false });
@@ -104,7 +116,7 @@ describe('a LoRA run', () => {
     const { data, base } = await fixtures(dir);
     const flags = [
       '--model', base, '--data', data, '--epochs', '10', '--max-steps', '10', '--batch-size', '2', '--val-fraction', '0.25', '--eval-every', '4',
-      '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-alpha', '8', '--lora-targets', 'c_attn,mlp.c_proj',
+      '--seed', '7', '--learning-rate', '1e-2', '--lora-rank', '4', '--lora-alpha', '8', '--lora-targets', 'c_attn,mlp.c_proj,lm_head',
     ];
     const whole = await runTraining(options([...flags, '--out', join(dir, 'whole')]), { shouldStop: () => false });
     expect(whole.stopped).toBe(false);
@@ -116,9 +128,10 @@ describe('a LoRA run', () => {
     expect(first.stopped).toBe(true);
     expect((await readRecords(first.out)).map((r) => r.step)).toEqual([1, 2, 3, 4, 5]);
     const checkpoint = await loadCheckpoint(first.out);
-    // Moments of the adapter alone: 2 blocks × 2 targets × (A, B) × (m, v).
-    expect([...checkpoint.moments.keys()].every((name) => /^[mv]\.h\.\d\.(attn\.c_attn|mlp\.c_proj)\.lora_[AB]\.weight$/.test(name)), [...checkpoint.moments.keys()].join()).toBe(true);
-    expect(checkpoint.moments.size).toBe(16);
+    // Moments of the adapter alone: (2 blocks × 2 targets + the head) × (A, B) × (m, v).
+    expect([...checkpoint.moments.keys()].every((name) => /^[mv]\.(h\.\d\.(attn\.c_attn|mlp\.c_proj)|lm_head)\.lora_[AB]\.weight$/.test(name)), [...checkpoint.moments.keys()].join()).toBe(true);
+    expect(checkpoint.moments.size).toBe(20);
+    await expect(runTraining(options(['--resume', first.out, '--merge-to', join(dir, 'merged')]), { shouldStop: () => false })).rejects.toThrow(/--merge-to: .*split adapts lm_head: an adapter on lm_head cannot be merged/);
     const second = await runTraining(options(['--resume', first.out]), { shouldStop: () => false });
     expect(second.records).toEqual(whole.records);
     // Recomputing the blocks' activations during backward changes the memory, not the run.
@@ -130,14 +143,21 @@ describe('a LoRA run', () => {
     const files = await readdir(whole.out);
     for (const file of ['adapter_config.json', 'adapter_model.safetensors', 'training.json', 'loss.svg', 'samples.json', 'checkpoint']) expect(files, file).toContain(file);
     expect(files).not.toContain('model.safetensors');
-    expect(await readAdapterConfig(whole.out)).toEqual({ rank: 4, alpha: 8, dropout: 0, targets: ['c_attn', 'mlp.c_proj'], base });
+    expect(await readAdapterConfig(whole.out)).toEqual({ rank: 4, alpha: 8, dropout: 0, targets: ['c_attn', 'mlp.c_proj', 'lm_head'], base });
     const state = JSON.parse(await readFile(join(whole.out, 'checkpoint', 'state.json'), 'utf8')) as { flags: { model: string } };
     expect(state.flags.model, 'the base is re-read from where it came from').toBe(base);
 
     // The run folder loads as the base (from adapter_config.json) with the trained adapter.
     const run = await loadModel(whole.out, { backend: cpu });
-    expect(loraSettings(run.model)).toEqual({ rank: 4, alpha: 8, dropout: 0, targets: ['c_attn', 'mlp.c_proj'] });
+    expect(loraSettings(run.model)).toEqual({ rank: 4, alpha: 8, dropout: 0, targets: ['c_attn', 'mlp.c_proj', 'lm_head'] });
     expect(run.source).toContain(base);
+    expect((await run.model.lm_head.lora_B!.weight.toFloat32()).some((x) => x !== 0), 'the head\'s adapter trained').toBe(true);
+    // It answers as the run's own model did at its end.
+    const tokenizer = new Tokenizer();
+    for (const sample of whole.samples) {
+      expect(await answer(run.model, tokenizer, { instruction: sample.instruction, input: sample.input, output: sample.reference }, PRESETS.tiny.n_positions)).toBe(sample.generated);
+    }
+    expect(whole.samples).toHaveLength(2);
     run.model.dispose();
   });
 
