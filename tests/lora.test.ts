@@ -7,17 +7,18 @@
  * unmerged logits to 1e-5 of their scale, and merges with a known mistake do not. An adapter on the
  * head (lm_head): PEFT's names and shapes, B = 0 exact, the logits moved by exactly (alpha/r)·x·Aᵀ·Bᵀ
  * on the hidden states it leaves alone, its gradients, the same logits through the KV cache and the
- * serving step as through the full forward, and no merge.
+ * serving step as through the full forward, an untied head's own matrix, and no merge.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../src/gpt/config.js';
+import { initializeWeights } from '../src/gpt/init.js';
 import { modelFromStateDict, randomModel } from '../src/gpt/load-model.js';
 import { KVCachePool } from '../src/gpt/kv-cache-pool.js';
 import { KVCache } from '../src/gpt/kv-cache.js';
 import { addLoRA, LORA_TARGETS, loraParameters, loraSettings, mergeLoRA, type LoRATarget } from '../src/gpt/lora.js';
 import { hostWeights } from '../src/gpt/model-bytes.js';
-import type { GPT2 } from '../src/gpt/model.js';
+import { GPT2 } from '../src/gpt/model.js';
 import { Linear, OutputHead } from '../src/nn/layers.js';
 import { backward } from '../src/tensor/autograd.js';
 import type { Backend, MatmulShape } from '../src/tensor/backend.js';
@@ -140,6 +141,30 @@ describe('LoRA adapters on a GPT-2', () => {
     addLoRA(headOnly, { rank: 4, seed: 9, targets: ['lm_head'] });
     expect(loraSettings(headOnly)).toEqual({ rank: 4, alpha: 4, dropout: 0, targets: ['lm_head'] });
     expect(differing(await headOnly.lm_head.lora_A!.weight.toFloat32(), A)).toBe(0);
+  });
+
+  it('on an untied head (a matrix of its own): logits x·Wᵀ with that matrix, moved by the adapter', async () => {
+    const seed = freshSeed();
+    const model = new GPT2(PRESETS.tiny, cpu, { untiedHead: true });
+    initializeWeights(model, seed);
+    const C = model.config.n_embd;
+    model.replaceParameter('lm_head.weight', tensor(randomArray(V * C, seed, 5), [V, C], { backend: cpu }));
+    const ids = randomInts(B * T, seed, 3, V);
+    const x = await noGrad(() => model.hidden(tensor(ids, [B, T], { backend: cpu })).toFloat32());
+    const W = await model.lm_head.weight!.toFloat32();
+    const plain = await logits(model, ids);
+    const byHand = Float32Array.from(plain, (_, i) => {
+      const [row, v] = [Math.floor(i / V), i % V];
+      let dot = 0;
+      for (let c = 0; c < C; c++) dot += x[row * C + c] * W[v * C + c];
+      return dot;
+    });
+    expectClose(plain, byHand, { tolerance: 1e-5, floor: largest(byHand), seed });
+    addLoRA(model, { rank: 2, targets: ['lm_head'], seed });
+    expect(loraParameters(model).map(([name]) => name)).toEqual(['lm_head.lora_A.weight', 'lm_head.lora_B.weight']);
+    model.replaceParameter('lm_head.lora_B.weight', tensor(randomArray(V * 2, seed, 6), [V, 2], { backend: cpu }));
+    expect(maxRelativeError(await logits(model, ids), plain, largest(plain)), 'the adapter moved the logits').toBeGreaterThan(1e-2);
+    model.dispose();
   });
 
   it('mergeLoRA refuses an adapter on the head, naming why, and merges nothing', async () => {
