@@ -11,7 +11,7 @@
  */
 import { tensor } from '../tensor/create.js';
 import type { GPT2Config } from './config.js';
-import { LORA_TARGETS, loraParameters, loraSettings, type BlockLoRATarget, type LoRASettings, type LoRATarget } from './lora.js';
+import { BLOCK_LORA_TARGETS, LORA_TARGETS, loraParameters, loraSettings, type BlockLoRATarget, type LoRASettings, type LoRATarget } from './lora.js';
 import type { GPT2 } from './model.js';
 import { WeightsError, type HostTensor, type TensorHeader } from './safetensors.js';
 import type { TensorIn } from './state-dict.js';
@@ -163,7 +163,7 @@ const show = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
 
 const ADAPTER_NAME = /^h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight$/;
 const HEAD_NAME = /^lm_head\.lora_([AB])\.weight$/;
-const targetOfModule = (module: string): BlockLoRATarget => (Object.keys(TARGET_LAYERS) as BlockLoRATarget[]).find((t) => TARGET_LAYERS[t].module === module)!;
+const targetOfModule = (module: string): BlockLoRATarget => BLOCK_LORA_TARGETS.find((t) => TARGET_LAYERS[t].module === module)!;
 
 /**
  * What the tensors say about the base they were made for: n_embd (from a lora_A's in features),

@@ -109,7 +109,7 @@ export function loraSettings(model: GPT2): LoRASettings | null {
   return { rank: layer.lora_A!.weight.shape[0], alpha: layer.loraAlpha, dropout: layer.lora_dropout!.rate, targets };
 }
 
-/** The adapters' tensors, named as in namedParameters() (`h.N.….lora_A.weight`, `….lora_B.weight`). */
+/** The adapters' tensors, named as in namedParameters() (`h.N.….lora_A.weight`, `….lora_B.weight`, `lm_head.lora_A.weight`, …). */
 export function loraParameters(model: GPT2): [string, Tensor][] {
   return model.namedParameters().filter(([name]) => /\.lora_[AB]\.weight$/.test(name));
 }
