@@ -109,7 +109,7 @@ describe('loading and saving f16 weights', () => {
     const [, half] = both(cpu, await tinyWeights(5, true));
     const folder = join(await freshDir(), 'model');
     await saveModel(half, folder);
-    const raw = await readSafetensors(join(folder, 'model.safetensors'), { keepF16: true });
+    const raw = await readSafetensors(join(folder, 'model.safetensors'), { keep16: 'f16' });
     expect(raw.get('h.1.mlp.c_fc.weight')!.data).toBeInstanceOf(Uint16Array);
     expect(raw.get('h.1.mlp.c_fc.bias')!.data).toBeInstanceOf(Float32Array);
     const expected = await lastLogits(half, PROMPT);
@@ -163,7 +163,7 @@ describe('loading and saving f16 weights', () => {
     bytes.set(json, 8);
     // F16 1 and -2; BF16 1 and 2^17 (beyond f16's range).
     bytes.set(new Uint8Array(Uint16Array.of(0x3c00, 0xc000, 0x3f80, 0x4800).buffer), 8 + json.length);
-    const dict = parseSafetensors(bytes, 'mixed.safetensors', { keepF16: true });
+    const dict = parseSafetensors(bytes, 'mixed.safetensors', { keep16: 'f16' });
     expect(dict.get('half')!.data).toEqual(Uint16Array.of(0x3c00, 0xc000));
     expect(dict.get('brain')!.data).toEqual(Float32Array.of(1, 2 ** 17));
     expect(parseSafetensors(bytes, 'mixed.safetensors').get('half')!.data).toEqual(Float32Array.of(1, -2));

@@ -70,7 +70,7 @@ export function addLoRA(model: GPT2, options: LoRAOptions): void {
 }
 
 /**
- * Folds every adapter into its base weight (W += (alpha/r)·(B·A)ᵀ, f32 or f16) and removes it: the
+ * Folds every adapter into its base weight (W += (alpha/r)·(B·A)ᵀ, f32, f16 or bf16) and removes it: the
  * model is a plain GPT-2 again, as fast as the base. Its parameters stay frozen.
  */
 export async function mergeLoRA(model: GPT2): Promise<void> {

@@ -138,7 +138,7 @@ export function halfOverflow(values: Float32Array): number {
   return count;
 }
 
-/** f32 values rounded through f16 and back: what a weight stored in 16 bits holds. */
+/** f32 values rounded through f16 and back: what a weight stored in f16 holds. */
 export function roundToHalf(values: Float32Array): Float32Array {
   return widenHalf(narrowToHalf(values));
 }
@@ -155,3 +155,8 @@ export function overflowIn(dtype: HalfDType, values: Float32Array): number {
 
 /** The finite range of a 16-bit storage type, for messages. */
 export const rangeOf = (dtype: HalfDType): string => (dtype === 'bf16' ? "bf16's range (±3.39e38)" : "f16's range (±65504)");
+
+/** f32 values rounded through a 16-bit type and back: what a weight stored in it holds. */
+export function roundTo(dtype: HalfDType, values: Float32Array): Float32Array {
+  return widen16(narrowTo(dtype, values));
+}
