@@ -14,6 +14,7 @@ import { modelFromStateDict } from '../src/gpt/load-model.js';
 import { hostWeights, modelFromBytes, modelToBytes, withWeightDType } from '../src/gpt/model-bytes.js';
 import type { GPT2 } from '../src/gpt/model.js';
 import { parseSafetensors, type StateDict } from '../src/gpt/safetensors.js';
+import { nonFiniteTensors } from '../src/gpt/state-dict.js';
 import { loadModel } from '../src/node/load-model.js';
 import { readSafetensors } from '../src/node/safetensors-file.js';
 import { saveModel } from '../src/node/weights-folder.js';
@@ -138,12 +139,13 @@ describe.each(DTYPES)('loading and saving %s weights', (dtype) => {
       const loaded = await loadModel(folder, { backend: gpu!, dtype: d });
       const bytes = gpu!.gpu.memoryStats().liveBytes - before;
       const logits = await lastLogits(loaded.model, PROMPT);
+      const stored = loaded.model.h[0].attn.c_attn.weight.dtype;
       loaded.model.dispose();
-      return { bytes, logits, loaded };
+      return { bytes, logits, stored };
     };
     const wide = await liveAfter('f32');
     const narrow = await liveAfter(dtype);
-    expect(narrow.loaded.model.h[0].attn.c_attn.weight.dtype).toBe(dtype);
+    expect(narrow.stored).toBe(dtype);
     expect(narrow.logits).toEqual(wide.logits);
     // The tiny model is nearly all matrices (wte alone is 50257·32): a little over half the bytes.
     expect(narrow.bytes / wide.bytes).toBeGreaterThan(0.45);
@@ -226,6 +228,15 @@ describe('the range of each 16-bit type', () => {
     expect(forBfloat16.get('brain')!.data).toBeInstanceOf(Bfloat16Array);
     expect([...forBfloat16.get('brain')!.data]).toEqual([0x3f80, 0x4800]);
     expect(forBfloat16.get('half')!.data).toEqual(Float32Array.of(1, -2));
+  });
+
+  it('counts the non-finite values of 16-bit tensors by their own exponent field', () => {
+    // bf16 0x7c00 is 2^121, finite; as f16 bits it would be Infinity.
+    const dict = new Map([
+      ['brain', { data: Bfloat16Array.of(0x7c00, 0x7f80, 0xffc1, 0x3f80, 0x7f7f) }],
+      ['half', { data: Uint16Array.of(0x7c00, 0x7f80, 0x3c00, 0x7bff) }],
+    ]);
+    expect(nonFiniteTensors(dict)).toEqual([{ name: 'brain', count: 2 }, { name: 'half', count: 2 }]);
   });
 
   it('an F16 file loaded as bf16 widens exactly, then rounds once to nearest even', () => {

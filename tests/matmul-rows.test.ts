@@ -28,7 +28,15 @@ interface Problem {
   bDType: 'f32' | HalfDType;
 }
 
-function problem(batch: number, m: number, k: number, n: number, seed: number, { broadcastB = true, bias = false, bDType = 'f32' as 'f32' | HalfDType, residual = false, transB = true } = {}): Problem {
+interface ProblemOptions {
+  broadcastB?: boolean;
+  bias?: boolean;
+  bDType?: 'f32' | HalfDType;
+  residual?: boolean;
+  transB?: boolean;
+}
+
+function problem(batch: number, m: number, k: number, n: number, seed: number, { broadcastB = true, bias = false, bDType = 'f32', residual = false, transB = true }: ProblemOptions = {}): Problem {
   const b = randomArray((broadcastB ? 1 : batch) * n * k, seed, 2);
   return {
     shape: { batch, m, k, n, transA: false, transB, broadcastB },

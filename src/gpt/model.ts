@@ -27,7 +27,8 @@ export interface ModelOptions {
   /**
    * Storage of the weight matrices (wte, wpe, the linears' weights, an untied head): f16 or bf16
    * halves their memory and the bytes a decoding step reads, computing in f32 (f16 keeps 11 bits of
-   * significand within ±65504, bf16 8 bits over f32's range); such weights cannot be fine-tuned. Biases and LayerNorm parameters stay f32. Default f32.
+   * significand within ±65504, bf16 8 bits over f32's range); such weights cannot be fine-tuned.
+   * Biases and LayerNorm parameters stay f32. Default f32.
    */
   dtype?: WeightDType;
 }
