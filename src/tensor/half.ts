@@ -138,11 +138,6 @@ export function halfOverflow(values: Float32Array): number {
   return count;
 }
 
-/** f32 values rounded through f16 and back: what a weight stored in f16 holds. */
-export function roundToHalf(values: Float32Array): Float32Array {
-  return widenHalf(narrowToHalf(values));
-}
-
 /** f32 values rounded to a 16-bit storage type (a Bfloat16Array for bf16). */
 export function narrowTo(dtype: HalfDType, values: Float32Array): Uint16Array {
   return dtype === 'bf16' ? narrowToBfloat16(values) : narrowToHalf(values);
