@@ -6,7 +6,7 @@
  * {"bench":"kvcache","device":…,"config":{…},"prompt_tokens":64,"results":[{"new_tokens":64,
  *  "cached_tokens_per_s":…,"uncached_tokens_per_s":…,"speedup":…},…],"memory_bound_fraction":…,…}
  *
- *   npx tsx bench/kvcache.ts [--shapes default|gpt2|gpt2-medium] [--device webgpu|cpu] [--runs 3] [--full] [--dtype f32|f16]
+ *   npx tsx bench/kvcache.ts [--shapes default|gpt2|gpt2-medium] [--device webgpu|cpu] [--runs 3] [--full] [--dtype f32|f16|bf16]
  *
  * Shapes (random weights, GPT-2's init, GPT-2's vocabulary of 50257 and 1024 positions): `default`
  * d 256, 4 layers, 4 heads (runs in about 2 minutes on lavapipe); `gpt2` and `gpt2-medium` the presets.
@@ -30,9 +30,10 @@
  *   copy (bench/kernel-rows/copy.ts, bytes read + written per second, as bench/kernels.ts measures it;
  *   the median of the rounds').
  *   The decode rate is 1000 ÷ the median step time from token 2 to 512 (the prefill excluded).
- * - `--dtype f16`: the same weights rounded to f16 (the matrices; biases and LayerNorms stay f32) in a
- *   second model, whose cached run follows the f32 one in every round; a second table compares the
- *   two (bytes read a token, decode rate, tokens/s at each length), and the JSON line gains `f16`.
+ * - `--dtype f16` (or bf16): the same weights rounded to that type (the matrices; biases and
+ *   LayerNorms stay f32) in a second model, whose cached run follows the f32 one in every round; a
+ *   second table compares the two (bytes read a token, decode rate, tokens/s at each length), and
+ *   the JSON line gains `f16` (or `bf16`).
  */
 import { parseArgs } from 'node:util';
 import { copyRows } from './kernel-rows/copy.js';
@@ -45,7 +46,7 @@ import { hostWeights } from '../src/gpt/model-bytes.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { Tokenizer } from '../src/gpt/tokenizer.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
-import type { Backend } from '../src/tensor/backend.js';
+import { isHalfDType, type Backend } from '../src/tensor/backend.js';
 
 const PROMPT_TOKENS = 64;
 const LENGTHS = [64, 128, 256, 512];
@@ -68,7 +69,7 @@ function parseFlags() {
       dtype: { type: 'string', default: 'f32' },
     },
   });
-  const dtype = oneOf('dtype', values.dtype, ['f32', 'f16']);
+  const dtype = oneOf('dtype', values.dtype, ['f32', 'f16', 'bf16']);
   benchShapes(values.shapes);
   const device = oneOf('device', values.device, ['webgpu', 'cpu']);
   const runs = Number(values.runs);
@@ -84,7 +85,7 @@ function weightBytesPerToken(model: GPT2): number {
   let bytes = 0;
   for (const [name, p] of model.namedParameters()) {
     const elements = name === 'wpe.weight' ? model.config.n_embd : p.size;
-    bytes += elements * (p.dtype === 'f16' ? 2 : 4);
+    bytes += elements * (isHalfDType(p.dtype) ? 2 : 4);
   }
   return bytes;
 }
@@ -148,8 +149,8 @@ async function main(): Promise<void> {
     const model = new GPT2(config, backend);
     initializeWeights(model, 0);
     model.eval();
-    // The same weights, the matrices rounded to f16, beside the f32 model (see Method).
-    const half = flags.dtype === 'f16' ? modelFromStateDict(config, await hostWeights(model), 'bench', [], backend, { dtype: 'f16' }).model : null;
+    // The same weights, the matrices rounded to 16 bits, beside the f32 model (see Method).
+    const half = flags.dtype !== 'f32' ? modelFromStateDict(config, await hostWeights(model), 'bench', [], backend, { dtype: flags.dtype }).model : null;
     const tokenizer = new Tokenizer();
     const prompt = makePrompt(tokenizer, PROMPT_TOKENS + MAX_NEW); // longer, for the uncached windows
 
@@ -249,9 +250,9 @@ async function main(): Promise<void> {
         'decode tok/s': 1000 / ms,
         ...Object.fromEntries(LENGTHS.map((n) => [`tok/s to ${n}`, (1000 * n) / times[n - 1]])),
       });
-      console.log(`\ncached decoding, f32 against f16 weights (rounds interleaved, median of ${flags.runs}):`);
-      printTable([row('f32', weightBytes, decodeMs, cached), row('f16', halfBytes, halfDecodeMs, halfCached)]);
-      console.log(`f16: ${(halfBytes / weightBytes).toFixed(3)}× the bytes, ${(decodeMs / halfDecodeMs).toFixed(2)}× the decode rate`);
+      console.log(`\ncached decoding, f32 against ${flags.dtype} weights (rounds interleaved, median of ${flags.runs}):`);
+      printTable([row('f32', weightBytes, decodeMs, cached), row(flags.dtype, halfBytes, halfDecodeMs, halfCached)]);
+      console.log(`${flags.dtype}: ${(halfBytes / weightBytes).toFixed(3)}× the bytes, ${(decodeMs / halfDecodeMs).toFixed(2)}× the decode rate`);
     }
     console.log(JSON.stringify({
       bench: 'kvcache',
@@ -268,7 +269,7 @@ async function main(): Promise<void> {
       copy_gbps: copyGbps,
       uncached_method: flags.full ? 'full' : 'per-step samples',
       runs: flags.runs,
-      ...(halfSummary && { f16: halfSummary }),
+      ...(halfSummary && { [flags.dtype]: halfSummary }),
     }));
     model.dispose();
     half?.dispose();

@@ -6,12 +6,12 @@
  *  "tokens_per_s":…,"effective_gflops":…,"fraction_of_matmul_peak":…,"peak_gpu_bytes":…,…}
  *
  *   npx tsx bench/train.ts [--shapes default|gpt2|gpt2-medium|gpt2-large|gpt2-xl] [--batch 8] [--seq 128] [--steps 5] [--warmup 2]
- *                          [--lora-rank r [--dtype f32|f16]] [--checkpoint-activations]
+ *                          [--lora-rank r [--dtype f32|f16|bf16]] [--checkpoint-activations]
  *
  * Shapes (random weights, GPT-2's init, vocabulary 50257): `default` d 256, 4 layers, 4 heads (about
  * 2 minutes on lavapipe); `gpt2`, `gpt2-medium`, `gpt2-large` and `gpt2-xl` the presets (minutes a step on
  * lavapipe: use --steps 1 --warmup 1). `--lora-rank r` trains LoRA adapters of rank r (alpha = r) on
- * all four linears of every block over the frozen base, stored in f32 or, with `--dtype f16`, in f16.
+ * all four linears of every block over the frozen base, stored in f32 or, with `--dtype f16` (bf16), in f16 (bf16).
  * `--checkpoint-activations` recomputes each block's activations during backward (GPT2.checkpointActivations).
  *
  * Method. The step time is the median interval between consecutive steps' completions after the
@@ -32,9 +32,9 @@ import { addLoRA } from '../src/gpt/lora.js';
 import { GPT2 } from '../src/gpt/model.js';
 import { createBackend, releaseBackend } from '../src/node/backend.js';
 import type { WebGpuBackend } from '../src/kernels/webgpu-backend.js';
-import type { Backend, MatmulShape } from '../src/tensor/backend.js';
+import { isHalfDType, type Backend, type HalfDType, type MatmulShape } from '../src/tensor/backend.js';
 import { random, tensor } from '../src/tensor/create.js';
-import { narrowToHalf } from '../src/tensor/half.js';
+import { narrowTo } from '../src/tensor/half.js';
 import { mul } from '../src/tensor/ops.js';
 import { tidy } from '../src/tensor/scope.js';
 import { AdamW } from '../src/train/adamw.js';
@@ -67,17 +67,17 @@ function parseFlags() {
   };
   const loraRank = values['lora-rank'] === undefined ? null : Number(values['lora-rank']);
   if (loraRank !== null && !(Number.isInteger(loraRank) && loraRank > 0)) throw new Error(`--lora-rank must be a positive integer, got ${values['lora-rank']}`);
-  if (values.dtype !== 'f32' && values.dtype !== 'f16') throw new Error(`--dtype must be f32 or f16, got ${values.dtype}`);
-  if (values.dtype === 'f16' && loraRank === null) throw new Error('--dtype f16 needs --lora-rank: only a frozen base may be stored in f16');
-  const dtype: 'f32' | 'f16' = values.dtype;
+  if (values.dtype !== 'f32' && values.dtype !== 'f16' && values.dtype !== 'bf16') throw new Error(`--dtype must be f32, f16 or bf16, got ${values.dtype}`);
+  const dtype: 'f32' | HalfDType = values.dtype;
+  if (dtype !== 'f32' && loraRank === null) throw new Error(`--dtype ${dtype} needs --lora-rank: only a frozen base may be stored in 16 bits`);
   return { shapes: values.shapes, batch: int('batch', 1), seq: int('seq', 1), steps: int('steps', 1), warmup: int('warmup', 1), device, loraRank, dtype, checkpointActivations: values['checkpoint-activations'] };
 }
 
 /**
- * GPT-2's init (src/gpt/init.ts) for a model whose matrices are stored in f16: each drawn in f32 on
- * the device, rounded on the host (no device op writes f16), so no f32 copy of the model is made.
+ * GPT-2's init (src/gpt/init.ts) for a model whose matrices are stored in 16 bits: each drawn in f32
+ * on the device, rounded on the host (no device op writes 16 bits), so no f32 copy of the model is made.
  */
-async function initializeHalfWeights(model: GPT2, seed: number): Promise<void> {
+async function initializeHalfWeights(model: GPT2, dtype: HalfDType, seed: number): Promise<void> {
   const std = 0.02;
   const residualStd = std / Math.sqrt(2 * model.config.n_layer);
   for (const [i, [name, p]] of model.namedParameters().entries()) {
@@ -86,7 +86,7 @@ async function initializeHalfWeights(model: GPT2, seed: number): Promise<void> {
     const drawn = tidy(() => mul(random(p.shape, (seed * 7919 + i) >>> 0, { backend: p.backend }), scale));
     const values = await drawn.toFloat32();
     drawn.dispose();
-    model.replaceParameter(name, tensor(narrowToHalf(values), p.shape, { backend: p.backend }));
+    model.replaceParameter(name, tensor(narrowTo(dtype, values), p.shape, { backend: p.backend }));
   }
 }
 
@@ -114,14 +114,14 @@ async function main(): Promise<void> {
   const peak = await matmulPeak(backend);
 
   const model = new GPT2(config, backend, { dtype: flags.dtype });
-  if (flags.dtype === 'f16') await initializeHalfWeights(model, 0);
+  if (flags.dtype !== 'f32') await initializeHalfWeights(model, flags.dtype, 0);
   else initializeWeights(model, 0);
   if (flags.loraRank !== null) addLoRA(model, { rank: flags.loraRank });
   model.checkpointActivations = flags.checkpointActivations;
   const parameters = model.parameterCount();
   const trainable = model.namedTrainableParameters().reduce((n, [, p]) => n + p.size, 0);
   const frozen = parameters - trainable;
-  const stateBytes = model.parameters().reduce((n, p) => n + p.size * (p.dtype === 'f16' ? 2 : 4), 0) + 12 * trainable;
+  const stateBytes = model.parameters().reduce((n, p) => n + p.size * (isHalfDType(p.dtype) ? 2 : 4), 0) + 12 * trainable;
   const optimizer = new AdamW(model, { weightDecay: 0.01 });
   // Random sequences of seq + 1 tokens: every target counts, no padding.
   let state = 12345;

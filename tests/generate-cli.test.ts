@@ -70,9 +70,9 @@ describe('--json', () => {
     expect(uncached.ids).toEqual(out.ids);
   });
 
-  it('--dtype f16 stores the weight matrices in 16 bits: the tiny preset gives the greedy ids of f32', () => {
+  it.each(['f16', 'bf16'])('--dtype %s stores the weight matrices in 16 bits: the tiny preset gives the greedy ids of f32', (dtype) => {
     const args = ['--model', 'tiny', '--prompt', prompt, '--max-tokens', '9', '--json', '--device', 'cpu'];
-    expect(json(cli([...args, '--dtype', 'f16'])).ids).toEqual(json(cli([...args, '--dtype', 'f32'])).ids);
+    expect(json(cli([...args, '--dtype', dtype])).ids).toEqual(json(cli([...args, '--dtype', 'f32'])).ids);
   });
 
   it.runIf(gpu !== null)('gives the same greedy ids on WebGPU as on the CPU', () => {
@@ -198,7 +198,7 @@ describe('errors: exit code 2 and a message', () => {
     [['--model', 'tiny', '--prompt', 'x', '--top-p', '1.5'], /--top-p must be in \(0, 1\]/],
     [['--model', 'tiny', '--prompt', 'x', '--max-tokens', 'ten'], /--max-tokens must be an integer in \[0, 1048576\], got "ten"/],
     [['--model', 'tiny', '--prompt', 'x', '--device', 'tpu'], /--device must be auto, webgpu or cpu/],
-    [['--model', 'tiny', '--prompt', 'x', '--dtype', 'bf16'], /--dtype must be f32 or f16/],
+    [['--model', 'tiny', '--prompt', 'x', '--dtype', 'f8'], /--dtype must be f32, f16 or bf16/],
     [['--model', 'tiny', '--prompt', 'x', '--instruction', 'y'], /--prompt or --instruction, not both/],
     [['--model', 'tiny', '--input', 'y'], /--input goes with --instruction/],
     [['--model', 'tiny', '--prompt', 'x', '--max-tokens', '1e21'], /--max-tokens must be an integer in \[0, 1048576\], got "1e21"/],

@@ -1,18 +1,18 @@
 /**
- * Weights stored in 16 bits (dtype f16): every kernel that reads one — matmul's B (x·W and x·Wᵀ,
- * every variant, ragged shapes, every transposition and a shared B) and the embedding gather —
- * against the CPU reference on f16-rounded inputs, across the binding-window splits; the CPU
- * reference's f16 paths against its f32 ones on the same (rounded) values, bitwise; storage round
- * trips; and the Tensor-level ops that must refuse f16.
+ * Weights stored in 16 bits (dtype f16 and bf16, each case run for both): every kernel that reads
+ * one — matmul's B (x·W and x·Wᵀ, every variant, ragged shapes, every transposition and a shared B)
+ * and the embedding gather — against the CPU reference on inputs rounded to that type, across the
+ * binding-window splits; the CPU reference's 16-bit paths against its f32 ones on the same
+ * (rounded) values, bitwise; storage round trips; and the Tensor-level ops that must refuse them.
  */
 import { describe, expect, it } from 'vitest';
 import { adapterTraits, matmulPlan, matmulWith, variantSupported } from '../src/kernels/matmul.js';
 import { currentVariant, MATMUL_VARIANT_NAMES, MATMUL_VARIANTS } from '../src/kernels/matmul-tune.js';
 import { planMatmul } from '../src/kernels/matmul-plan.js';
-import type { Backend, MatmulShape } from '../src/tensor/backend.js';
+import type { Backend, HalfDType, MatmulShape } from '../src/tensor/backend.js';
 import { tensor } from '../src/tensor/create.js';
 import { embedding } from '../src/tensor/fused.js';
-import { narrowToHalf, roundToHalf } from '../src/tensor/half.js';
+import { narrowTo, roundTo } from '../src/tensor/half.js';
 import { add, cast, matmul, permute, slice } from '../src/tensor/ops.js';
 import { cpu, webgpuOrSkip, withBindingLimits } from './helpers/backends.js';
 import { expectClose } from './helpers/close.js';
@@ -23,26 +23,26 @@ const gpu = await webgpuOrSkip();
 interface Problem {
   shape: MatmulShape;
   a: Float32Array;
-  /** Already representable in f16. */
+  /** Already representable in the 16-bit type. */
   b: Float32Array;
   bias: Float32Array | null;
 }
 
-function problem(shape: MatmulShape, withBias: boolean, seed: number): Problem {
+function problem(dtype: HalfDType, shape: MatmulShape, withBias: boolean, seed: number): Problem {
   const { batch, m, k, n } = shape;
   return {
     shape,
     a: randomArray(batch * m * k, seed, 1),
-    b: roundToHalf(randomArray((shape.broadcastB ? 1 : batch) * k * n, seed, 2)),
+    b: roundTo(dtype, randomArray((shape.broadcastB ? 1 : batch) * k * n, seed, 2)),
     bias: withBias ? randomArray(n, seed, 3) : null,
   };
 }
 
-/** C with B uploaded as f16 bit patterns (`half`) or as the same values in f32. */
-async function runOn(backend: Backend, pr: Problem, half: boolean): Promise<Float32Array> {
+/** C with B uploaded as 16-bit patterns of `dtype` or as the same values in f32. */
+async function runOn(backend: Backend, pr: Problem, dtype: HalfDType | 'f32'): Promise<Float32Array> {
   const a = backend.upload(pr.a);
-  const b = backend.upload(half ? narrowToHalf(pr.b) : pr.b);
-  expect(b.dtype).toBe(half ? 'f16' : 'f32');
+  const b = backend.upload(dtype === 'f32' ? pr.b : narrowTo(dtype, pr.b));
+  expect(b.dtype).toBe(dtype);
   const bias = pr.bias ? backend.upload(pr.bias) : null;
   const c = backend.matmul(a, b, bias, pr.shape);
   const out = (await backend.read(c)) as Float32Array;
@@ -53,56 +53,58 @@ async function runOn(backend: Backend, pr: Problem, half: boolean): Promise<Floa
 const FLAGS = [false, true];
 const COMBOS = FLAGS.flatMap((transA) => FLAGS.flatMap((transB) => FLAGS.map((broadcastB) => ({ transA, transB, broadcastB }))));
 
-/** Ragged (odd sizes: an f16 row or column ends inside a word), aligned to 4 (the vec loads), M = 1 (decoding), K = 0. */
+/** Ragged (odd sizes: a 16-bit row or column ends inside a word), aligned to 4 (the vec loads), M = 1 (decoding), K = 0. */
 const SHAPES: [number, number, number, number][] = [
   [1, 1, 1, 1], [1, 7, 13, 5], [1, 127, 129, 65], [3, 33, 17, 31], [1, 1, 131, 3], [2, 36, 64, 68], [1, 1, 96, 200], [1, 6, 0, 5],
 ];
 
-describe('f16 weights on the CPU reference', () => {
-  it('matmul with an f16 B equals it with the same values in f32, bitwise, in every transposition', async () => {
+const DTYPES: HalfDType[] = ['f16', 'bf16'];
+
+describe.each(DTYPES)('%s weights on the CPU reference', (dtype) => {
+  it('matmul with a 16-bit B equals it with the same values in f32, bitwise, in every transposition', async () => {
     for (const flags of COMBOS) {
-      const pr = problem({ batch: 2, m: 9, k: 13, n: 7, ...flags }, true, freshSeed());
-      expect(await runOn(cpu, pr, true)).toEqual(await runOn(cpu, pr, false));
+      const pr = problem(dtype, { batch: 2, m: 9, k: 13, n: 7, ...flags }, true, freshSeed());
+      expect(await runOn(cpu, pr, dtype)).toEqual(await runOn(cpu, pr, 'f32'));
     }
   });
 
-  it('the gather widens an f16 table\'s rows exactly', async () => {
-    const table = roundToHalf(randomArray(5 * 3, freshSeed(), 1));
+  it('the gather widens a 16-bit table\'s rows exactly', async () => {
+    const table = roundTo(dtype, randomArray(5 * 3, freshSeed(), 1));
     const ids = cpu.upload(Int32Array.of(4, 0, 4, 2));
-    const half = cpu.upload(narrowToHalf(table));
+    const half = cpu.upload(narrowTo(dtype, table));
     const out = (await cpu.read(cpu.embedding(ids, half, 4, 5, 3))) as Float32Array;
     expect([...out]).toEqual([...table.subarray(12, 15), ...table.subarray(0, 3), ...table.subarray(12, 15), ...table.subarray(6, 9)]);
   });
 
-  it('reads f16 storage back widened, and refuses it where an op computes in f32', async () => {
+  it('reads 16-bit storage back widened, and refuses it where an op computes in f32', async () => {
     const values = Float32Array.of(1, -2.5, 65504, 2 ** -24, 0.1);
-    const s = cpu.upload(narrowToHalf(values));
-    expect(s.dtype).toBe('f16');
+    const s = cpu.upload(narrowTo(dtype, values));
+    expect(s.dtype).toBe(dtype);
     expect(s.size).toBe(5);
-    expect([...((await cpu.read(s)) as Float32Array)]).toEqual([...roundToHalf(values)]);
-    expect(() => cpu.unary('exp', s)).toThrow(/expected f32 storage, got f16/);
-    expect(() => cpu.matmul(s, s, null, { batch: 1, m: 1, k: 5, n: 1, transA: false, transB: false, broadcastB: false })).toThrow(/expected f32 storage, got f16/);
+    expect([...((await cpu.read(s)) as Float32Array)]).toEqual([...roundTo(dtype, values)]);
+    expect(() => cpu.unary('exp', s)).toThrow(new RegExp(`expected f32 storage, got ${dtype}`));
+    expect(() => cpu.matmul(s, s, null, { batch: 1, m: 1, k: 5, n: 1, transA: false, transB: false, broadcastB: false })).toThrow(new RegExp(`expected f32 storage, got ${dtype}`));
   });
 });
 
-describe('f16 tensors at the Tensor level', () => {
-  it('matmul takes an f16 B (not A); element-wise and layout ops refuse f16', async () => {
-    const w = tensor(narrowToHalf(Float32Array.of(1, 2, 3, 4, 5, 6)), [2, 3], { backend: cpu });
+describe.each(DTYPES)('%s tensors at the Tensor level', (dtype) => {
+  it('matmul takes a 16-bit B (not A); element-wise and layout ops refuse 16-bit tensors', async () => {
+    const w = tensor(narrowTo(dtype, Float32Array.of(1, 2, 3, 4, 5, 6)), [2, 3], { backend: cpu });
     const x = tensor(Float32Array.of(1, -1), [1, 2], { backend: cpu });
-    expect(w.dtype).toBe('f16');
+    expect(w.dtype).toBe(dtype);
     expect([...(await matmul(x, w).toFloat32())]).toEqual([-3, -3, -3]);
     expect([...(await matmul(tensor(Float32Array.of(1, 0, 1), [1, 3], { backend: cpu }), w, { transB: true }).toFloat32())]).toEqual([4, 10]);
-    expect(() => matmul(w, tensor(new Float32Array(3), [3, 1], { backend: cpu }))).toThrow(/matmul takes f32 tensors, got f16/);
-    expect(() => add(w, 1)).toThrow(/takes f32 tensors, got f16/);
-    expect(() => permute(w, [1, 0])).toThrow(/permute does not take f16/);
-    expect(() => slice(w, [0, 0], [1, 3])).toThrow(/slice does not take f16/);
-    expect(() => cast(w, 'f32')).toThrow(/cast does not take f16/);
+    expect(() => matmul(w, tensor(new Float32Array(3), [3, 1], { backend: cpu }))).toThrow(new RegExp(`matmul takes f32 tensors, got ${dtype}`));
+    expect(() => add(w, 1)).toThrow(new RegExp(`takes f32 tensors, got ${dtype}`));
+    expect(() => permute(w, [1, 0])).toThrow(new RegExp(`permute does not take ${dtype}`));
+    expect(() => slice(w, [0, 0], [1, 3])).toThrow(new RegExp(`slice does not take ${dtype}`));
+    expect(() => cast(w, 'f32')).toThrow(new RegExp(`cast does not take ${dtype}`));
     const ids = tensor(Int32Array.of(1, 1, 0), [3], { backend: cpu });
     expect([...(await embedding(ids, w).toFloat32())]).toEqual([4, 5, 6, 4, 5, 6, 1, 2, 3]);
   });
 });
 
-describe('the binding-split planner with an f16 B', () => {
+describe('the binding-split planner with a 16-bit B', () => {
   it('windows of B count 2-byte elements: they fit the binding and start aligned', () => {
     const limits = { maxBindingBytes: 16 * 1024, alignment: 256, maxWorkgroups: 65535, rowsPerGroup: 8, colsPerGroup: 32 };
     for (const flags of COMBOS) {
@@ -119,14 +121,15 @@ describe('the binding-split planner with an f16 B', () => {
   });
 });
 
-describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', () => {
+describe.runIf(gpu !== null).each(DTYPES)('%s weights on WebGPU equal the CPU reference', (dtype) => {
   const backend = gpu!;
   const traits = () => adapterTraits(backend.gpu);
 
   async function runVariant(name: keyof typeof MATMUL_VARIANTS, pr: Problem, options = {}): Promise<Float32Array> {
     const g = backend.gpu;
     const a = g.upload(pr.a);
-    const b = g.upload(narrowToHalf(pr.b));
+    const b = g.upload(narrowTo(dtype, pr.b));
+    expect(b.dtype).toBe(dtype);
     const bias = pr.bias ? g.upload(pr.bias) : null;
     const c = matmulWith(g, MATMUL_VARIANTS[name], a, b, bias, pr.shape, options);
     const out = (await g.read(c)) as Float32Array;
@@ -134,11 +137,11 @@ describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', ()
     return out;
   }
 
-  it('uploads and reads back f16 storage of odd and even lengths', async () => {
+  it('uploads and reads back 16-bit storage of odd and even lengths', async () => {
     for (const n of [1, 5, 8, 1001]) {
-      const values = roundToHalf(randomArray(n, freshSeed(), 1, -70000, 70000));
-      const s = backend.upload(narrowToHalf(values));
-      expect(s.dtype).toBe('f16');
+      const values = roundTo(dtype, randomArray(n, freshSeed(), 1, -70000, 70000));
+      const s = backend.upload(narrowTo(dtype, values));
+      expect(s.dtype).toBe(dtype);
       expect((await backend.read(s)) as Float32Array).toEqual(values);
       backend.release(s);
     }
@@ -151,8 +154,8 @@ describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', ()
         for (const flags of COMBOS) {
           if (flags.broadcastB && batch === 1) continue;
           const seed = freshSeed();
-          const pr = problem({ batch, m, k, n, ...flags }, index % 2 === 0, seed);
-          expectClose(await runVariant(name, pr), await runOn(cpu, pr, true), { seed });
+          const pr = problem(dtype, { batch, m, k, n, ...flags }, index % 2 === 0, seed);
+          expectClose(await runVariant(name, pr), await runOn(cpu, pr, dtype), { seed });
         }
       }
     });
@@ -162,27 +165,27 @@ describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', ()
     for (const [m, k, n] of [[1, 64, 257], [5, 96, 300], [17, 33, 65]]) {
       for (const transB of FLAGS) {
         const seed = freshSeed();
-        const pr = problem({ batch: 1, m, k, n, transA: false, transB, broadcastB: true }, !transB, seed);
-        expectClose(await runOn(backend, pr, true), await runOn(cpu, pr, true), { seed });
+        const pr = problem(dtype, { batch: 1, m, k, n, transA: false, transB, broadcastB: true }, !transB, seed);
+        expectClose(await runOn(backend, pr, dtype), await runOn(cpu, pr, dtype), { seed });
       }
     }
   });
 
-  it('splits an f16 B over a small binding limit: along K (accumulating) and along N (transposed)', async () => {
+  it('splits a 16-bit B over a small binding limit: along K (accumulating) and along N (transposed)', async () => {
     const maxBindingBytes = 16 * 1024;
     const name = currentVariant(traits());
     for (const flags of COMBOS) {
       const seed = freshSeed();
-      // B of 3·140·90 f16 values = 75 KB: several windows of 16 KiB.
-      const pr = problem({ batch: 3, m: 20, k: 140, n: 90, ...flags }, true, seed);
-      const plan = matmulPlan(backend.gpu, MATMUL_VARIANTS[name], pr.shape, { maxBindingBytes }, 'f16');
+      // B of 3·140·90 16-bit values = 75 KB: several windows of 16 KiB.
+      const pr = problem(dtype, { batch: 3, m: 20, k: 140, n: 90, ...flags }, true, seed);
+      const plan = matmulPlan(backend.gpu, MATMUL_VARIANTS[name], pr.shape, { maxBindingBytes }, dtype);
       expect(plan.chunks.length).toBeGreaterThan(1);
-      expectClose(await runVariant(name, pr, { maxBindingBytes }), await runOn(cpu, pr, true), { seed });
+      expectClose(await runVariant(name, pr, { maxBindingBytes }), await runOn(cpu, pr, dtype), { seed });
     }
   });
 
   async function gather(on: Backend, ids: Int32Array, table: Float32Array, vocab: number, dim: number): Promise<Float32Array> {
-    const [idS, tableS] = [on.upload(ids), on.upload(narrowToHalf(table))];
+    const [idS, tableS] = [on.upload(ids), on.upload(narrowTo(dtype, table))];
     const outS = on.embedding(idS, tableS, ids.length, vocab, dim);
     const out = (await on.read(outS)) as Float32Array;
     for (const s of [idS, tableS, outS]) on.release(s);
@@ -190,19 +193,19 @@ describe.runIf(gpu !== null)('f16 weights on WebGPU equal the CPU reference', ()
   }
 
   for (const [vocab, dim, n] of [[1, 1, 1], [13, 7, 40], [300, 129, 77], [1000, 64, 500]]) {
-    it(`embedding gather from an f16 table [${vocab}, ${dim}], ${n} ids: bitwise`, async () => {
+    it(`embedding gather from a 16-bit table [${vocab}, ${dim}], ${n} ids: bitwise`, async () => {
       const seed = freshSeed();
-      const table = roundToHalf(randomArray(vocab * dim, seed, 1));
+      const table = roundTo(dtype, randomArray(vocab * dim, seed, 1));
       const ids = randomInts(n, seed, 2, vocab);
       expect(await gather(backend, ids, table, vocab, dim)).toEqual(await gather(cpu, ids, table, vocab, dim));
     });
   }
 
   for (const dim of [7, 64]) {
-    it(`embedding gather from an f16 table split into windows (2 KiB bindings, 256 B alignment), dim ${dim}`, async () => {
+    it(`embedding gather from a 16-bit table split into windows (2 KiB bindings, 256 B alignment), dim ${dim}`, async () => {
       const seed = freshSeed();
       const vocab = 400;
-      const table = roundToHalf(randomArray(vocab * dim, seed, 1));
+      const table = roundTo(dtype, randomArray(vocab * dim, seed, 1));
       const ids = randomInts(300, seed, 2, vocab);
       const actual = await withBindingLimits(backend, 2048, 256, (limited) => gather(limited, ids, table, vocab, dim));
       expect(actual).toEqual(await gather(cpu, ids, table, vocab, dim));

@@ -3,15 +3,15 @@
  * output head and x·W) against the CPU reference, B transposed and not: ragged shapes (M past a
  * multiple of the rows a workgroup holds, K no multiple of 4 or of a lane slice or of the depths an
  * untransposed pass takes, N odd and past a multiple of the columns a workgroup walks, K = 0), f32
- * and f16 B, bias, a shared or per-batch B, the fused epilogue, splits over a small binding limit
+ * f16 and bf16 B, bias, a shared or per-batch B, the fused epilogue, splits over a small binding limit
  * (N, and K with accumulation); and which products the backend sends to it.
  */
 import { describe, expect, it } from 'vitest';
 import { adapterTraits, matmulPlan, matmulWith, type MatmulOptions, type MatmulVariant } from '../src/kernels/matmul.js';
 import { rowsVariant } from '../src/kernels/matmul-tune.js';
 import type { Gpu } from '../src/kernels/gpu.js';
-import type { Backend, MatmulShape } from '../src/tensor/backend.js';
-import { narrowToHalf, roundToHalf } from '../src/tensor/half.js';
+import type { Backend, HalfDType, MatmulShape } from '../src/tensor/backend.js';
+import { narrowTo, roundTo } from '../src/tensor/half.js';
 import { cpu, webgpuOrSkip } from './helpers/backends.js';
 import { expectClose } from './helpers/close.js';
 import { freshSeed, randomArray } from './helpers/random-data.js';
@@ -24,25 +24,34 @@ interface Problem {
   b: Float32Array;
   bias: Float32Array | null;
   residual: Float32Array | null;
-  half: boolean;
+  /** B's storage: f32, or a 16-bit type B's values are already rounded to. */
+  bDType: 'f32' | HalfDType;
 }
 
-function problem(batch: number, m: number, k: number, n: number, seed: number, { broadcastB = true, bias = false, half = false, residual = false, transB = true } = {}): Problem {
+interface ProblemOptions {
+  broadcastB?: boolean;
+  bias?: boolean;
+  bDType?: 'f32' | HalfDType;
+  residual?: boolean;
+  transB?: boolean;
+}
+
+function problem(batch: number, m: number, k: number, n: number, seed: number, { broadcastB = true, bias = false, bDType = 'f32', residual = false, transB = true }: ProblemOptions = {}): Problem {
   const b = randomArray((broadcastB ? 1 : batch) * n * k, seed, 2);
   return {
     shape: { batch, m, k, n, transA: false, transB, broadcastB },
     a: randomArray(batch * m * k, seed, 1),
-    b: half ? roundToHalf(b) : b,
+    b: bDType === 'f32' ? b : roundTo(bDType, b),
     bias: bias ? randomArray(n, seed, 3) : null,
     residual: residual ? randomArray(batch * m * n, seed, 4) : null,
-    half,
+    bDType,
   };
 }
 
 /** C through the backend's matmul. */
 async function runOn(backend: Backend, pr: Problem, gelu = false): Promise<Float32Array> {
   const a = backend.upload(pr.a);
-  const b = backend.upload(pr.half ? narrowToHalf(pr.b) : pr.b);
+  const b = backend.upload(pr.bDType === 'f32' ? pr.b : narrowTo(pr.bDType, pr.b));
   const bias = pr.bias ? backend.upload(pr.bias) : null;
   const residual = pr.residual ? backend.upload(pr.residual) : undefined;
   const c = backend.matmul(a, b, bias, pr.shape, { gelu, residual });
@@ -54,7 +63,8 @@ async function runOn(backend: Backend, pr: Problem, gelu = false): Promise<Float
 /** C with a given variant on WebGPU. */
 async function runVariant(g: Gpu, v: MatmulVariant, pr: Problem, { gelu = false, ...options }: MatmulOptions & { gelu?: boolean } = {}): Promise<Float32Array> {
   const a = g.upload(pr.a);
-  const b = g.upload(pr.half ? narrowToHalf(pr.b) : pr.b);
+  const b = g.upload(pr.bDType === 'f32' ? pr.b : narrowTo(pr.bDType, pr.b));
+  expect(b.dtype).toBe(pr.bDType);
   const bias = pr.bias ? g.upload(pr.bias) : null;
   const residual = pr.residual ? g.upload(pr.residual) : undefined;
   const c = matmulWith(g, v, a, b, bias, pr.shape, options, { gelu, residual });
@@ -78,13 +88,13 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
 
   for (const transB of [true, false]) {
     const layout = transB ? 'B transposed' : 'B untransposed';
-    for (const half of [false, true]) {
-      it(`ragged shapes, a shared and a per-batch B, with and without bias: ${layout}, in ${half ? 'f16' : 'f32'}`, async ({ skip }) => {
+    for (const bDType of ['f32', 'f16', 'bf16'] as const) {
+      it(`ragged shapes, a shared and a per-batch B, with and without bias: ${layout}, in ${bDType}`, async ({ skip }) => {
         if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
         for (const v of variants()) {
           for (const [index, [batch, m, k, n]] of SHAPES.entries()) {
             const seed = freshSeed();
-            const pr = problem(batch, m, k, n, seed, { half, bias: index % 2 === 0, broadcastB: index % 3 !== 0, transB });
+            const pr = problem(batch, m, k, n, seed, { bDType, bias: index % 2 === 0, broadcastB: index % 3 !== 0, transB });
             expectClose(await runVariant(g, v, pr), await runOn(cpu, pr), { seed });
           }
         }
@@ -105,13 +115,13 @@ describe.runIf(gpu !== null)('the rows matmul variant equals the CPU reference',
     it(`splits over a small binding limit: columns of B, and K with accumulation: ${layout}`, async ({ skip }) => {
       if (!supported()) skip('the rows variant needs subgroups this adapter lacks');
       const maxBindingBytes = 16 * 1024;
-      // Transposed: B [90, 70] (25 KB, f32) and [190, 70] (27 KB, f16) split along N; B [3, 5000] has rows longer than a binding, which splits K.
+      // Transposed: B [90, 70] (25 KB, f32) and [190, 70] (27 KB, f16 / bf16) split along N; B [3, 5000] has rows longer than a binding, which splits K.
       // Untransposed: B [70, 90] and [70, 190] split along K, accumulating; B [5000, 3] too.
-      for (const [m, k, n, half] of [[20, 70, 90, false], [20, 70, 190, true], [2, 5000, 3, false]] as const) {
+      for (const [m, k, n, bDType] of [[20, 70, 90, 'f32'], [20, 70, 190, 'f16'], [20, 70, 190, 'bf16'], [2, 5000, 3, 'f32']] as const) {
         const seed = freshSeed();
-        const pr = problem(1, m, k, n, seed, { bias: true, half, residual: true, transB });
+        const pr = problem(1, m, k, n, seed, { bias: true, bDType, residual: true, transB });
         const v: MatmulVariant = { kind: 'rows', tm: 2, tn: 8, wgx: lanes, wgy: 1, bk: 0, share: 0 };
-        const plan = matmulPlan(g, v, pr.shape, { maxBindingBytes }, half ? 'f16' : 'f32');
+        const plan = matmulPlan(g, v, pr.shape, { maxBindingBytes }, bDType);
         expect(plan.chunks.length).toBeGreaterThan(1);
         if (k === 5000 || !transB) expect(plan.chunks.some((ch) => ch.accumulate)).toBe(true);
         expectClose(await runVariant(g, v, pr, { maxBindingBytes, gelu: true }), await runOn(cpu, pr, true), { seed });

@@ -2,7 +2,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readSafetensors, writeSafetensors } from '../src/node/safetensors-file.js';
-import { WeightsError, type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
+import { parseSafetensors, serializeSafetensors, WeightsError, type HostTensor, type StateDict } from '../src/gpt/safetensors.js';
+import { Bfloat16Array } from '../src/tensor/half.js';
 import { expectSameTensors, freshDir, randomTensor, writeRawSafetensors } from './helpers/weights-fixtures.js';
 
 function u16Bytes(values: number[]): Uint8Array {
@@ -106,6 +107,35 @@ describe('safetensors F16 and BF16', () => {
     const bits = new Uint32Array(big.buffer);
     const wrong = halves.findIndex((h, i) => bits[i] !== h << 16 >>> 0);
     expect(wrong).toBe(-1);
+    // Kept 16-bit, the same bits come back as a Bfloat16Array; the F16 tensor still widens.
+    const kept = await readSafetensors(file, { keep16: 'bf16' });
+    expect(kept.get('big')!.data).toBeInstanceOf(Bfloat16Array);
+    expect(kept.get('big')!.data).toEqual(new Bfloat16Array(halves));
+    expect(kept.get('small')!.data).toEqual(Float32Array.of(1, 2, 3));
+  });
+
+  it('writes a Bfloat16Array as BF16 and an f16 Uint16Array as F16, which read back bit for bit, from a file and from bytes', async () => {
+    const file = join(await freshDir(), 'w.safetensors');
+    const tensors = new Map([
+      ['brain', { shape: [3], data: Bfloat16Array.of(0x3f80, 0xff80, 0x7f7f) }],
+      ['half', { shape: [1, 3], data: Uint16Array.of(0x3c00, 0x7bff, 0x0001) }],
+      ['full', { shape: [2], data: Float32Array.of(1.5, -2) }],
+    ]);
+    await writeSafetensors(file, tensors);
+    const bytes = new Uint8Array(await readFile(file));
+    expect(bytes).toEqual(serializeSafetensors(tensors));
+    const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength))) as Record<string, { dtype: string }>;
+    expect([header.brain.dtype, header.half.dtype, header.full.dtype]).toEqual(['BF16', 'F16', 'F32']);
+    for (const read of [await readSafetensors(file, { keep16: 'bf16' }), parseSafetensors(bytes, file, { keep16: 'bf16' })]) {
+      expect(read.get('brain')!.data).toBeInstanceOf(Bfloat16Array);
+      expect([...read.get('brain')!.data]).toEqual([0x3f80, 0xff80, 0x7f7f]);
+      expect(read.get('half')!.data).toEqual(Float32Array.of(1, 65504, 2 ** -24));
+    }
+    const asHalf = await readSafetensors(file, { keep16: 'f16' });
+    expect(asHalf.get('half')!.data).not.toBeInstanceOf(Bfloat16Array);
+    expect([...asHalf.get('half')!.data]).toEqual([0x3c00, 0x7bff, 0x0001]);
+    expect(asHalf.get('brain')!.data).toEqual(Float32Array.of(1, -Infinity, 3.3895313892515355e38));
   });
 });
 

@@ -57,13 +57,14 @@ describe('LoRA flags', () => {
     [['--model', 'gpt2', '--lora-targets', 'c_attn'], /--lora-targets goes with --lora-rank/],
     [['--model', 'gpt2', '--merge-to', 'x'], /--merge-to goes with --lora-rank/],
     [['--model', 'gpt2', '--dtype', 'f16'], /--dtype f16 .* give --lora-rank too/],
+    [['--model', 'gpt2', '--dtype', 'bf16'], /--dtype bf16 .* give --lora-rank too/],
     [['--model', 'gpt2', '--lora-rank', '0'], /--lora-rank must be a positive integer, got "0"/],
     [['--model', 'gpt2', '--lora-rank', '-2'], /--lora-rank must be a positive integer, got "-2"/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_attn,q_proj'], /--lora-targets names "q_proj", which is not a layer LoRA adapts \(c_attn, attn\.c_proj, c_fc, mlp\.c_proj, lm_head\)/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_attn,lm_head', '--merge-to', 'x'], /--merge-to with --lora-targets lm_head: an adapter on lm_head cannot be merged: GPT-2's output head is its token embedding/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-targets', 'c_fc,c_fc'], /--lora-targets names c_fc twice/],
     [['--model', 'gpt2', '--lora-rank', '4', '--lora-dropout', '1'], /--lora-dropout must be in \[0, 1\)/],
-    [['--model', 'gpt2', '--lora-rank', '4', '--dtype', 'bf16'], /--dtype must be f32 or f16/],
+    [['--model', 'gpt2', '--lora-rank', '4', '--dtype', 'f8'], /--dtype must be f32, f16 or bf16/],
     [['--lora-rank', '4'], /--model demo is a random init/],
     [['--resume', 'runs/x', '--lora-rank', '4'], /--lora-rank cannot be given with it/],
   ])('%j is refused', (argv, message) => {
@@ -79,6 +80,7 @@ describe('LoRA flags', () => {
   it('default alpha to the rank and the targets to all four; --resume may add --merge-to', () => {
     expect(options(['--model', 'gpt2', '--lora-rank', '8'])).toMatchObject({ loraRank: 8, loraAlpha: 8, loraDropout: 0, loraTargets: ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'], dtype: 'f32', mergeTo: null });
     expect(options(['--model', 'gpt2', '--lora-rank', '8', '--lora-alpha', '32', '--lora-targets', 'c_fc,c_attn', '--dtype', 'f16'])).toMatchObject({ loraAlpha: 32, loraTargets: ['c_fc', 'c_attn'], dtype: 'f16' });
+    expect(options(['--model', 'gpt2', '--lora-rank', '8', '--dtype', 'bf16'])).toMatchObject({ dtype: 'bf16' });
     expect(options(['--resume', 'runs/x', '--merge-to', 'merged'])).toMatchObject({ resume: 'runs/x', mergeTo: 'merged' });
     expect(options(['--model', 'gpt2', '--lora-rank', '8', '--lora-targets', 'lm_head,c_attn'])).toMatchObject({ loraTargets: ['lm_head', 'c_attn'] });
   });

@@ -28,7 +28,7 @@ export interface LoadModelOptions {
   onProgress?: (loadedBytes: number, totalBytes: number, file: string) => void;
   /** Default: https://huggingface.co. */
   hubUrl?: string;
-  /** Storage of the weight matrices: 'f16' halves their memory and the bytes a token reads (see modelFromBytes). Default 'f32'. */
+  /** Storage of the weight matrices: 'f16' or 'bf16' halves their memory and the bytes a token reads (see modelFromBytes). Default 'f32'. */
   dtype?: WeightDType;
 }
 
@@ -43,10 +43,10 @@ export function modelFolderUrl(spec: string, hubUrl = HUB_URL): string {
   throw new ModelLoadError(`${spec}: not a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, demo), a hub repo owner/name, or a URL`);
 }
 
-/** Bytes of the model's largest tensor, which must fit one GPU buffer: its matrices take 2 bytes an element in f16. */
+/** Bytes of the model's largest tensor, which must fit one GPU buffer: its matrices take 2 bytes an element in f16 or bf16. */
 export function largestTensorBytes(config: GPT2Config, dtype: WeightDType = 'f32'): number {
   const { vocab_size: V, n_embd: C, n_positions: P } = config;
-  return (dtype === 'f16' ? 2 : 4) * Math.max(V * C, P * C, 4 * C * C);
+  return (dtype === 'f32' ? 4 : 2) * Math.max(V * C, P * C, 4 * C * C);
 }
 
 /** A model whose largest tensor exceeds the adapter's largest buffer fails with a message that says so, before any upload. */

@@ -3,6 +3,7 @@
  * them, older names as aliases) that drives both parsing and `--help`.
  */
 import type { GenerateOptions } from '../gpt/generate.js';
+import type { WeightDType } from '../nn/layers.js';
 import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
 /** Past the context, generation re-prefills and goes on: a bound keeps a typo from running for days. */
@@ -27,8 +28,8 @@ export interface GenerateFlags {
   /** Interactive: earlier turns stay in the prompt, as far as the context holds them. */
   conversation: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
-  /** Storage of the weight matrices (f16: half the memory and the bytes a token reads). */
-  dtype: 'f32' | 'f16';
+  /** Storage of the weight matrices (f16, bf16: half the memory and the bytes a token reads). */
+  dtype: WeightDType;
   json: boolean;
   /** Let the GPU driver's own messages through. */
   verbose: boolean;
@@ -56,7 +57,7 @@ export const GENERATE_FLAGS: FlagTable = [
   { name: 'conversation', description: 'interactive: keep earlier turns in the prompt, as far as the context holds them' },
   { name: 'no-cache', description: 'recompute every position each step (no KV cache: slower, same text)' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to run', default: 'auto' },
-  { name: 'dtype', value: '<f32|f16>', description: 'how the weight matrices are stored: f16 halves their memory and the bytes a token reads (arithmetic stays f32)', default: 'f32' },
+  { name: 'dtype', value: '<f32|f16|bf16>', description: 'how the weight matrices are stored: f16 or bf16 halves their memory and the bytes a token reads (arithmetic stays f32; bf16 keeps f32\'s range, f16 more precision)', default: 'f32' },
   { name: 'json', description: 'print one JSON object per sample: {ids, text, tokens_per_s, prompt_tokens, new_tokens, stop_reason, seed}' },
   VERBOSE_FLAG,
   { name: 'help', short: 'h', description: 'this text' },
@@ -116,7 +117,7 @@ export function parseGenerateFlags(argv: string[]): GenerateFlags | 'help' {
     raw: flags.switch('raw'),
     conversation: flags.switch('conversation'),
     device: flags.choice('device', ['auto', 'webgpu', 'cpu'] as const) ?? 'auto',
-    dtype: flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32',
+    dtype: flags.choice('dtype', ['f32', 'f16', 'bf16'] as const) ?? 'f32',
     json: flags.switch('json'),
     verbose: flags.switch('verbose'),
     warnings,

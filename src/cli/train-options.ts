@@ -7,6 +7,7 @@ import { isRandomPreset } from '../gpt/config.js';
 import { isLoRATarget } from '../gpt/lora-adapter.js';
 import { BLOCK_LORA_TARGETS, HEAD_MERGE_REFUSAL, LORA_TARGETS, type LoRATarget } from '../gpt/lora.js';
 import { FINE_TUNE_DEFAULTS as D, type FineTuneSettings } from '../train/defaults.js';
+import type { WeightDType } from '../nn/layers.js';
 import { FlagReader, flagHelp, nonNegativeInt, parseFlagTable, positiveInt, UsageError, VERBOSE_FLAG, type FlagTable } from './flags.js';
 
 export { UsageError };
@@ -37,8 +38,8 @@ export interface TrainOptions extends FineTuneSettings {
   loraAlpha: number | null;
   loraDropout: number;
   loraTargets: LoRATarget[];
-  /** Storage of the base's weight matrices (f16 only under LoRA: a frozen base). */
-  dtype: 'f32' | 'f16';
+  /** Storage of the base's weight matrices (f16 or bf16 only under LoRA: a frozen base). */
+  dtype: WeightDType;
   /** Recompute each block's activations during backward instead of keeping them (needs no dropout; the run is the same). */
   gradientCheckpointing: boolean;
   device: 'auto' | 'webgpu' | 'cpu';
@@ -110,7 +111,7 @@ export const TRAIN_FLAGS: FlagTable = [
   { name: 'lora-alpha', value: '<a>', description: 'LoRA: the adapters\' output is scaled by a/r', default: 'r' },
   { name: 'lora-dropout', value: '<p>', description: 'LoRA: dropout on the adapters\' input', default: '0' },
   { name: 'lora-targets', value: '<list>', description: 'LoRA: the layers adapted in every block, comma-separated; lm_head adds the output head (cannot be merged)', default: BLOCK_LORA_TARGETS.join(',') },
-  { name: 'dtype', value: '<f32|f16>', description: 'storage of the base\'s weight matrices; f16 halves their memory (LoRA only)', default: 'f32' },
+  { name: 'dtype', value: '<f32|f16|bf16>', description: 'storage of the base\'s weight matrices; f16 or bf16 halves their memory (LoRA only)', default: 'f32' },
   { name: 'gradient-checkpointing', aliases: ['checkpoint-activations'], description: 'keep one block\'s activations at a time, recomputing the rest during backward (one more forward pass; no dropout)' },
   { name: 'merge-to', value: '<folder>', description: 'LoRA: after training, write the base with the adapter merged in as a model folder there' },
   { name: 'device', value: '<auto|webgpu|cpu>', description: 'where to train', default: 'auto' },
@@ -154,9 +155,9 @@ export function parseTrainOptions(argv: string[]): (TrainOptions & { extend: Res
     const loraOnly = ['lora-alpha', 'lora-dropout', 'lora-targets', 'merge-to'].find((name) => flags.given(name));
     if (loraOnly !== undefined) throw new UsageError(`${flags.written(loraOnly)} goes with --lora-rank (a LoRA run)`);
   }
-  const dtype = flags.choice('dtype', ['f32', 'f16'] as const) ?? 'f32';
-  if (dtype === 'f16' && loraRank === null) {
-    throw new UsageError('--dtype f16 stores the weight matrices in 16 bits, which only a frozen base can be: give --lora-rank too (a LoRA run)');
+  const dtype = flags.choice('dtype', ['f32', 'f16', 'bf16'] as const) ?? 'f32';
+  if (dtype !== 'f32' && loraRank === null) {
+    throw new UsageError(`--dtype ${dtype} stores the weight matrices in 16 bits, which only a frozen base can be: give --lora-rank too (a LoRA run)`);
   }
   if (flags.given('mask-prompt') && flags.given('no-mask-prompt')) throw new UsageError('give --mask-prompt or --no-mask-prompt, not both');
   const model = flags.string('model') ?? DEMO_DEFAULTS.model;

@@ -264,7 +264,7 @@ export async function runTraining(options: TrainOptions & { extend?: ResumeExten
     const millions = (n: number) => `${(n / 1e6).toFixed(1)} M`;
     const trainable = model.namedTrainableParameters().reduce((n, [, p]) => n + p.size, 0);
     const size = lora === null ? `${millions(trainable)} parameters`
-      : `${millions(model.parameterCount() - trainable)} frozen${flags.dtype === 'f16' ? ' f16' : ''} parameters, LoRA r ${lora.rank} on ${lora.targets.join(', ')}: ${trainable.toLocaleString('en-US')} trained`;
+      : `${millions(model.parameterCount() - trainable)} frozen${flags.dtype === 'f32' ? '' : ` ${flags.dtype}`} parameters, LoRA r ${lora.rank} on ${lora.targets.join(', ')}: ${trainable.toLocaleString('en-US')} trained`;
     log(
       `model ${source} (${size}) on ${backend.name}; ` +
         `${data.train.examples.length} training and ${data.val.examples.length} validation entries from ${flags.data}; output in ${out}`,

@@ -47,7 +47,7 @@ export function randomModel(preset: 'tiny' | 'demo' | GPT2Config, options: Rando
 
 /**
  * A model holding `weights` (canonical names, checked against `config`: see state-dict.ts), built
- * with `options` (e.g. `dtype: 'f16'` stores the weight matrices in 16 bits: ModelOptions.dtype).
+ * with `options` (e.g. `dtype: 'f16'` or `'bf16'` stores the weight matrices in 16 bits: ModelOptions.dtype).
  */
 export function modelFromStateDict(
   config: GPT2Config,

@@ -10,6 +10,7 @@
  * Files in folders: src/node/adapter-folder.ts; the adapter layers themselves: src/gpt/lora.ts.
  */
 import { tensor } from '../tensor/create.js';
+import { halfDTypeOf } from '../tensor/half.js';
 import type { GPT2Config } from './config.js';
 import { BLOCK_LORA_TARGETS, LORA_TARGETS, loraParameters, loraSettings, type BlockLoRATarget, type LoRASettings, type LoRATarget } from './lora.js';
 import type { GPT2 } from './model.js';
@@ -242,7 +243,7 @@ export function fromPeftNames<T extends TensorHeader | [string, HostTensor]>(ite
 }
 
 /**
- * The adapter's tensors to write, under PEFT's names in a model's order, F32 (an f16 value is
+ * The adapter's tensors to write, under PEFT's names in a model's order, F32 (a 16-bit value is
  * widened by the caller: PEFT keeps adapters in f32). Checked against the base config first.
  */
 export function adapterTensorsToSave(config: GPT2Config, settings: AdapterSettings, tensors: ReadonlyMap<string, TensorIn>, file: string): Map<string, TensorIn> {
@@ -250,7 +251,7 @@ export function adapterTensorsToSave(config: GPT2Config, settings: AdapterSettin
   const out = new Map<string, TensorIn>();
   for (const name of adapterShapes(config, settings).keys()) {
     const t = tensors.get(name)!;
-    if (t.data instanceof Uint16Array) throw new WeightsError(`${file}: ${name} is f16; adapters are written in f32`);
+    if (t.data instanceof Uint16Array) throw new WeightsError(`${file}: ${name} is ${halfDTypeOf(t.data)}; adapters are written in f32`);
     out.set(peftName(name), t);
   }
   return out;

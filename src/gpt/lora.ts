@@ -87,7 +87,7 @@ export function addLoRA(model: GPT2, options: LoRAOptions): void {
 }
 
 /**
- * Folds every adapter into its base weight (W += (alpha/r)·(B·A)ᵀ, f32 or f16) and removes it: the
+ * Folds every adapter into its base weight (W += (alpha/r)·(B·A)ᵀ, f32, f16 or bf16) and removes it: the
  * model is a plain GPT-2 again, as fast as the base. Its parameters stay frozen. An adapter on the
  * head is refused (HEAD_MERGE_REFUSAL) before anything is merged.
  */

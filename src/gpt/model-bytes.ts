@@ -3,8 +3,8 @@
  * Hugging Face layout — for runtimes without a file system (a browser's fetch, File or Blob).
  */
 import type { WeightDType } from '../nn/layers.js';
-import type { Backend } from '../tensor/backend.js';
-import { narrowToHalf } from '../tensor/half.js';
+import { isHalfDType, type Backend } from '../tensor/backend.js';
+import { narrowTo } from '../tensor/half.js';
 import { configFromJson, configFromText, configToText, type GPT2Config } from './config.js';
 import { modelFromStateDict, type LoadedModel } from './load-model.js';
 import type { GPT2 } from './model.js';
@@ -16,9 +16,9 @@ export type ConfigSource = GPT2Config | object | string;
 
 export interface ModelBytesOptions {
   /**
-   * Storage of the weight matrices (see ModelOptions.dtype). With f16, F16 tensors of the file stay
-   * 16-bit; F32 and BF16 ones are rounded to f16, and a value f16 cannot hold is an error naming
-   * its tensor. Default f32.
+   * Storage of the weight matrices (see ModelOptions.dtype). With f16 (bf16), F16 (BF16) tensors of
+   * the file stay 16-bit; the others are widened to f32 (exactly) and rounded to the 16-bit type,
+   * and a value it cannot hold is an error naming its tensor. Default f32.
    */
   dtype?: WeightDType;
 }
@@ -31,24 +31,24 @@ export interface ModelBytesOptions {
 export function modelFromBytes(config: ConfigSource, weights: Uint8Array, backend?: Backend, source = WEIGHTS_FILE, options: ModelBytesOptions = {}): LoadedModel {
   const parsed = typeof config === 'string' ? configFromText(config, CONFIG_FILE) : configFromJson(config, CONFIG_FILE);
   const dtype = options.dtype ?? 'f32';
-  const raw = parseSafetensors(weights, source, { keepF16: dtype === 'f16', checkHeader: (tensors) => checkHeader(tensors, parsed, source) });
+  const raw = parseSafetensors(weights, source, { keep16: dtype === 'f32' ? undefined : dtype, checkHeader: (tensors) => checkHeader(tensors, parsed, source) });
   const { weights: dict, nonFinite } = checkedWeights(raw, parsed, source);
   return modelFromStateDict(parsed, dict, source, nonFinite, backend, { dtype });
 }
 
-/** The model's weights, read back from the device, under its own names: f16 weights as f16 bit patterns (exactly). */
+/** The model's weights, read back from the device, under its own names: 16-bit weights as bit patterns of their type (exactly). */
 export async function hostWeights(model: GPT2): Promise<StateDict> {
   const out: StateDict = new Map();
   for (const [name, p] of model.namedParameters()) {
     const values = await p.toFloat32();
-    out.set(name, { shape: [...p.shape], data: p.dtype === 'f16' ? narrowToHalf(values) : values });
+    out.set(name, { shape: [...p.shape], data: isHalfDType(p.dtype) ? narrowTo(p.dtype, values) : values });
   }
   return out;
 }
 
 /**
  * The same weights with the matrices stored as `dtype`, on the same backend; the old model is
- * disposed. f32 → f16 rounds (an out-of-range value is an error, and the old model is kept).
+ * disposed. To 16 bits rounds (an out-of-range value is an error, and the old model is kept).
  */
 export async function withWeightDType(loaded: LoadedModel, dtype: WeightDType): Promise<LoadedModel> {
   if (loaded.model.wte.weight.dtype === dtype) return loaded;
@@ -60,7 +60,7 @@ export async function withWeightDType(loaded: LoadedModel, dtype: WeightDType): 
 
 /**
  * The model as the two files of a Hugging Face folder: config.json's text and model.safetensors'
- * bytes, which transformers' GPT2LMHeadModel and modelFromBytes load unchanged (f16 weights as F16).
+ * bytes, which transformers' GPT2LMHeadModel and modelFromBytes load unchanged (f16 weights as F16, bf16 as BF16).
  */
 export async function modelToBytes(model: GPT2): Promise<{ config: string; weights: Uint8Array }> {
   const named = weightsToSave(model.config, await hostWeights(model), WEIGHTS_FILE);

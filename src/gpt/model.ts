@@ -25,9 +25,10 @@ export interface ModelOptions {
   dropout?: number;
   seed?: number;
   /**
-   * Storage of the weight matrices (wte, wpe, the linears' weights, an untied head): f16 halves
-   * their memory and the bytes a decoding step reads, computing in f32; such weights cannot be
-   * fine-tuned. Biases and LayerNorm parameters stay f32. Default f32.
+   * Storage of the weight matrices (wte, wpe, the linears' weights, an untied head): f16 or bf16
+   * halves their memory and the bytes a decoding step reads, computing in f32 (f16 keeps 11 bits of
+   * significand within ±65504, bf16 8 bits over f32's range); such weights cannot be fine-tuned.
+   * Biases and LayerNorm parameters stay f32. Default f32.
    */
   dtype?: WeightDType;
 }

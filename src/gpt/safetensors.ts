@@ -8,9 +8,10 @@
  * writing one atomically, is Node's part (src/node/safetensors-file.ts), built on the same pieces.
  * Typed-array views are used as little-endian: true of every platform WebGPU runs on.
  */
-import { widenBfloat16, widenHalf } from '../tensor/half.js';
+import type { HalfDType } from '../tensor/backend.js';
+import { Bfloat16Array, halfDTypeOf, widenBfloat16, widenHalf } from '../tensor/half.js';
 
-/** A tensor read from or written to a file: f32, or f16 bit patterns in a Uint16Array. */
+/** A tensor read from or written to a file: f32, or f16 bit patterns in a Uint16Array, or bf16 ones in a Bfloat16Array. */
 export interface HostTensor {
   shape: number[];
   data: Float32Array | Uint16Array;
@@ -95,11 +96,20 @@ function parseHeaderJson(text: string, dataBytes: number, file: string): Entry[]
 /** Bytes per element of an entry's dtype. */
 export const bytesPerElement = (entry: Entry): number => DTYPE_BYTES[entry.dtype];
 
+/** The file dtype that holds a 16-bit storage type. */
+const FILE_DTYPE = { f16: 'F16', bf16: 'BF16' } as const;
+
 /** Widens n F16 or BF16 values into out[at…]. */
 export function widenHalves(halves: Uint16Array, n: number, dtype: 'F16' | 'BF16', out: Float32Array, at: number): void {
   if (dtype === 'F16') widenHalf(halves.subarray(0, n), out, at);
   else widenBfloat16(halves.subarray(0, n), out, at);
 }
+
+/** Whether an entry stays 16-bit when read with `keep16`. */
+export const keeps = (entry: Entry, keep16: HalfDType | undefined): boolean => keep16 !== undefined && entry.dtype === FILE_DTYPE[keep16];
+
+/** An F16 or BF16 tensor's bytes as bit patterns of its type (a Bfloat16Array for BF16). */
+export const sixteenBits = (dtype: Dtype, buffer: ArrayBuffer): Uint16Array => (dtype === 'BF16' ? new Bfloat16Array(buffer) : new Uint16Array(buffer));
 
 /**
  * The header length from the file's first 8 bytes, checked against the file's size and the
@@ -135,8 +145,11 @@ export interface TensorHeader {
 }
 
 export interface ReadOptions {
-  /** F16 tensors stay f16 (Uint16Array bit patterns) instead of widening to f32; BF16 still widens (f16 cannot hold its range). */
-  keepF16?: boolean;
+  /**
+   * Tensors of this 16-bit type stay 16-bit instead of widening to f32 (F16 as a Uint16Array, BF16
+   * as a Bfloat16Array); the other 16-bit type still widens (neither holds the other's values).
+   */
+  keep16?: HalfDType;
   /**
    * Sees the header's tensors before any data is read, and throws to refuse them: the caller knows
    * what shapes to expect, so a file naming one huge tensor costs nothing before it is rejected.
@@ -144,7 +157,7 @@ export interface ReadOptions {
   checkHeader?(tensors: readonly TensorHeader[]): void;
 }
 
-/** Every tensor of a safetensors file held in memory, as f32 (F16 as f16 with keepF16), in header order. */
+/** Every tensor of a safetensors file held in memory, as f32 (F16 or BF16 kept 16-bit with keep16), in header order. */
 export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadOptions = {}): StateDict {
   const length = headerLength(bytes.subarray(0, 8), bytes.length, file);
   const dataStart = 8 + length;
@@ -154,8 +167,8 @@ export function parseSafetensors(bytes: Uint8Array, file: string, options: ReadO
   for (const entry of entries) {
     const raw = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
     // Copied, never viewed: the data section need not be aligned to 4 bytes, and the caller's buffer is not ours.
-    if (entry.dtype === 'F16' && options.keepF16) {
-      out.set(entry.name, { shape: entry.shape, data: new Uint16Array(raw.slice().buffer) });
+    if (keeps(entry, options.keep16)) {
+      out.set(entry.name, { shape: entry.shape, data: sixteenBits(entry.dtype, raw.slice().buffer) });
       continue;
     }
     const data = new Float32Array(elementCount(entry.shape));
@@ -170,7 +183,7 @@ type TensorsIn = ReadonlyMap<string, { readonly shape: readonly number[]; readon
 
 /**
  * The 8-byte length and the JSON header for the tensors in map order, F32 (or F16 for a Uint16Array
- * of f16 bit patterns); the data section is their bytes in the same order. `metadata` becomes the header's `__metadata__` (transformers wants
+ * of f16 bit patterns, BF16 for a Bfloat16Array); the data section is their bytes in the same order. `metadata` becomes the header's `__metadata__` (transformers wants
  * `{format: "pt"}` there).
  */
 export function safetensorsHeader(tensors: TensorsIn, metadata: Record<string, string> | undefined, file: string): Uint8Array {
@@ -181,11 +194,11 @@ export function safetensorsHeader(tensors: TensorsIn, metadata: Record<string, s
     if (!shape.every(isCount) || elementCount(shape) !== data.length) {
       throw new WeightsError(`${file}: tensor "${name}": shape [${shape.join(', ')}] does not match its ${data.length} values`);
     }
-    header[name] = { dtype: data instanceof Uint16Array ? 'F16' : 'F32', shape: [...shape], data_offsets: [offset, offset + data.byteLength] };
+    header[name] = { dtype: data instanceof Uint16Array ? FILE_DTYPE[halfDTypeOf(data)] : 'F32', shape: [...shape], data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
-  // Space padding to a multiple of 8 puts the data on an aligned offset (and every f32 tensor, when none is f16).
+  // Space padding to a multiple of 8 puts the data on an aligned offset (and every f32 tensor, when none is 16-bit).
   const padded = Math.ceil(json.length / 8) * 8;
   const out = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);
   new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);

@@ -6,15 +6,15 @@
  * GPTModel (`tok_emb`, `trf_blocks.N.att.W_query`, … in nn.Linear [out, in] layout).
  * Files in folders: src/node/weights-folder.ts; the same model as bytes: src/gpt/model-bytes.ts.
  */
-import { widenHalf } from '../tensor/half.js';
+import { halfDTypeOf, widen16 } from '../tensor/half.js';
 import { isTied, type GPT2Config } from './config.js';
 import { WeightsError, type HostTensor, type StateDict, type TensorHeader } from './safetensors.js';
 
-/** What callers hand in: the model's own host tensors have read-only shapes. A Uint16Array holds f16 bit patterns. */
+/** What callers hand in: the model's own host tensors have read-only shapes. A Uint16Array holds f16 bit patterns, a Bfloat16Array bf16 ones. */
 export type TensorIn = { readonly shape: readonly number[]; readonly data: Float32Array | Uint16Array };
 
-/** A tensor's values as f32 (f16 widened, exactly): the renames that rearrange values work in f32. */
-const floats = (data: Float32Array | Uint16Array): Float32Array => (data instanceof Uint16Array ? widenHalf(data) : data);
+/** A tensor's values as f32 (16 bits widened, exactly): the renames that rearrange values work in f32. */
+const floats = (data: Float32Array | Uint16Array): Float32Array => (data instanceof Uint16Array ? widen16(data) : data);
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -185,7 +185,8 @@ export function nonFiniteTensors(dict: ReadonlyMap<string, { readonly data: Floa
   for (const [name, { data }] of dict) {
     let count = 0;
     if (data instanceof Uint16Array) {
-      for (let i = 0; i < data.length; i++) if ((data[i] & 0x7c00) === 0x7c00) count++; // exponent all ones: ±Infinity or NaN
+      const exponent = halfDTypeOf(data) === 'bf16' ? 0x7f80 : 0x7c00;
+      for (let i = 0; i < data.length; i++) if ((data[i] & exponent) === exponent) count++; // exponent all ones: ±Infinity or NaN
     } else {
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) count++;
     }

@@ -36,7 +36,7 @@ export function alignedWindow(gpu: Gpu, storage: GpuStorage, start: number, coun
 
 /**
  * Runs fn over groups of whole units (rows of logits, (batch, head) pairs, …) small enough that every
- * tensor's window fits one binding (an f16 tensor's elements take 2 bytes). Each tensor holds
+ * tensor's window fits one binding (a 16-bit tensor's elements take 2 bytes). Each tensor holds
  * `perUnit` elements per unit, its units starting at its unit `firstUnit` (default 0: a tensor may
  * hold more units than the call covers, such as the sequences of a pooled cache); its window starts
  * at the aligned element at or below the group's first unit, so a kernel adds the window's `offset`.
@@ -52,7 +52,7 @@ export function forEachUnitWindow(
   for (const { storage, perUnit, firstUnit = 0 } of tensors) {
     const bytes = elementBytes(storage.dtype);
     const alignElements = gpu.bindingAlignment / bytes;
-    // Whole words: an f16 window may end in half of one.
+    // Whole words: a 16-bit window may end in half of one.
     const maxElements = Math.floor(gpu.maxBindingBytes / 4) * (4 / bytes);
     if (perUnit * units + ((firstUnit * perUnit) % alignElements) <= maxElements) continue;
     group = Math.min(group, Math.floor((maxElements - alignElements + 1) / perUnit));

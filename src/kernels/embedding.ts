@@ -1,8 +1,8 @@
 /**
  * Embedding gather and its backward (the table's gradient). CPU reference: src/tensor/cpu/embedding.ts.
  *
- * Gather (`embedding_gather`): one workgroup per token, threads over the row's columns; an f16
- * table (a frozen weight, two values to a u32 word) is widened as it is read.
+ * Gather (`embedding_gather`): one workgroup per token, threads over the row's columns; an f16 or
+ * bf16 table (a frozen weight, two values to a u32 word) is widened as it is read.
  *
  * Backward, deterministic without float atomics (WebGPU has none), by a counting sort of the ids:
  *  - `embedding_sort`, one workgroup: (1) walks the ids in chunks of SORT_WG in order; each thread
@@ -28,9 +28,11 @@
  * Ids outside [0, V) are an error the CPU reference reports; here they are clamped (never an
  * out-of-bounds read).
  */
-import type { Gpu, GpuStorage } from './gpu.js';
+import type { HalfDType } from '../tensor/backend.js';
+import { halfOrF32, type Gpu, type GpuStorage } from './gpu.js';
 import { forEachUnitWindow, type UnitWindow } from './binding-windows.js';
 import { grid1d, type Kernel } from './kernel.js';
+import { unpackHalfWgsl } from './unpack-half.js';
 
 /** Threads per token row (gather) and per vocabulary row (backward). */
 const ROW_WG = 64;
@@ -42,13 +44,13 @@ const ROWS_PER_GROUP = 8;
 /** Threads of the single sorting workgroup: also the chunk of ids ranked at a time. */
 const SORT_WG = 256;
 
-/** `half`: the table is f16, two to a u32 word (unpack2x16float is core WGSL: every adapter has it). */
-const gatherKernel: Kernel<{ half: boolean }> = {
+/** `table`: the table's storage; f16 and bf16 are two to a u32 word (see unpack-half.ts). */
+const gatherKernel: Kernel<{ table: 'f32' | HalfDType }> = {
   name: 'embedding_gather',
   bindings: ['read', 'read', 'write'],
-  wgsl: ({ half }) => /* wgsl */ `
+  wgsl: ({ table }) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
-@group(0) @binding(1) var<storage, read> table: array<${half ? 'u32' : 'f32'}>;
+@group(0) @binding(1) var<storage, read> table: array<${table === 'f32' ? 'f32' : 'u32'}>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 struct Params {
   tokens: u32,       // tokens in this output window
@@ -61,6 +63,7 @@ struct Params {
   tableOffset: u32,  // element offset of that row inside the table binding
 }
 @group(0) @binding(3) var<uniform> params: Params;
+${table === 'f32' ? '' : unpackHalfWgsl(table)}
 @compute @workgroup_size(${ROW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let t = wid.x + wid.y * nwg.x;
@@ -69,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (id < params.tableFirst || id - params.tableFirst >= params.tableRows) { return; }
   let src = params.tableOffset + (id - params.tableFirst) * params.C;
   let dst = params.outOffset + t * params.C;
-  for (var c = lid; c < params.C; c += ${ROW_WG}u) { out[dst + c] = ${half ? 'unpack2x16float(table[(src + c) >> 1u])[(src + c) & 1u]' : 'table[src + c]'}; }
+  for (var c = lid; c < params.C; c += ${ROW_WG}u) { out[dst + c] = ${table === 'f32' ? 'table[src + c]' : 'unpackHalf(table[(src + c) >> 1u])[(src + c) & 1u]'}; }
 }`,
 };
 
@@ -193,7 +196,7 @@ export function embedding(gpu: Gpu, ids: GpuStorage, table: GpuStorage, n: numbe
   forEachUnitWindow(gpu, n, [{ storage: out, perUnit: C }], (firstToken, tokens, [wo]) => {
     forEachUnitWindow(gpu, V, [{ storage: table, perUnit: C }], (tableFirst, tableRows, [wt]) => {
       gpu.dispatch(
-        gatherKernel, { half: table.dtype === 'f16' }, [ids, wt.view, wo.view],
+        gatherKernel, { table: halfOrF32(table) }, [ids, wt.view, wo.view],
         [tokens, C, V, firstToken, wo.offset, tableFirst, tableRows, wt.offset],
         grid1d(tokens, 1, gpu.maxWorkgroupsPerDimension),
       );

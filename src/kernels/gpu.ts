@@ -4,8 +4,8 @@
  * buffers, one uniform arena per batch with cached bind groups, and errors turned into exceptions
  * that name the kernel.
  */
-import type { DType, Storage } from '../tensor/backend.js';
-import { widenHalf } from '../tensor/half.js';
+import { isHalfDType, type DType, type HalfDType, type Storage } from '../tensor/backend.js';
+import { halfDTypeOf, widenBfloat16, widenHalf } from '../tensor/half.js';
 import { BufferPool, type PoolStats } from './buffer-pool.js';
 import type { AcquiredDevice } from './device.js';
 import { packUniforms, type BufferView, type Kernel, type Uniform } from './kernel.js';
@@ -28,8 +28,11 @@ export function isSoftwareAdapter(description: string): boolean {
   return /llvmpipe|lavapipe|swiftshader|warp/i.test(description);
 }
 
-/** Bytes an element takes in a buffer: f16 packs two to a u32 word. */
-export const elementBytes = (dtype: DType): number => (dtype === 'f16' ? 2 : 4);
+/** Bytes an element takes in a buffer: f16 and bf16 pack two to a u32 word. */
+export const elementBytes = (dtype: DType): number => (isHalfDType(dtype) ? 2 : 4);
+
+/** How a kernel reads a weight operand: its 16-bit type, else f32. */
+export const halfOrF32 = (x: GpuStorage): 'f32' | HalfDType => (isHalfDType(x.dtype) ? x.dtype : 'f32');
 
 export class GpuStorage implements Storage {
   /**
@@ -162,12 +165,12 @@ export class Gpu {
     if (src.size > 0) this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, src.byteLength);
   }
 
-  /** A Uint16Array holds f16 bit patterns (f16 storage). */
+  /** A Uint16Array holds f16 bit patterns, a Bfloat16Array bf16 ones (16-bit storage). */
   upload(data: Float32Array | Int32Array | Uint16Array): GpuStorage {
     // queue.writeBuffer runs before any unsubmitted dispatch: flush first, so a pooled buffer that
     // recorded work still reads is not overwritten under it.
     if (this.encoder !== null) this.flush();
-    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : data instanceof Uint16Array ? 'f16' : 'f32');
+    const storage = this.alloc(data.length, data instanceof Int32Array ? 'i32' : data instanceof Uint16Array ? halfDTypeOf(data) : 'f32');
     // writeBuffer takes whole words: an odd count of halves gets a zero half to finish its last one.
     const words = data instanceof Uint16Array && data.length % 2 === 1 ? padToWord(data) : data;
     if (words.length > 0) this.device.queue.writeBuffer(storage.buffer, 0, words.buffer, words.byteOffset, words.byteLength);
@@ -190,6 +193,7 @@ export class Gpu {
     this.stagingPool.release(staging);
     this.throwIfFailed();
     if (storage.dtype === 'f16') return widenHalf(new Uint16Array(copy, 0, storage.size));
+    if (storage.dtype === 'bf16') return widenBfloat16(new Uint16Array(copy, 0, storage.size));
     return storage.dtype === 'i32' ? new Int32Array(copy) : new Float32Array(copy);
   }
 

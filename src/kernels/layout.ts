@@ -2,7 +2,7 @@
  * permute, slice and pad: one strided-copy kernel (rank ≤ 8) that reads each output element
  * through input strides and an offset. CPU reference: src/tensor/cpu/layout.ts.
  */
-import type { ComputeDType } from '../tensor/backend.js';
+import { isHalfDType, type ComputeDType } from '../tensor/backend.js';
 import { sizeOf, stridesOf } from '../tensor/shape.js';
 import type { Gpu, GpuStorage } from './gpu.js';
 import { fill } from './elementwise.js';
@@ -41,9 +41,9 @@ ${stridedOffsetsWgsl([
 }`,
 };
 
-/** The copies move 4-byte elements: an f16 weight (two to a word) is read only by matmul and the embedding. */
+/** The copies move 4-byte elements: a 16-bit weight (two to a word) is read only by matmul and the embedding. */
 function wordType(x: GpuStorage): ComputeDType {
-  if (x.dtype === 'f16') throw new Error('permute, slice and pad take f32 or i32 storage, got f16');
+  if (isHalfDType(x.dtype)) throw new Error(`permute, slice and pad take f32 or i32 storage, got ${x.dtype}`);
   return x.dtype;
 }
 

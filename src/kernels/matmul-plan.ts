@@ -125,7 +125,7 @@ function window(l: OperandLayout, batch0: number, batches: number, origin: Recor
 
 /**
  * Batch, m and n must be at least 1 (the caller returns an empty C otherwise); k may be 0. B's
- * elements take `bBytes` bytes (2: f16, two to a word), A's and C's 4.
+ * elements take `bBytes` bytes (2: f16 or bf16, two to a word), A's and C's 4.
  */
 export function planMatmul(s: MatmulShape, limits: MatmulLimits, bBytes = 4): MatmulPlan {
   const alignOf = (bytes: number) => limits.alignment / bytes;

@@ -28,9 +28,9 @@
  * from cache. N not a multiple of 4 (the vocabulary, 50257, with B untransposed) falls back to
  * scalar B loads; GPT-2's own head multiplies by wteᵀ, whose rows are along K: vec4.
  *
- * B may be f16 (a weight stored in 16 bits, two to a u32 word): loadB / loadB4 widen it with
- * unpack2x16float (core WGSL, so every adapter runs it), a vec4 being one vec2u; the arithmetic stays
- * f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there. Not
+ * B may be f16 or bf16 (a weight stored in 16 bits, two to a u32 word): loadB / loadB4 widen it
+ * with unpackHalf (unpack-half.ts: core WGSL, so every adapter runs it), a vec4 being one vec2u; the
+ * arithmetic stays f32. Decoding streams B once a token, so half the bytes of B is nearly half the time there. Not
  * `shader-f16` arrays where granted: on lavapipe their loads made decoding slower (docs/kernels.md).
  *
  * Decoding's x·W (M = the rows of a step) runs these kernels with tm shrunk to M (matmulVariant), which
@@ -40,10 +40,11 @@
  * instead of once per thread, so 16 rows cost little more than one. The measurements and the
  * variants tried and dropped are in docs/kernels.md.
  */
-import type { DType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
-import { elementBytes, type Gpu, type GpuStorage } from './gpu.js';
+import type { DType, HalfDType, MatmulEpilogue, MatmulShape } from '../tensor/backend.js';
+import { elementBytes, halfOrF32, type Gpu, type GpuStorage } from './gpu.js';
 import { GELU_WGSL } from './gelu.js';
 import type { Kernel } from './kernel.js';
+import { unpackHalfWgsl } from './unpack-half.js';
 import { planMatmul, type MatmulChunk, type MatmulLimits, type MatmulPlan, type Window } from './matmul-plan.js';
 
 export interface MatmulVariant {
@@ -88,8 +89,8 @@ interface MatmulParams extends MatmulVariant {
   /** A / B declared as vec4 arrays and read four elements at a time along their contiguous axis. */
   vecA: boolean;
   vecB: boolean;
-  /** B is f16, two to a u32 word (a frozen weight), widened with unpack2x16float as it is read. */
-  halfB: boolean;
+  /** B's storage: f32, or f16 / bf16 two to a u32 word (a frozen weight), widened as it is read. */
+  bDType: 'f32' | HalfDType;
   bias: boolean;
   /** C += product (a later chunk of a split K). */
   accumulate: boolean;
@@ -122,24 +123,26 @@ fn loadA(i: u32) -> f32 { return ${p.vecA ? 'A[i >> 2u][i & 3u]' : 'A[i]'}; }
 ${loadBWgsl(p)}
 ${p.gelu ? GELU_WGSL : ''}`;
 
-/** B's element type: four values a vec4 load (vecB), two f16 to a u32 word (halfB). */
+/** B's element type: four values a vec4 load (vecB), two 16-bit values to a u32 word. */
 function bType(p: MatmulParams): string {
-  if (p.halfB) return p.vecB ? 'vec2u' : 'u32';
+  if (p.bDType !== 'f32') return p.vecB ? 'vec2u' : 'u32';
   return p.vecB ? 'vec4f' : 'f32';
 }
 
 /** loadB(i): element i of B as f32; with vecB, loadB4(i): elements i..i+3 (i a multiple of 4). */
 function loadBWgsl(p: MatmulParams): string {
-  if (!p.halfB) {
+  if (p.bDType === 'f32') {
     return [
       `fn loadB(i: u32) -> f32 { return ${p.vecB ? 'B[i >> 2u][i & 3u]' : 'B[i]'}; }`,
       p.vecB ? 'fn loadB4(i: u32) -> vec4f { return B[i >> 2u]; }' : '',
     ].join('\n');
   }
-  if (!p.vecB) return 'fn loadB(i: u32) -> f32 { return unpack2x16float(B[i >> 1u])[i & 1u]; }';
+  const unpack = unpackHalfWgsl(p.bDType);
+  if (!p.vecB) return [unpack, 'fn loadB(i: u32) -> f32 { return unpackHalf(B[i >> 1u])[i & 1u]; }'].join('\n');
   return [
-    'fn loadB(i: u32) -> f32 { return unpack2x16float(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]; }',
-    'fn loadB4(i: u32) -> vec4f { let w = B[i >> 2u]; return vec4f(unpack2x16float(w.x), unpack2x16float(w.y)); }',
+    unpack,
+    'fn loadB(i: u32) -> f32 { return unpackHalf(B[i >> 2u][(i >> 1u) & 1u])[i & 1u]; }',
+    'fn loadB4(i: u32) -> vec4f { let w = B[i >> 2u]; return vec4f(unpackHalf(w.x), unpackHalf(w.y)); }',
   ].join('\n');
 }
 
@@ -657,7 +660,7 @@ function dispatchChunk(gpu: Gpu, v: MatmulVariant, s: MatmulShape, plan: MatmulP
   const completesK = ch.k0 + ch.k >= s.k;
   const residual = completesK ? epilogue.residual : undefined;
   const params: MatmulParams = {
-    ...v, transA: s.transA, transB: s.transB, vecA, vecB, halfB: b.dtype === 'f16', bias: withBias, accumulate: ch.accumulate,
+    ...v, transA: s.transA, transB: s.transB, vecA, vecB, bDType: halfOrF32(b), bias: withBias, accumulate: ch.accumulate,
     gelu: completesK && epilogue.gelu === true, residual: residual !== undefined,
     slices: v.kind === 'rows' ? rowsSlices(v, s.transB, ch.k) : 0,
   };

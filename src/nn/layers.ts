@@ -3,26 +3,27 @@ import type { Backend } from '../tensor/backend.js';
 import { full, random, tensor } from '../tensor/create.js';
 import { embedding, gelu, layerNorm, linear } from '../tensor/fused.js';
 import { noGrad } from '../tensor/graph.js';
-import { halfOverflow, narrowToHalf } from '../tensor/half.js';
+import { Bfloat16Array, narrowTo, overflowIn, rangeOf } from '../tensor/half.js';
 import { add, div, greater, matmul, mul, sub } from '../tensor/ops.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from './module.js';
 
 /**
- * How a layer stores its weight matrix: f32, or f16 (a frozen weight read into f32 arithmetic:
- * inference, or the base under an adapter). Biases and LayerNorm parameters stay f32.
+ * How a layer stores its weight matrix: f32, or f16 / bf16 (a frozen weight read into f32
+ * arithmetic: inference, or the base under an adapter). Biases and LayerNorm parameters stay f32.
  */
-export type WeightDType = 'f32' | 'f16';
+export type WeightDType = 'f32' | 'f16' | 'bf16';
 
 function parameter(shape: readonly number[], value: number, backend: Backend): Tensor {
   return full(shape, value, { backend, requiresGrad: true });
 }
 
-/** A weight matrix of zeros in its storage type (f16 zero is the bit pattern 0). */
+/** A weight matrix of zeros in its storage type (a 16-bit zero is the bit pattern 0). */
 function weight(shape: readonly number[], backend: Backend, dtype: WeightDType): Tensor {
   if (dtype === 'f32') return parameter(shape, 0, backend);
-  return tensor(new Uint16Array(shape.reduce((a, b) => a * b, 1)), shape, { backend, requiresGrad: true });
+  const size = shape.reduce((a, b) => a * b, 1);
+  return tensor(dtype === 'bf16' ? new Bfloat16Array(size) : new Uint16Array(size), shape, { backend, requiresGrad: true });
 }
 
 /**
@@ -82,7 +83,7 @@ export abstract class AdaptableLayer extends Module {
  * y = x·W + b with W stored [in, out]: the Conv1D layout of GPT-2 checkpoints, loaded without a
  * transpose. An optional LoRA adapter adds (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ with A [r, in] and B [out, r]
  * (Hugging Face PEFT's fields and layouts), never forming W + B·A: the base weight may stay frozen
- * and in f16 while only A and B train.
+ * and in 16 bits while only A and B train.
  */
 export class Linear extends AdaptableLayer {
   weight: Tensor;
@@ -109,23 +110,23 @@ export class Linear extends AdaptableLayer {
   }
 
   /**
-   * Folds the adapter into the weight, W += (alpha/r)·(B·A)ᵀ, once, and removes it. An f16 weight is
-   * summed in f32 and rounded once (on the host: no device op writes f16), hence async.
+   * Folds the adapter into the weight, W += (alpha/r)·(B·A)ᵀ, once, and removes it. A 16-bit weight
+   * is summed in f32 and rounded once (on the host: no device op writes 16 bits), hence async.
    */
   async mergeAdapter(): Promise<void> {
     const { lora_A: a, lora_B: b } = this;
     if (a === null || b === null) throw new Error('this layer has no adapter to merge');
     const scale = this.loraAlpha / a.weight.shape[0];
     const { backend, dtype, shape } = this.weight;
-    const base = dtype === 'f16' ? tensor(await this.weight.toFloat32(), shape, { backend }) : this.weight;
+    const base = dtype !== 'f32' ? tensor(await this.weight.toFloat32(), shape, { backend }) : this.weight;
     const merged = noGrad(() => tidy(() => add(base, mul(matmul(a.weight, b.weight, { transA: true, transB: true }), scale)))); // [r, in]ᵀ · [out, r]ᵀ → [in, out]
     if (base !== this.weight) base.dispose();
-    if (dtype === 'f16') {
+    if (dtype === 'f16' || dtype === 'bf16') {
       const values = await merged.toFloat32();
       merged.dispose();
-      const overflow = halfOverflow(values);
-      if (overflow > 0) throw new Error(`merging the adapter puts ${overflow} values outside f16's range (±65504): merge into an f32 base`);
-      this.replaceParameter('weight', tensor(narrowToHalf(values), shape, { backend }));
+      const overflow = overflowIn(dtype, values);
+      if (overflow > 0) throw new Error(`merging the adapter puts ${overflow} values outside ${rangeOf(dtype)}: merge into an f32 base`);
+      this.replaceParameter('weight', tensor(narrowTo(dtype, values), shape, { backend }));
     } else {
       this.replaceParameter('weight', merged);
     }

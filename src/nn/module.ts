@@ -4,22 +4,32 @@
  * by index — so `h[3].attn.c_attn.weight` is the parameter `h.3.attn.c_attn.weight`, the name the
  * Hugging Face checkpoint uses.
  */
-import type { DType } from '../tensor/backend.js';
+import { isHalfDType, type DType } from '../tensor/backend.js';
 import { tensor } from '../tensor/create.js';
-import { halfOverflow, narrowToHalf, widenHalf } from '../tensor/half.js';
+import { halfDTypeOf, narrowTo, overflowIn, rangeOf, widen16 } from '../tensor/half.js';
 import { keep } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 
-/** A tensor on the host: what weight files hold and what `loadStateDict` uploads. A Uint16Array holds f16 bit patterns. */
+/** A tensor on the host: what weight files hold and what `loadStateDict` uploads. A Uint16Array holds f16 bit patterns, a Bfloat16Array bf16 ones. */
 export interface HostTensor {
   shape: readonly number[];
   data: Float32Array | Uint16Array;
 }
 
-/** Host values in a parameter's storage type: f16 rounds to nearest even, f32 widens exactly. */
+/**
+ * Host values in a parameter's storage type: to 16 bits rounds to nearest even (f16 ↔ bf16 through
+ * f32: the widening is exact, so only the last step rounds), to f32 widens exactly.
+ */
 function asStorageType(data: Float32Array | Uint16Array, dtype: DType): Float32Array | Uint16Array {
-  if (dtype === 'f16') return data instanceof Float32Array ? narrowToHalf(data) : data;
-  return data instanceof Uint16Array ? widenHalf(data) : data;
+  if (!isHalfDType(dtype)) return data instanceof Uint16Array ? widen16(data) : data;
+  if (data instanceof Uint16Array && halfDTypeOf(data) === dtype) return data;
+  return narrowTo(dtype, data instanceof Uint16Array ? widen16(data) : data);
+}
+
+/** The values a parameter of `dtype` cannot hold: finite ones that would round to ±Infinity. */
+function overflowCount(data: Float32Array | Uint16Array, dtype: DType): number {
+  if (!isHalfDType(dtype) || (data instanceof Uint16Array && halfDTypeOf(data) === dtype)) return 0;
+  return overflowIn(dtype, data instanceof Uint16Array ? widen16(data) : data);
 }
 
 interface ParameterSlot {
@@ -62,10 +72,11 @@ export abstract class Module {
 
   /**
    * Replaces every parameter with the tensor of the same name, uploaded to the parameter's backend
-   * in the parameter's storage type (f32 or f16). Every parameter must be present with its exact
+   * in the parameter's storage type (f32, f16 or bf16). Every parameter must be present with its exact
    * shape, and nothing else may be: a partial or mismatched load is an error, never a silently
-   * half-initialised model. So is an f32 value an f16 parameter cannot hold (|x| ≥ 65520: it would
-   * become infinite); the error names each such tensor and how many values it holds.
+   * half-initialised model. So is a value a 16-bit parameter cannot hold (f16: |x| ≥ 65520; bf16:
+   * within half an ulp of f32's max: it would become infinite); the error names each such tensor
+   * and how many values it holds.
    */
   loadStateDict(weights: ReadonlyMap<string, HostTensor>, source = 'state dict'): void {
     const slots = this.parameterSlots();
@@ -82,12 +93,12 @@ export abstract class Module {
       }
     }
     const overflows = slots.flatMap(({ name, owner, key }) => {
-      const data = weights.get(name)!.data;
-      const count = (owner[key] as Tensor).dtype === 'f16' && data instanceof Float32Array ? halfOverflow(data) : 0;
-      return count > 0 ? [`${name} (${count} value${count === 1 ? '' : 's'})`] : [];
+      const { dtype } = owner[key] as Tensor;
+      const count = overflowCount(weights.get(name)!.data, dtype);
+      return count > 0 && isHalfDType(dtype) ? [{ dtype, what: `${name} (${count} value${count === 1 ? '' : 's'})` }] : [];
     });
     if (overflows.length > 0) {
-      throw new Error(`${source}: values outside f16's range (±65504) in ${overflows.join(', ')}: load these weights as f32`);
+      throw new Error(`${source}: values outside ${rangeOf(overflows[0].dtype)} in ${overflows.map((o) => o.what).join(', ')}: load these weights as f32`);
     }
     for (const { name, owner, key } of slots) {
       const old = owner[key] as Tensor;

@@ -31,8 +31,9 @@ export interface LoadModelOptions {
   /** Where the hub is and its cache (defaults: as Python's huggingface_hub). */
   hub?: Omit<HubOptions, 'onProgress'>;
   /**
-   * Storage of the weight matrices: 'f16' halves their memory and the bytes a decoding step reads
-   * (arithmetic stays f32; F16 files stay 16-bit; such a model cannot be fine-tuned). Default 'f32'.
+   * Storage of the weight matrices: 'f16' or 'bf16' halves their memory and the bytes a decoding
+   * step reads (arithmetic stays f32; F16 or BF16 files of the same type stay 16-bit; such a model
+   * cannot be fully fine-tuned, only under an adapter). Default 'f32'.
    */
   dtype?: WeightDType;
   /** A PEFT LoRA adapter folder to run on the model (unmerged unless `merge`). */
@@ -103,7 +104,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   const dtype = options.dtype ?? 'f32';
   try {
     if (resolved.kind === 'preset-random') return await withWeightDType(randomModel(resolved.name, { seed, dropout, backend }), dtype);
-    const loaded = await loadGpt2Weights(resolved.folder, { keepF16: dtype === 'f16' });
+    const loaded = await loadGpt2Weights(resolved.folder, { keep16: dtype === 'f32' ? undefined : dtype });
     return modelFromStateDict(loaded.config, loaded.weights, resolved.folder, loaded.nonFinite, backend, { seed, dropout, dtype });
   } catch (e) {
     throw new ModelLoadError((e as Error).message);

@@ -9,9 +9,10 @@
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import {
-  elementCount, headerLength, parseHeader, safetensorsHeader, WeightsError, widenHalves,
+  elementCount, headerLength, keeps, parseHeader, safetensorsHeader, sixteenBits, WeightsError, widenHalves,
   type Entry, type ReadOptions, type StateDict,
 } from '../gpt/safetensors.js';
+import type { HalfDType } from '../tensor/backend.js';
 import { atomicWrite } from './atomic-write.js';
 
 /** Bytes read per step when converting F16/BF16. */
@@ -28,11 +29,11 @@ async function readExactly(fh: FileHandle, target: Uint8Array, position: number,
   }
 }
 
-async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file: string, keepF16: boolean): Promise<Float32Array | Uint16Array> {
+async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file: string, keep16: HalfDType | undefined): Promise<Float32Array | Uint16Array> {
   const what = `${file}: tensor "${entry.name}"`;
   const start = dataStart + entry.begin;
-  if (entry.dtype === 'F16' && keepF16) {
-    const halves = new Uint16Array(elementCount(entry.shape));
+  if (keeps(entry, keep16)) {
+    const halves = sixteenBits(entry.dtype, new ArrayBuffer(2 * elementCount(entry.shape)));
     await readExactly(fh, new Uint8Array(halves.buffer), start, what);
     return halves;
   }
@@ -50,7 +51,7 @@ async function readTensor(fh: FileHandle, entry: Entry, dataStart: number, file:
   return out;
 }
 
-/** Every tensor of a safetensors file as f32 (F16 as f16 with keepF16), in header order. */
+/** Every tensor of a safetensors file as f32 (F16 or BF16 kept 16-bit with keep16), in header order. */
 export async function readSafetensors(file: string, options: ReadOptions = {}): Promise<StateDict> {
   // Checked before opening: opening a FIFO would wait for a writer.
   if (!(await stat(file)).isFile()) throw new WeightsError(`${file}: not a regular file`);
@@ -66,7 +67,7 @@ export async function readSafetensors(file: string, options: ReadOptions = {}): 
     options.checkHeader?.(entries);
     const out: StateDict = new Map();
     for (const entry of entries) {
-      out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file, options.keepF16 === true) });
+      out.set(entry.name, { shape: entry.shape, data: await readTensor(fh, entry, dataStart, file, options.keep16) });
     }
     return out;
   } finally {
@@ -83,7 +84,7 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
 }
 
 /**
- * Writes the tensors in map order, atomically: F32, or F16 for a Uint16Array of f16 bit patterns. `metadata` becomes the header's
+ * Writes the tensors in map order, atomically: F32, or F16 for a Uint16Array of f16 bit patterns, BF16 for a Bfloat16Array. `metadata` becomes the header's
  * `__metadata__` (transformers wants `{format: "pt"}` there).
  */
 export async function writeSafetensors(

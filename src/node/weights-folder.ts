@@ -11,6 +11,7 @@ import type { GPT2 } from '../gpt/model.js';
 import { hostWeights } from '../gpt/model-bytes.js';
 import { WeightsError, type StateDict } from '../gpt/safetensors.js';
 import { checkedWeights, checkHeader, CONFIG_FILE, weightsToSave, WEIGHTS_FILE, type TensorIn } from '../gpt/state-dict.js';
+import type { HalfDType } from '../tensor/backend.js';
 import { atomicWrite } from './atomic-write.js';
 import { readSafetensors, writeSafetensors } from './safetensors-file.js';
 
@@ -29,8 +30,8 @@ export function modelFolderProblem(folder: string): string | null {
   return `${folder} lacks ${missing.join(' and ')} (a GPT-2 model folder holds ${CONFIG_FILE} + ${WEIGHTS_FILE}).${bin}`;
 }
 
-/** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked (F16 kept 16-bit with keepF16). */
-export async function loadGpt2Weights(folder: string, { keepF16 = false } = {}): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
+/** Reads a Hugging Face GPT-2 folder: its config and its weights under the canonical names, checked (F16 or BF16 kept 16-bit with keep16). */
+export async function loadGpt2Weights(folder: string, { keep16 }: { keep16?: HalfDType } = {}): Promise<{ config: GPT2Config; weights: StateDict; nonFinite: { name: string; count: number }[] }> {
   const problem = modelFolderProblem(folder);
   if (problem !== null) throw new WeightsError(problem);
   const configPath = join(folder, CONFIG_FILE);
@@ -44,7 +45,7 @@ export async function loadGpt2Weights(folder: string, { keepF16 = false } = {}):
   }
   const config = configFromJson(json, configPath);
   const weightsPath = join(folder, WEIGHTS_FILE);
-  const raw = await readSafetensors(weightsPath, { keepF16, checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
+  const raw = await readSafetensors(weightsPath, { keep16, checkHeader: (tensors) => checkHeader(tensors, config, weightsPath) });
   return { config, ...checkedWeights(raw, config, weightsPath) };
 }
 
@@ -63,7 +64,7 @@ export async function saveGpt2Weights(folder: string, config: GPT2Config, weight
 /**
  * Saves a model as a Hugging Face folder (`config.json` + `model.safetensors`, each written
  * atomically), which loadModel, the command line and transformers' GPT2LMHeadModel load unchanged.
- * f16 weight matrices are written as F16, the rest as F32.
+ * f16 weight matrices are written as F16, bf16 ones as BF16, the rest as F32.
  */
 export async function saveModel(model: GPT2, folder: string): Promise<void> {
   await saveGpt2Weights(folder, model.config, await hostWeights(model));

@@ -8,14 +8,18 @@
  * `adamw` write in place); shapes are plain arrays; masks and comparison results are
  * f32 0/1; integer data (token ids, targets) is i32.
  *
- * f16 is a storage type for frozen weights, read into f32 arithmetic: only matmul's B and the
- * embedding's table accept it, and no op produces it. WebGPU packs two to a u32 word (read with
- * core WGSL's unpack2x16float, so every adapter can); the CPU backend holds the bit patterns.
+ * f16 and bf16 are storage types for frozen weights, read into f32 arithmetic: only matmul's B and
+ * the embedding's table accept them, and no op produces them. WebGPU packs two to a u32 word (read
+ * with core WGSL only, so every adapter can); the CPU backend holds the bit patterns.
  */
 
-export type DType = 'f32' | 'i32' | 'f16';
+export type DType = 'f32' | 'i32' | 'f16' | 'bf16';
+/** The 16-bit storage types of frozen weights. */
+export type HalfDType = 'f16' | 'bf16';
 /** The types ops compute in and produce. */
-export type ComputeDType = Exclude<DType, 'f16'>;
+export type ComputeDType = Exclude<DType, HalfDType>;
+
+export const isHalfDType = (dtype: DType): dtype is HalfDType => dtype === 'f16' || dtype === 'bf16';
 
 /** A backend's handle on a block of device memory. Only the backend that made it may read it. */
 export interface Storage {
@@ -111,9 +115,9 @@ export interface Backend<S extends Storage = Storage> {
   readonly description: string;
 
   // --- storage ---
-  /** A Uint16Array holds f16 bit patterns (see tensor/half.ts) and makes f16 storage. */
+  /** A Uint16Array holds f16 bit patterns, a Bfloat16Array bf16 ones (see tensor/half.ts): 16-bit storage. */
   upload(data: Float32Array | Int32Array | Uint16Array): S;
-  /** f16 storage reads back widened to f32 (exactly). */
+  /** 16-bit storage reads back widened to f32 (exactly). */
   read(x: S): Promise<Float32Array | Int32Array>;
   release(x: S): void;
   /** Submit recorded work; a no-op for backends that compute eagerly. */
@@ -155,7 +159,7 @@ export interface Backend<S extends Storage = Storage> {
   pad(x: S, shape: readonly number[], begin: readonly number[], outShape: readonly number[]): S;
 
   // --- fused ops ---
-  /** B may be f16 (a frozen weight); A, the bias and the residual are f32. */
+  /** B may be f16 or bf16 (a frozen weight); A, the bias and the residual are f32. */
   matmul(a: S, b: S, bias: S | null, shape: MatmulShape, epilogue?: MatmulEpilogue<S>): S;
 
   /** Over the last axis of [rows, C]; also returns what backward needs. */
@@ -190,7 +194,7 @@ export interface Backend<S extends Storage = Storage> {
    */
   slotAttention(qkv: S, kCache: S, vCache: S, slots: S, positions: S, shape: SlotAttentionShape): S;
 
-  /** Gathers rows of table [V, C] (f32 or f16) for i32 ids [n]; the rows come out f32. */
+  /** Gathers rows of table [V, C] (f32, f16 or bf16) for i32 ids [n]; the rows come out f32. */
   embedding(ids: S, table: S, n: number, V: number, C: number): S;
   /** The table's gradient: rows of dOut [n, C] summed into [V, C] (deterministic order). */
   embeddingBackward(ids: S, dOut: S, n: number, V: number, C: number): S;

@@ -15,7 +15,7 @@ import { matmul } from './cpu/matmul.js';
 import { reduce } from './cpu/reduce.js';
 import { softmax, softmaxBackward } from './cpu/softmax.js';
 import { copy, CpuStorage, view } from './cpu/storage.js';
-import { widenHalf } from './half.js';
+import { widen16 } from './half.js';
 
 export class CpuBackend implements Backend<CpuStorage> {
   readonly name = 'cpu';
@@ -26,7 +26,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   }
 
   read(x: CpuStorage): Promise<Float32Array | Int32Array> {
-    return Promise.resolve(x.data instanceof Uint16Array ? widenHalf(x.data) : x.data.slice());
+    return Promise.resolve(x.data instanceof Uint16Array ? widen16(x.data) : x.data.slice());
   }
 
   release(): void {}

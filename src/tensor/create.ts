@@ -26,7 +26,7 @@ export function fromStorage(backend: Backend, storage: Storage, shape: readonly 
   return new Tensor(backend, storage, shape);
 }
 
-/** A tensor holding `data`: f32, i32, or f16 from a Uint16Array of bit patterns (tensor/half.ts makes them). */
+/** A tensor holding `data`: f32, i32, or f16 / bf16 from a Uint16Array / Bfloat16Array of bit patterns (tensor/half.ts makes them). */
 export function tensor(data: Float32Array | Int32Array | Uint16Array | readonly number[], shape: readonly number[] = [data.length], options: CreateOptions = {}): Tensor {
   const array = data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array ? data : Float32Array.from(data);
   if (array.length !== sizeOf(shape)) throw new Error(`${array.length} values do not fill shape [${shape}]`);

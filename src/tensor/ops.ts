@@ -2,7 +2,7 @@
  * Tensor-level ops: each runs on the backend that holds its inputs and records a graph node for
  * backward. Primitive ops map one-to-one onto the Backend; the rest is composition.
  */
-import type { BinaryOp, MatmulShape, UnaryOp } from './backend.js';
+import { isHalfDType, type BinaryOp, type MatmulShape, type UnaryOp } from './backend.js';
 import { full } from './create.js';
 import { isGradEnabled, record, type OpName } from './graph.js';
 import { broadcastShapes, normalizeAxis, padToRank, sameShape, sizeOf } from './shape.js';
@@ -23,10 +23,10 @@ function expectF32(op: string, ...ts: Tensor[]): void {
   }
 }
 
-/** f16 is a frozen weight's storage, read only by matmul (as B) and the embedding (as the table). */
+/** f16 and bf16 are a frozen weight's storage, read only by matmul (as B) and the embedding (as the table). */
 function expectNotHalf(op: string, ...ts: Tensor[]): void {
   for (const t of ts) {
-    if (t.dtype === 'f16') throw new Error(`${op} does not take f16 tensors (shape [${t.shape}]): f16 holds frozen weights, read by matmul (as B) and embedding`);
+    if (isHalfDType(t.dtype)) throw new Error(`${op} does not take ${t.dtype} tensors (shape [${t.shape}]): ${t.dtype} holds frozen weights, read by matmul (as B) and embedding`);
   }
 }
 
@@ -245,14 +245,14 @@ export interface MatmulOptions {
 
 /**
  * a [..., m, k] · b [..., k, n] (or b [k, n] shared by every batch), with optional transposes and a
- * bias [n] added in the same kernel. b may be f16 (a weight stored in 16 bits); the rest is f32.
+ * bias [n] added in the same kernel. b may be f16 or bf16 (a weight stored in 16 bits); the rest is f32.
  */
 export function matmul(a: Tensor, b: Tensor, { transA = false, transB = false, bias, epilogue }: MatmulOptions = {}): Tensor {
   const residual = epilogue?.residual;
   sameBackend(a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : []));
   if (a.rank < 2 || b.rank < 2) throw new Error(`matmul needs matrices, got [${a.shape}] and [${b.shape}]`);
   expectF32('matmul', a, ...(bias ? [bias] : []), ...(residual ? [residual] : []));
-  if (b.dtype === 'i32') throw new Error(`matmul takes an f32 or f16 B, got i32 of shape [${b.shape}]`);
+  if (b.dtype === 'i32') throw new Error(`matmul takes an f32, f16 or bf16 B, got i32 of shape [${b.shape}]`);
   const [ar, ac] = a.shape.slice(-2);
   const [br, bc] = b.shape.slice(-2);
   const [m, k] = transA ? [ac, ar] : [ar, ac];

@@ -19,7 +19,7 @@
  * the flat optimizer layout).
  */
 import type { Module } from '../nn/module.js';
-import type { Backend } from '../tensor/backend.js';
+import { isHalfDType, type Backend } from '../tensor/backend.js';
 import { zeros } from '../tensor/create.js';
 import { assign } from '../tensor/ops.js';
 import { keep } from '../tensor/scope.js';
@@ -89,7 +89,7 @@ export class FlatParameters {
     const backend = named[0][1].backend;
     for (const [name, p] of named) {
       if (p.backend !== backend) throw new Error(`${name} lives on ${p.backend.name}, ${named[0][0]} on ${backend.name}: one flat buffer needs one backend`);
-      if (p.dtype === 'f16') throw new Error(`${name} is stored in f16: full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32', or train an adapter (addLoRA) over the frozen f16 base`);
+      if (isHalfDType(p.dtype)) throw new Error(`${name} is stored in ${p.dtype}: full fine-tuning updates every weight and needs them in f32; load the model with dtype 'f32', or train an adapter (addLoRA) over the frozen ${p.dtype} base`);
       if (p.dtype !== 'f32') throw new Error(`${name} is ${p.dtype}: trainable parameters are f32`);
     }
     const align = backend.viewAlignment;

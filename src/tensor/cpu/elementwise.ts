@@ -17,7 +17,7 @@ export function random(size: number, seed: number, distribution: RandomDistribut
 
 export function cast(x: Storage, dtype: ComputeDType): CpuStorage {
   const data = (x as CpuStorage).data;
-  if (data instanceof Uint16Array) throw new Error('cast takes f32 or i32 storage, got f16');
+  if (data instanceof Uint16Array) throw new Error(`cast takes f32 or i32 storage, got ${x.dtype}`);
   return new CpuStorage(dtype === 'i32' ? Int32Array.from(data, Math.trunc) : Float32Array.from(data));
 }
 

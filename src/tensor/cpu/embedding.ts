@@ -3,7 +3,7 @@
  * Ids outside [0, V) are an error here (the WebGPU kernel cannot throw: it reads a clamped row).
  */
 import type { Storage } from '../backend.js';
-import { widenHalf } from '../half.js';
+import { widen16 } from '../half.js';
 import { CpuStorage, f32, i32 } from './storage.js';
 
 function checkIds(ids: Int32Array, n: number, V: number): void {
@@ -14,7 +14,7 @@ function checkIds(ids: Int32Array, n: number, V: number): void {
   }
 }
 
-/** out[i] = table[ids[i]] (an f16 table's rows widened to f32). */
+/** out[i] = table[ids[i]] (a 16-bit table's rows widened to f32). */
 export function embedding(ids: Storage, table: Storage, n: number, V: number, C: number): CpuStorage {
   const idv = i32(ids);
   checkIds(idv, n, V);
@@ -23,7 +23,7 @@ export function embedding(ids: Storage, table: Storage, n: number, V: number, C:
   const out = new Float32Array(n * C);
   for (let i = 0; i < n; i++) {
     const row = tv.subarray(idv[i] * C, (idv[i] + 1) * C);
-    if (row instanceof Uint16Array) widenHalf(row, out, i * C);
+    if (row instanceof Uint16Array) widen16(row, out, i * C);
     else out.set(row, i * C);
   }
   return new CpuStorage(out);

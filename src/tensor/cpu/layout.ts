@@ -28,10 +28,10 @@ function stridedCopy(
   }
 }
 
-/** Layout ops move f32 or i32 values; an f16 weight is read only by matmul and the embedding. */
+/** Layout ops move f32 or i32 values; a 16-bit weight is read only by matmul and the embedding. */
 function source(x: Storage): Float32Array | Int32Array {
   const data = (x as CpuStorage).data;
-  if (data instanceof Uint16Array) throw new Error('permute, slice and pad take f32 or i32 storage, got f16');
+  if (data instanceof Uint16Array) throw new Error(`permute, slice and pad take f32 or i32 storage, got ${x.dtype}`);
   return data;
 }
 

@@ -1,4 +1,4 @@
-/** CPU reference for the batched matmul with transposes, bias and epilogue, accumulating in float64; B may be f16. */
+/** CPU reference for the batched matmul with transposes, bias and epilogue, accumulating in float64; B may be f16 or bf16. */
 import type { MatmulEpilogue, MatmulShape, Storage } from '../backend.js';
 import { geluAt } from './gelu.js';
 import { CpuStorage, f32, weightValues } from './storage.js';

@@ -1,12 +1,12 @@
 import type { DType, Storage } from '../backend.js';
-import { widenHalf } from '../half.js';
+import { halfDTypeOf, widen16 } from '../half.js';
 
-/** CPU storage: a typed array; a Uint16Array holds f16 bit patterns. */
+/** CPU storage: a typed array; a Uint16Array holds f16 bit patterns, a Bfloat16Array bf16 ones. */
 export class CpuStorage implements Storage {
   constructor(readonly data: Float32Array | Int32Array | Uint16Array) {}
 
   get dtype(): DType {
-    return this.data instanceof Int32Array ? 'i32' : this.data instanceof Uint16Array ? 'f16' : 'f32';
+    return this.data instanceof Int32Array ? 'i32' : this.data instanceof Uint16Array ? halfDTypeOf(this.data) : 'f32';
   }
 
   get size(): number {
@@ -26,10 +26,10 @@ export function i32(s: Storage): Int32Array {
   return data;
 }
 
-/** A weight's values as f32: f32 storage itself, f16 widened into a new array. */
+/** A weight's values as f32: f32 storage itself, 16-bit storage widened into a new array. */
 export function weightValues(s: Storage): Float32Array {
   const data = (s as CpuStorage).data;
-  return data instanceof Uint16Array ? widenHalf(data) : f32(s);
+  return data instanceof Uint16Array ? widen16(data) : f32(s);
 }
 
 /** `size` elements of `base` from `offset`, sharing its memory. */
