@@ -173,6 +173,20 @@ describe.runIf(gpu !== null)('WebGPU memory over 100 steps of the flat AdamW', (
   });
 });
 
+describe.runIf(gpu !== null)('moving parameters into the flat buffers', () => {
+  it('gives their former buffers back to the device: after the optimizer is built, only the four flat buffers are new, nothing pooled', () => {
+    const b = gpu!;
+    const model = new Mlp(initParams(b, freshSeed()));
+    const before = b.gpu.memoryStats();
+    const optimizer = new AdamW(model);
+    const after = b.gpu.memoryStats();
+    expect(after.pooledBytes, 'pooled bytes: the parameters\' former buffers').toBe(0);
+    expect(after.liveBuffers, 'the four flat buffers made, the four parameters\' own gone').toBe(before.liveBuffers);
+    optimizer.dispose();
+    model.dispose();
+  });
+});
+
 describe.runIf(gpu !== null)('the buffer pool', () => {
   it('trimPool destroys only free buffers, after submitting recorded work that may still read them', async () => {
     const b = gpu!;

@@ -31,6 +31,7 @@ export function createWebGpuBackend(gpu: Gpu): WebGpuBackend {
     release: (x) => gpu.release(x),
     flush: () => gpu.flush(),
     sync: () => gpu.sync(),
+    releaseCached: () => gpu.trimPool(),
     maxStorageSize: gpu.maxStorageSize,
     viewAlignment: gpu.bindingAlignment / 4,
     view: (base, offset, size) => gpu.viewOf(base, offset, size),

@@ -124,6 +124,12 @@ export interface Backend<S extends Storage = Storage> {
   flush(): void;
   /** Resolves when all submitted work has finished (for benchmarks). */
   sync(): Promise<void>;
+  /**
+   * Gives back to the device the memory kept for reuse that no storage holds (WebGPU's pooled
+   * buffers): after a phase whose temporaries no later step allocates again, such as moving a model's
+   * parameters into one buffer. A no-op where nothing is kept.
+   */
+  releaseCached(): void;
   /** Elements one storage may hold (one device buffer: WebGPU's maxBufferSize). */
   readonly maxStorageSize: number;
   /** Elements at which a view may start: kernels bind a view where it begins. */

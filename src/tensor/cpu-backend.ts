@@ -32,6 +32,7 @@ export class CpuBackend implements Backend<CpuStorage> {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  releaseCached(): void {}
   readonly maxStorageSize = 2 ** 32 - 1;
   readonly viewAlignment = 1;
   view = view;

@@ -108,14 +108,17 @@ export class FlatParameters {
     this.blockSizes = blockSizes;
     this.backend = backend;
     this.params = this.zeroBuffer();
-    this.grads = this.zeroBuffer();
     this.views = slots.map((slot, i) => {
       const view = this.params.slot(slot);
       assign(view, named[i][1]);
-      view.gradTarget = keep(this.grads.slot(slot));
       model.replaceParameter(slot.name, view);
       return view;
     });
+    // The parameters' former storages (and their initialisation's temporaries) are sizes no training
+    // step asks for again: pooled, they would hold as much memory as the weights for the whole run.
+    backend.releaseCached();
+    this.grads = this.zeroBuffer();
+    this.views.forEach((view, i) => { view.gradTarget = keep(this.grads.slot(slots[i])); });
   }
 
   /** A zero-filled buffer of this layout (one of AdamW's moments), and a view of it per slot. */

@@ -96,6 +96,7 @@ export class Float64Backend implements Backend {
   release(): void {}
   flush(): void {}
   async sync(): Promise<void> {}
+  releaseCached(): void {}
   readonly maxStorageSize = 2 ** 32 - 1;
   readonly viewAlignment = 1;
   view = unsupported('view');
