@@ -7,7 +7,7 @@
  *
  * --only picks families (the copy is measured whenever a memory-bound family needs its bandwidth;
  * `head` is decoding's output head at 1 to 64 rows, `layers` a decode step's x·W at 1 to 64 rows;
- * `half` matmul with an f16 B beside an f32 one);
+ * `half` matmul with an f16 and a bf16 B beside an f32 one);
  * --runs sets the timed runs of every row (after warm-up; the median is reported); --variants adds
  * every matmul variant this adapter supports at [1024, 768]·[768, 3072]. On WebGPU the matmul variant
  * is chosen by measuring once per adapter (remembered under ~/.cache/gpt2-webgpu), before any row.

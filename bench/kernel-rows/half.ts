@@ -1,13 +1,13 @@
 /**
- * Bench rows for matmul with an f16 B (a frozen weight, `matmul_f16`) beside the same product with
- * B in f32 (`matmul_f32`), at GPT-2 small's shapes: decoding's c_attn x·W [m, 768]·[768, 2304] and
+ * Bench rows for matmul with a 16-bit B (a frozen weight: `matmul_f16`, read by unpack2x16float, and
+ * `matmul_bf16`, read by a shift or a mask) beside the same product with B in f32 (`matmul_f32`), at GPT-2 small's shapes: decoding's c_attn x·W [m, 768]·[768, 2304] and
  * head x·wteᵀ [m, 768]·[50257, 768]ᵀ for m 1 and 16, and a LoRA step's frozen-base products over 552
  * tokens, the MLP's x·W [552, 768]·[768, 3072] and its backward dY·Wᵀ [552, 3072]·[768, 3072]ᵀ. The
- * two alternate over ROUNDS rounds, so a shared host's drift moves both alike. GB/s: bytes of B read.
+ * three alternate over ROUNDS rounds, so a shared host's drift moves both alike. GB/s: bytes of B read.
  */
 import { medianMs } from '../harness.js';
 import type { Backend, MatmulShape } from '../../src/tensor/backend.js';
-import { narrowToHalf } from '../../src/tensor/half.js';
+import { narrowToBfloat16, narrowToHalf } from '../../src/tensor/half.js';
 import type { BenchRow } from './types.js';
 
 const ROUNDS = 2;
@@ -24,16 +24,17 @@ export async function halfRows(backend: Backend): Promise<BenchRow[]> {
     const s: MatmulShape = { batch: 1, m, k, n, transA: false, transB, broadcastB: true };
     const a = backend.random(m * k, 1, 'normal');
     const full = backend.random(k * n, 2, 'normal');
-    const half = backend.upload(narrowToHalf((await backend.read(full)) as Float32Array));
+    const values = (await backend.read(full)) as Float32Array;
+    const halves = [backend.upload(narrowToHalf(values)), backend.upload(narrowToBfloat16(values))];
     const timing = n > 10000 || m > 100 ? { warmup: 1, runs: 3 } : { warmup: 1, runs: 5 };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const b of [full, half]) {
+      for (const b of [full, ...halves]) {
         const ms = await medianMs(backend, () => backend.release(backend.matmul(a, b, null, s)), timing);
-        const bytes = k * n * (b === half ? 2 : 4);
+        const bytes = k * n * (b === full ? 4 : 2);
         rows.push({ op: `matmul_${b.dtype}`, shape: [m, k, n], ms, gflops: (2 * m * k * n) / ms / 1e6, gbps: bytes / ms / 1e6 });
       }
     }
-    for (const x of [a, full, half]) backend.release(x);
+    for (const x of [a, full, ...halves]) backend.release(x);
   }
   return rows;
 }
